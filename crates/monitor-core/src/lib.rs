@@ -1,0 +1,19 @@
+//! # monitor-core
+//!
+//! What the checker and the sink agree on.
+//!
+//! ## Layout
+//! - [`report`]: the report contract, the JSON object that travels through Kafka, one per
+//!   check; versioned, and described for other readers by `schemas/report.v1.schema.json`.
+//! - [`settings`]: settings of both services: targets, Kafka, PostgreSQL and each service's
+//!   own section, loaded from a file plus `WEBMON__…` environment overrides and validated up
+//!   front, every problem reported at once with its path.
+//! - `testing` (feature `testing`): helpers for integration tests against a real broker and a
+//!   real PostgreSQL.
+
+pub mod report;
+pub mod settings;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use report::{FailureClass, Report, ReportError, Status, Timings, SCHEMA_VERSION};

@@ -1,0 +1,271 @@
+//! The `kafka` section: brokers, topic, TLS and SASL. Accepts the original service's keys
+//! (`host`, `port` as a string, `ssl_cafile`, `ssl_certfile`, `ssl_keyfile`) as well.
+
+use std::path::{Path, PathBuf};
+
+use super::walk::Section;
+use super::{Problem, Problems, Secret};
+
+/// Partitions given to the topic when the service creates it.
+pub const DEFAULT_PARTITIONS: i64 = 6;
+
+/// How to reach Kafka and which topic carries the reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSettings {
+    /// Bootstrap brokers, `host:port` each.
+    pub brokers: Vec<String>,
+    /// The topic of reports.
+    pub topic: String,
+    /// Create the topic when it is missing.
+    pub create_topic: bool,
+    /// Partitions of a topic the service creates.
+    pub partitions: i32,
+    /// Replication factor of a topic the service creates.
+    pub replication_factor: i16,
+    /// TLS to the brokers; `None` for plaintext.
+    pub tls: Option<TlsSettings>,
+    /// SASL authentication; `None` for none.
+    pub sasl: Option<SaslSettings>,
+}
+
+/// TLS to the brokers. Without a CA file the public web roots are trusted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsSettings {
+    /// CA certificates (PEM) that sign the brokers' certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM), for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// Client private key (PEM), for mutual TLS.
+    pub key_file: Option<PathBuf>,
+}
+
+/// SASL mechanisms the services speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// `PLAIN` (use it over TLS only).
+    Plain,
+    /// `SCRAM-SHA-256`.
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    ScramSha512,
+}
+
+/// SASL credentials.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SaslSettings {
+    /// The mechanism.
+    pub mechanism: SaslMechanism,
+    /// User name.
+    pub username: String,
+    /// Password, from `password` (best set by the environment override
+    /// `WEBMON__KAFKA__SASL__PASSWORD`) or read from `password_file`.
+    pub password: Secret,
+}
+
+pub(crate) fn read_kafka(
+    root: &mut Section<'_>,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> Option<KafkaSettings> {
+    if !root.has("kafka") {
+        root.raw("kafka");
+        return None;
+    }
+    let mut s = root.section("kafka", problems);
+    let before = problems.len();
+
+    let brokers = if s.has("brokers") {
+        if s.has("host") {
+            problems.push(Problem::new(
+                &s.path_of("host"),
+                "give either `brokers` or the original `host`/`port`, not both",
+            ));
+        }
+        s.string_list("brokers", problems).unwrap_or_default()
+    } else if s.has("host") {
+        let host = s.required_string("host", "the Kafka broker's host name", problems);
+        let port = s.integer("port", 9092, 1, 65535, problems);
+        host.map(|h| vec![format!("{}:{port}", h.trim())])
+            .unwrap_or_default()
+    } else {
+        problems.push(Problem::new(
+            &s.path_of("brokers"),
+            "is missing: list the bootstrap brokers, e.g. brokers = [\"kafka-1:9092\"]",
+        ));
+        Vec::new()
+    };
+    let brokers_path = s.path_of("brokers");
+    if s.has("brokers") && brokers.is_empty() {
+        problems.push(Problem::new(
+            &brokers_path,
+            "is empty: list at least one broker",
+        ));
+    }
+    for broker in &brokers {
+        if let Err(why) = check_broker(broker) {
+            problems.push(Problem::new(&brokers_path, format!("{broker:?}: {why}")));
+        }
+    }
+    let topic = s
+        .required_string(
+            "topic",
+            "the Kafka topic that carries the reports",
+            problems,
+        )
+        .unwrap_or_default();
+    if !topic.is_empty() && !valid_topic(&topic) {
+        problems.push(Problem::new(
+            &s.path_of("topic"),
+            format!("{topic:?} is not a valid topic name: use up to 249 of a-z A-Z 0-9 . _ -"),
+        ));
+    }
+    let create_topic = s.bool("create_topic", true, problems);
+    let partitions = s.integer("partitions", DEFAULT_PARTITIONS, 1, 10_000, problems) as i32;
+    let replication_factor = s.integer("replication_factor", 1, 1, 100, problems) as i16;
+
+    // TLS: the `tls` table, or the original service's flat keys.
+    let mut tls_section = s.section("tls", problems);
+    let tls_enabled = tls_section.bool("enabled", tls_section.exists(), problems);
+    let ca_file = tls_section
+        .readable_file("ca_file", base_dir, problems)
+        .or_else(|| s.readable_file("ssl_cafile", base_dir, problems));
+    let cert_file = tls_section
+        .readable_file("cert_file", base_dir, problems)
+        .or_else(|| s.readable_file("ssl_certfile", base_dir, problems));
+    let key_file = tls_section
+        .readable_file("key_file", base_dir, problems)
+        .or_else(|| s.readable_file("ssl_keyfile", base_dir, problems));
+    if cert_file.is_some() != key_file.is_some() {
+        problems.push(Problem::new(
+            &s.path_of("tls"),
+            "a client certificate needs its key and a key its certificate: set both cert_file and key_file, or neither",
+        ));
+    }
+    let tls_path = tls_section.path().to_string();
+    tls_section.finish(problems);
+    let tls = (tls_enabled || ca_file.is_some() || cert_file.is_some()).then_some(TlsSettings {
+        ca_file,
+        cert_file,
+        key_file,
+    });
+    if !tls_enabled && s.has("tls") && tls.is_some() {
+        problems.push(Problem::new(
+            &tls_path,
+            "enabled is false but certificate files are set: remove them or enable TLS",
+        ));
+    }
+
+    let sasl = read_sasl(&mut s, base_dir, problems);
+    s.finish(problems);
+
+    (problems.len() == before).then_some(KafkaSettings {
+        brokers,
+        topic,
+        create_topic,
+        partitions,
+        replication_factor,
+        tls,
+        sasl,
+    })
+}
+
+fn read_sasl(
+    s: &mut Section<'_>,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> Option<SaslSettings> {
+    if !s.has("sasl") {
+        s.raw("sasl");
+        return None;
+    }
+    let mut sasl = s.section("sasl", problems);
+    let mechanism = match sasl
+        .string("mechanism", problems)
+        .unwrap_or_else(|| "PLAIN".into())
+        .to_ascii_uppercase()
+        .as_str()
+    {
+        "PLAIN" => Some(SaslMechanism::Plain),
+        "SCRAM-SHA-256" => Some(SaslMechanism::ScramSha256),
+        "SCRAM-SHA-512" => Some(SaslMechanism::ScramSha512),
+        other => {
+            problems.push(Problem::new(
+                &sasl.path_of("mechanism"),
+                format!("{other:?} is not supported: use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+            ));
+            None
+        }
+    };
+    let username = sasl.required_string("username", "the SASL user name", problems);
+    let password = read_password(&mut sasl, base_dir, true, problems);
+    sasl.finish(problems);
+    Some(SaslSettings {
+        mechanism: mechanism?,
+        username: username?,
+        password: password?,
+    })
+}
+
+/// A password from `password` or from the file named by `password_file` (one line, trailing
+/// newline removed). At most one of the two may be set; one must be when `required`.
+pub(crate) fn read_password(
+    s: &mut Section<'_>,
+    base_dir: &Path,
+    required: bool,
+    problems: &mut Problems,
+) -> Option<Secret> {
+    let inline = s.string("password", problems);
+    let file = s.readable_file("password_file", base_dir, problems);
+    match (inline, file) {
+        (Some(_), Some(_)) => {
+            problems.push(Problem::new(
+                &s.path_of("password_file"),
+                "give either password or password_file, not both",
+            ));
+            None
+        }
+        (Some(p), None) => Some(Secret::new(p)),
+        (None, Some(path)) => match std::fs::read_to_string(&path) {
+            Ok(text) => Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_string())),
+            Err(e) => {
+                problems.push(Problem::new(
+                    &s.path_of("password_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+                None
+            }
+        },
+        (None, None) => {
+            if !required {
+                return None;
+            }
+            problems.push(Problem::new(
+                &s.path_of("password"),
+                "is missing: set password_file, or the password through the environment",
+            ));
+            None
+        }
+    }
+}
+
+fn check_broker(broker: &str) -> Result<(), String> {
+    let (host, port) = broker
+        .rsplit_once(':')
+        .ok_or("expected host:port, e.g. kafka-1:9092")?;
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("{port:?} is not a port number from 1 to 65535")),
+    }
+}
+
+fn valid_topic(topic: &str) -> bool {
+    topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}

@@ -1,0 +1,242 @@
+//! The settings of each service: which sections it reads and its own section.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::database::{read_database, DatabaseSettings};
+use super::kafka::{read_kafka, KafkaSettings};
+use super::target::{read_targets, TargetSettings};
+use super::walk::Section;
+use super::{ConfigError, Problem, Problems, SettingsSource};
+
+/// Default bound on checks running at once in one checker.
+pub const DEFAULT_MAX_IN_FLIGHT: i64 = 1000;
+
+/// Everything the checker needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckerSettings {
+    /// The `checker` section.
+    pub checker: CheckerSection,
+    /// Where reports go; `None` when the section is absent (allowed for `--once`/`--stdout`).
+    pub kafka: Option<KafkaSettings>,
+    /// What to check, in configuration order.
+    pub targets: Vec<TargetSettings>,
+}
+
+/// The `checker` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckerSection {
+    /// Names this checker instance or region in every report. Default: the `HOSTNAME`
+    /// environment variable, else `checker`.
+    pub id: String,
+    /// Bound on checks running at once.
+    pub max_in_flight: usize,
+    /// Which share of the targets this replica checks.
+    pub shard: Shard,
+}
+
+/// A share of the targets: replica `index` of `count` (from 0). Each target belongs to exactly
+/// one share, chosen by a hash of its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This replica, from 0.
+    pub index: u32,
+    /// How many replicas share the targets.
+    pub count: u32,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard { index: 0, count: 1 }
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Shard, String> {
+        let bad = || format!("{text:?} is not a shard: write I/N with 0 <= I < N, e.g. 0/3");
+        let (i, n) = text.trim().split_once('/').ok_or_else(bad)?;
+        let index: u32 = i.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl CheckerSettings {
+    /// Loads and validates. With `needs_kafka`, a missing `kafka` section is a problem too.
+    pub fn load(
+        source: &SettingsSource,
+        needs_kafka: bool,
+    ) -> Result<CheckerSettings, ConfigError> {
+        let tree = source.tree()?;
+        let base_dir = source.base_dir();
+        let mut problems = Problems::default();
+        let mut root = Section::root(&tree, &mut problems);
+
+        let checker = read_checker_section(&mut root, &mut problems);
+        let kafka_present = root.has("kafka");
+        let kafka = read_kafka(&mut root, &base_dir, &mut problems);
+        if needs_kafka && !kafka_present {
+            problems.push(Problem::new(
+                "kafka",
+                "is missing: the checker produces its reports to Kafka (or run it with --once or --stdout)",
+            ));
+        }
+        let targets = read_targets(&mut root, &base_dir, &mut problems);
+        root.finish(&mut problems);
+
+        if problems.is_empty() {
+            Ok(CheckerSettings {
+                checker,
+                kafka,
+                targets,
+            })
+        } else {
+            Err(problems.into())
+        }
+    }
+}
+
+fn read_checker_section(root: &mut Section<'_>, problems: &mut Problems) -> CheckerSection {
+    let mut s = root.section("checker", problems);
+    let id = s
+        .string("id", problems)
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "checker".into());
+    let max_in_flight = s.integer(
+        "max_in_flight",
+        DEFAULT_MAX_IN_FLIGHT,
+        1,
+        1_000_000,
+        problems,
+    ) as usize;
+    let shard = match s.string("shard", problems) {
+        None => Shard::default(),
+        Some(text) => text.parse().unwrap_or_else(|why: String| {
+            problems.push(Problem::new(&s.path_of("shard"), why));
+            Shard::default()
+        }),
+    };
+    s.finish(problems);
+    CheckerSection {
+        id,
+        max_in_flight,
+        shard,
+    }
+}
+
+/// Everything the sink needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkSettings {
+    /// The `sink` section.
+    pub sink: SinkSection,
+    /// Where reports come from.
+    pub kafka: KafkaSettings,
+    /// Where they are stored.
+    pub database: DatabaseSettings,
+}
+
+/// The `sink` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkSection {
+    /// Most reports stored in one transaction.
+    pub batch_size: usize,
+    /// Longest wait to fill a batch before storing what there is.
+    pub batch_linger: Duration,
+    /// Longest time the broker may hold a fetch waiting for data.
+    pub fetch_max_wait: Duration,
+    /// Apply the embedded migrations at start.
+    pub migrate_on_start: bool,
+    /// Drop stored results older than this (whole partitions); `None` keeps everything.
+    pub retention: Option<Duration>,
+}
+
+impl SinkSettings {
+    /// Loads and validates.
+    pub fn load(source: &SettingsSource) -> Result<SinkSettings, ConfigError> {
+        let tree = source.tree()?;
+        let base_dir = source.base_dir();
+        let mut problems = Problems::default();
+        let mut root = Section::root(&tree, &mut problems);
+
+        let sink = read_sink_section(&mut root, &mut problems);
+        let kafka_present = root.has("kafka");
+        let kafka = read_kafka(&mut root, &base_dir, &mut problems);
+        if !kafka_present {
+            problems.push(Problem::new(
+                "kafka",
+                "is missing: the sink consumes reports from Kafka; set kafka.brokers and kafka.topic",
+            ));
+        }
+        let database_present = root.has("database") || root.has("db");
+        let database = read_database(&mut root, &base_dir, &mut problems);
+        if !database_present {
+            problems.push(Problem::new(
+                "database",
+                "is missing: set database.url (or WEBMON__DATABASE__URL), or host, name and user",
+            ));
+        }
+        root.finish(&mut problems);
+
+        match (kafka, database) {
+            (Some(kafka), Some(database)) if problems.is_empty() => Ok(SinkSettings {
+                sink,
+                kafka,
+                database,
+            }),
+            _ => Err(problems.into()),
+        }
+    }
+}
+
+fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSection {
+    let mut s = root.section("sink", problems);
+    let batch_size = s.integer("batch_size", 5000, 1, 1_000_000, problems) as usize;
+    let batch_linger = s
+        .duration("batch_linger", Duration::from_millis(200), problems)
+        .unwrap_or(Duration::from_millis(200));
+    let fetch_max_wait = s
+        .duration("fetch_max_wait", Duration::from_millis(500), problems)
+        .unwrap_or(Duration::from_millis(500));
+    let migrate_on_start = s.bool("migrate_on_start", true, problems);
+    let retention = if s.has("retention") {
+        s.duration("retention", Duration::ZERO, problems)
+    } else {
+        s.raw("retention");
+        None
+    };
+    s.finish(problems);
+    SinkSection {
+        batch_size,
+        batch_linger,
+        fetch_max_wait,
+        migrate_on_start,
+        retention,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse_and_reject_nonsense() {
+        assert_eq!("1/3".parse::<Shard>(), Ok(Shard { index: 1, count: 3 }));
+        assert!("3/3".parse::<Shard>().is_err());
+        assert!("0/0".parse::<Shard>().is_err());
+        assert!("a/b".parse::<Shard>().is_err());
+        assert!("2".parse::<Shard>().is_err());
+    }
+}

@@ -1,0 +1,462 @@
+//! Monitored targets: the `monitored_urls` list, in the original service's form plus the keys
+//! this service adds.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use regex::Regex;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use super::walk::{describe, show, Section};
+use super::{Problem, Problems};
+
+/// Default time between two checks of a target (the original service's default).
+pub const DEFAULT_PERIOD: Duration = Duration::from_secs(60);
+/// Default bound on a whole check (the original service's default).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default number of redirects followed before the check fails as `redirect`.
+pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
+/// Highest configurable number of redirects.
+pub const MAX_REDIRECTS_LIMIT: u32 = 30;
+/// Default cap on body bytes read per check.
+pub const DEFAULT_BODY_LIMIT: u64 = 1024 * 1024;
+/// Highest configurable body cap: the checker holds up to this much per in-flight check.
+pub const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+/// Compiled-program size limit for body patterns, so a pathological pattern cannot eat memory.
+pub const REGEX_SIZE_LIMIT: usize = 1024 * 1024;
+
+/// A compiled body pattern that remembers its source text (for reports and comparisons).
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    source: String,
+    regex: Regex,
+}
+
+impl Pattern {
+    /// Compiles `source` with the size limit.
+    pub fn new(source: &str) -> Result<Pattern, regex::Error> {
+        let regex = regex::RegexBuilder::new(source)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()?;
+        Ok(Pattern {
+            source: source.to_string(),
+            regex,
+        })
+    }
+
+    /// The pattern as configured.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// The compiled regex.
+    pub fn regex(&self) -> &Regex {
+        &self.regex
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+/// The set of status codes that count as up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSet(Vec<RangeInclusive<u16>>);
+
+impl StatusSet {
+    /// Whether `code` is expected.
+    pub fn contains(&self, code: u16) -> bool {
+        self.0.iter().any(|r| r.contains(&code))
+    }
+
+    /// Parses `200-299`, `200`, or a comma-separated list of either.
+    pub fn parse(text: &str) -> Result<StatusSet, String> {
+        let mut ranges = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (lo, hi) = match part.split_once('-') {
+                Some((lo, hi)) => (lo.trim(), hi.trim()),
+                None => (part, part),
+            };
+            let parse = |s: &str| {
+                s.parse::<u16>()
+                    .ok()
+                    .filter(|c| (100..=599).contains(c))
+                    .ok_or_else(|| format!("{s:?} is not a status code from 100 to 599"))
+            };
+            let (lo, hi) = (parse(lo)?, parse(hi)?);
+            if lo > hi {
+                return Err(format!("range {part:?} is backwards"));
+            }
+            ranges.push(lo..=hi);
+        }
+        if ranges.is_empty() {
+            return Err("no status codes given".into());
+        }
+        Ok(StatusSet(ranges))
+    }
+}
+
+impl Default for StatusSet {
+    fn default() -> Self {
+        StatusSet(vec![200..=299])
+    }
+}
+
+impl fmt::Display for StatusSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if r.start() == r.end() {
+                write!(f, "{}", r.start())?;
+            } else {
+                write!(f, "{}-{}", r.start(), r.end())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One monitored target, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSettings {
+    /// Stable id: the configured `id`, or a hash of the request's definition (method, URL,
+    /// headers, body), so editing the timeout or the pattern keeps the target's history.
+    pub id: String,
+    /// The URL to check (http or https).
+    pub url: Url,
+    /// Time between two checks.
+    pub period: Duration,
+    /// Bound on the whole check: connect, TLS, redirects and body.
+    pub timeout: Duration,
+    /// The body must match this pattern.
+    pub regexp: Option<Pattern>,
+    /// The body must not match this pattern.
+    pub negative_regexp: Option<Pattern>,
+    /// HTTP method.
+    pub method: Method,
+    /// Extra request headers.
+    pub headers: HeaderMap,
+    /// Request body.
+    pub body: Option<String>,
+    /// Status codes that count as up.
+    pub expected_status: StatusSet,
+    /// Whether redirects are followed.
+    pub follow_redirects: bool,
+    /// How many redirects are followed at most.
+    pub max_redirects: u32,
+    /// Cap on body bytes read, in bytes.
+    pub body_limit: u64,
+    /// Extra CA certificates (PEM) trusted for this target, besides the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Reads the `monitored_urls` list. Each problem names the entry (`monitored_urls[2].timeout`).
+pub(crate) fn read_targets(
+    root: &mut Section<'_>,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> Vec<TargetSettings> {
+    let Some(items) = root.array("monitored_urls", problems) else {
+        if !root.has("monitored_urls") {
+            problems.push(Problem::new(
+                "monitored_urls",
+                "is missing: list the URLs to check, e.g. monitored_urls = [{ url = \"https://example.com\" }]",
+            ));
+        }
+        return Vec::new();
+    };
+    if items.is_empty() {
+        problems.push(Problem::new(
+            "monitored_urls",
+            "is empty: list at least one URL to check",
+        ));
+    }
+    let mut targets = Vec::with_capacity(items.len());
+    let mut ids: HashMap<String, String> = HashMap::new();
+    for (path, value) in items {
+        let Some(target) = read_target(path.clone(), value, base_dir, problems) else {
+            continue;
+        };
+        if let Some(first) = ids.insert(target.id.clone(), path.clone()) {
+            problems.push(Problem::new(
+                &path,
+                format!(
+                    "has the same target id {:?} as {first}: remove the duplicate or give one of them a distinct `id`",
+                    target.id
+                ),
+            ));
+        }
+        targets.push(target);
+    }
+    targets
+}
+
+fn read_target(
+    path: String,
+    value: &Value,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> Option<TargetSettings> {
+    // A bare string is a URL with every default.
+    if let Value::String(url) = value {
+        let object = serde_json::json!({ "url": url });
+        return read_target(path, &object, base_dir, problems);
+    }
+    let before = problems.len();
+    let mut s = Section::from_value(path, value, problems)?;
+
+    let url = s
+        .required_string("url", "the http:// or https:// URL to check", problems)
+        .and_then(|text| parse_url(&text, &s.path_of("url"), problems));
+    let period = s.duration("period", DEFAULT_PERIOD, problems);
+    let timeout = s.duration("timeout", DEFAULT_TIMEOUT, problems);
+    if let (Some(period), Some(timeout)) = (period, timeout) {
+        if timeout >= period {
+            problems.push(Problem::new(
+                &s.path_of("timeout"),
+                format!(
+                    "{} is not less than period {}: a check must end before the next one is due",
+                    show(timeout),
+                    show(period)
+                ),
+            ));
+        }
+    }
+    let regexp = pattern(&mut s, "regexp", problems);
+    let negative_regexp = pattern(&mut s, "negative_regexp", problems);
+    let method = match s.string("method", problems) {
+        None => Method::GET,
+        Some(text) => match Method::from_bytes(text.trim().to_ascii_uppercase().as_bytes()) {
+            Ok(m) => m,
+            Err(_) => {
+                problems.push(Problem::new(
+                    &s.path_of("method"),
+                    format!("{text:?} is not an HTTP method (GET, HEAD, POST…)"),
+                ));
+                Method::GET
+            }
+        },
+    };
+    let headers = headers(&mut s, problems);
+    let body = s.string("body", problems);
+    let expected_status = match s.raw("expected_status") {
+        None => StatusSet::default(),
+        Some(value) => {
+            let text = match value {
+                Value::Array(items) => items
+                    .iter()
+                    .map(|v| match v {
+                        Value::String(s) => s.clone(),
+                        other => describe(other),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.clone(),
+                other => describe(other),
+            };
+            StatusSet::parse(&text).unwrap_or_else(|why| {
+                problems.push(Problem::new(
+                    &s.path_of("expected_status"),
+                    format!("{why}; use codes and ranges such as [\"200-299\", 301]"),
+                ));
+                StatusSet::default()
+            })
+        }
+    };
+    let follow_redirects = s.bool("follow_redirects", true, problems);
+    let max_redirects = s.integer(
+        "max_redirects",
+        i64::from(DEFAULT_MAX_REDIRECTS),
+        0,
+        i64::from(MAX_REDIRECTS_LIMIT),
+        problems,
+    ) as u32;
+    let body_limit = s.size("body_limit", DEFAULT_BODY_LIMIT, MAX_BODY_LIMIT, problems);
+    let ca_file = s.readable_file("ca_file", base_dir, problems);
+    let configured_id = s.string("id", problems);
+    if let Some(id) = &configured_id {
+        if id.trim().is_empty() || id.len() > 200 {
+            problems.push(Problem::new(
+                &s.path_of("id"),
+                "must be 1 to 200 characters".to_string(),
+            ));
+        }
+    }
+    s.finish(problems);
+
+    if problems.len() > before {
+        return None;
+    }
+    let url = url?;
+    let id = configured_id.unwrap_or_else(|| derived_id(&method, &url, &headers, body.as_deref()));
+    Some(TargetSettings {
+        id,
+        url,
+        period: period?,
+        timeout: timeout?,
+        regexp,
+        negative_regexp,
+        method,
+        headers,
+        body,
+        expected_status,
+        follow_redirects,
+        max_redirects,
+        body_limit,
+        ca_file,
+    })
+}
+
+fn parse_url(text: &str, path: &str, problems: &mut Problems) -> Option<Url> {
+    match Url::parse(text.trim()) {
+        Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+            problems.push(Problem::new(
+                path,
+                format!(
+                    "{text:?} has scheme {:?}: only http and https URLs can be checked",
+                    url.scheme()
+                ),
+            ));
+            None
+        }
+        Ok(url) if url.host_str().is_none_or(str::is_empty) => {
+            problems.push(Problem::new(path, format!("{text:?} has no host")));
+            None
+        }
+        Ok(url) => Some(url),
+        Err(e) => {
+            problems.push(Problem::new(
+                path,
+                format!("{text:?} is not a valid URL ({e}): write it in full, e.g. https://example.com/health"),
+            ));
+            None
+        }
+    }
+}
+
+fn pattern(s: &mut Section<'_>, key: &str, problems: &mut Problems) -> Option<Pattern> {
+    let text = s.string(key, problems)?;
+    match Pattern::new(&text) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            let detail = e
+                .to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            problems.push(Problem::new(
+                &s.path_of(key),
+                format!("{text:?} is not a valid regular expression: {detail}"),
+            ));
+            None
+        }
+    }
+}
+
+fn headers(s: &mut Section<'_>, problems: &mut Problems) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    // Header names are free-form: every key of the section is a header.
+    let section = s.section("headers", problems);
+    for (name, value) in section.entries() {
+        let header_path = section.path_of(name);
+        let value_text = match value {
+            Value::String(v) => v.clone(),
+            Value::Number(n) => n.to_string(),
+            other => {
+                problems.push(Problem::new(
+                    &header_path,
+                    format!("expected a string, found {}", describe(other)),
+                ));
+                continue;
+            }
+        };
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value_text),
+        ) {
+            (Ok(n), Ok(v)) => {
+                map.append(n, v);
+            }
+            (Err(_), _) => problems.push(Problem::new(
+                &header_path,
+                format!("{name:?} is not a valid header name"),
+            )),
+            (_, Err(_)) => problems.push(Problem::new(
+                &header_path,
+                "the value holds characters a header cannot carry (control characters, newlines)",
+            )),
+        }
+    }
+    map
+}
+
+/// A stable id from what defines the request: method, URL (normalised by the URL parser:
+/// lower-case host, default port dropped), headers and body. 16 hex digits.
+fn derived_id(method: &Method, url: &Url, headers: &HeaderMap, body: Option<&str>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_str().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(url.as_str().as_bytes());
+    let mut pairs: Vec<(String, &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes()))
+        .collect();
+    pairs.sort();
+    for (name, value) in pairs {
+        hasher.update(b"\n");
+        hasher.update(name.as_bytes());
+        hasher.update(b":");
+        hasher.update(value);
+    }
+    if let Some(body) = body {
+        hasher.update(b"\n\n");
+        hasher.update(body.as_bytes());
+    }
+    let digest = hasher.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_sets_parse_codes_and_ranges() {
+        let set = StatusSet::parse("200-299, 301,404").expect("valid");
+        assert!(set.contains(204) && set.contains(301) && set.contains(404));
+        assert!(!set.contains(302));
+        assert_eq!(set.to_string(), "200-299,301,404");
+        assert!(StatusSet::parse("299-200").is_err());
+        assert!(StatusSet::parse("99").is_err());
+        assert!(StatusSet::parse("").is_err());
+    }
+
+    #[test]
+    fn derived_ids_ignore_url_spelling_but_not_the_request() {
+        let a = Url::parse("HTTPS://Example.COM:443/").expect("url");
+        let b = Url::parse("https://example.com").expect("url");
+        let h = HeaderMap::new();
+        assert_eq!(
+            derived_id(&Method::GET, &a, &h, None),
+            derived_id(&Method::GET, &b, &h, None)
+        );
+        assert_ne!(
+            derived_id(&Method::GET, &a, &h, None),
+            derived_id(&Method::HEAD, &a, &h, None)
+        );
+        assert_eq!(derived_id(&Method::GET, &a, &h, None).len(), 16);
+    }
+}

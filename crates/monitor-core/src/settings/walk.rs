@@ -1,0 +1,481 @@
+//! A walker over the merged configuration tree that turns loose values (a file plus
+//! environment overrides) into typed ones, collecting every problem with its path instead of
+//! stopping at the first.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::units::{format_duration, parse_duration, parse_size};
+use super::{Problem, Problems};
+
+/// One object of the tree, with the path that names it in messages.
+#[derive(Debug)]
+pub(crate) struct Section<'a> {
+    path: String,
+    map: Option<&'a Map<String, Value>>,
+    seen: BTreeSet<String>,
+    /// Whether keys nobody asked for are reported (true for our own sections).
+    strict: bool,
+}
+
+impl<'a> Section<'a> {
+    /// The root of the tree; unknown top-level keys are allowed (each service reads its own
+    /// sections of a shared file, and the original service's `mode` key is ignored).
+    pub fn root(value: &'a Value, problems: &mut Problems) -> Section<'a> {
+        let map = match value {
+            Value::Object(map) => Some(map),
+            Value::Null => None,
+            other => {
+                problems.push(Problem::new(
+                    "(root)",
+                    format!("expected a table/object of settings, found {}", kind(other)),
+                ));
+                None
+            }
+        };
+        Section {
+            path: String::new(),
+            map,
+            seen: BTreeSet::new(),
+            strict: false,
+        }
+    }
+
+    /// Whether the section exists in the tree at all.
+    pub fn exists(&self) -> bool {
+        self.map.is_some()
+    }
+
+    /// The path of `key` inside this section.
+    pub fn path_of(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    /// The path of this section.
+    pub fn path(&self) -> &str {
+        if self.path.is_empty() {
+            "(root)"
+        } else {
+            &self.path
+        }
+    }
+
+    /// The raw value of `key`, marking it as known. `null` counts as absent.
+    pub fn raw(&mut self, key: &str) -> Option<&'a Value> {
+        self.seen.insert(key.to_string());
+        let map = self.map?;
+        match map.get(key) {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(value),
+        }
+    }
+
+    /// Every key and value of the section (for sections whose keys are free-form).
+    pub fn entries(&self) -> impl Iterator<Item = (&'a String, &'a Value)> {
+        self.map.into_iter().flatten()
+    }
+
+    /// Whether `key` is present (and not null), without marking it.
+    pub fn has(&self, key: &str) -> bool {
+        self.map
+            .and_then(|m| m.get(key))
+            .is_some_and(|v| !v.is_null())
+    }
+
+    /// A nested section. A missing key gives an empty section; a non-object is a problem.
+    pub fn section(&mut self, key: &str, problems: &mut Problems) -> Section<'a> {
+        let path = self.path_of(key);
+        let map = match self.raw(key) {
+            None => None,
+            Some(Value::Object(map)) => Some(map),
+            Some(other) => {
+                problems.push(Problem::new(
+                    &path,
+                    format!("expected a table/object, found {}", kind(other)),
+                ));
+                None
+            }
+        };
+        Section {
+            path,
+            map,
+            seen: BTreeSet::new(),
+            strict: true,
+        }
+    }
+
+    /// An array of values, each with its own path (`key[i]`).
+    pub fn array(
+        &mut self,
+        key: &str,
+        problems: &mut Problems,
+    ) -> Option<Vec<(String, &'a Value)>> {
+        let path = self.path_of(key);
+        match self.raw(key)? {
+            Value::Array(items) => Some(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("{path}[{i}]"), v))
+                    .collect(),
+            ),
+            other => {
+                problems.push(Problem::new(
+                    &path,
+                    format!("expected a list, found {}", kind(other)),
+                ));
+                None
+            }
+        }
+    }
+
+    /// A string. Numbers and booleans are taken as their text, since environment overrides
+    /// arrive as text that may look like a number (a numeric password, a port).
+    pub fn string(&mut self, key: &str, problems: &mut Problems) -> Option<String> {
+        let path = self.path_of(key);
+        match self.raw(key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            other => {
+                problems.push(Problem::new(
+                    &path,
+                    format!("expected a string, found {}", kind(other)),
+                ));
+                None
+            }
+        }
+    }
+
+    /// A string that must be present and not blank.
+    pub fn required_string(
+        &mut self,
+        key: &str,
+        what: &str,
+        problems: &mut Problems,
+    ) -> Option<String> {
+        let path = self.path_of(key);
+        match self.string(key, problems) {
+            Some(s) if !s.trim().is_empty() => Some(s),
+            Some(_) => {
+                problems.push(Problem::new(&path, format!("is empty: set {what}")));
+                None
+            }
+            None => {
+                if !self.has(key) {
+                    problems.push(Problem::new(&path, format!("is missing: set {what}")));
+                }
+                None
+            }
+        }
+    }
+
+    /// A boolean (`true`/`false`, or the strings `"true"`/`"false"`).
+    pub fn bool(&mut self, key: &str, default: bool, problems: &mut Problems) -> bool {
+        let path = self.path_of(key);
+        match self.raw(key) {
+            None => default,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
+            Some(other) => {
+                problems.push(Problem::new(
+                    &path,
+                    format!("expected true or false, found {}", describe(other)),
+                ));
+                default
+            }
+        }
+    }
+
+    /// An integer within `min..=max` (numbers, or strings holding one, as in the original
+    /// service's `"port": "19071"`).
+    pub fn integer(
+        &mut self,
+        key: &str,
+        default: i64,
+        min: i64,
+        max: i64,
+        problems: &mut Problems,
+    ) -> i64 {
+        let path = self.path_of(key);
+        let Some(value) = self.raw(key) else {
+            return default;
+        };
+        let parsed = match value {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse::<i64>().ok(),
+            _ => None,
+        };
+        match parsed {
+            Some(n) if (min..=max).contains(&n) => n,
+            Some(n) => {
+                problems.push(Problem::new(
+                    &path,
+                    format!("{n} is out of range: use a whole number from {min} to {max}"),
+                ));
+                default
+            }
+            None => {
+                problems.push(Problem::new(
+                    &path,
+                    format!(
+                        "expected a whole number from {min} to {max}, found {}",
+                        describe(value)
+                    ),
+                ));
+                default
+            }
+        }
+    }
+
+    /// A duration: a number of seconds (as in the original service) or a string with a unit
+    /// (`"500ms"`, `"1.5s"`, `"2m"`, `"1h"`). Must be positive.
+    pub fn duration(
+        &mut self,
+        key: &str,
+        default: Duration,
+        problems: &mut Problems,
+    ) -> Option<Duration> {
+        let path = self.path_of(key);
+        let Some(value) = self.raw(key) else {
+            return Some(default);
+        };
+        let parsed = match value {
+            Value::Number(n) => n
+                .as_f64()
+                .ok_or_else(|| "not a number".to_string())
+                .and_then(seconds),
+            Value::String(s) => parse_duration(s),
+            other => Err(format!("found {}", kind(other))),
+        };
+        match parsed {
+            Ok(d) if d.is_zero() => {
+                problems.push(Problem::new(&path, "must be greater than zero".to_string()));
+                None
+            }
+            Ok(d) => Some(d),
+            Err(why) => {
+                problems.push(Problem::new(
+                    &path,
+                    format!(
+                        "{}: {why}; use seconds (10, 0.5) or a string with a unit (\"500ms\", \"2m\")",
+                        describe(value)
+                    ),
+                ));
+                None
+            }
+        }
+    }
+
+    /// A size in bytes: a number, or a string with a unit (`"512KiB"`, `"1MiB"`, `"10MB"`).
+    pub fn size(&mut self, key: &str, default: u64, max: u64, problems: &mut Problems) -> u64 {
+        let path = self.path_of(key);
+        let Some(value) = self.raw(key) else {
+            return default;
+        };
+        let parsed = match value {
+            Value::Number(n) => n
+                .as_u64()
+                .ok_or_else(|| "not a whole, non-negative number".to_string()),
+            Value::String(s) => parse_size(s),
+            other => Err(format!("found {}", kind(other))),
+        };
+        match parsed {
+            Ok(0) => {
+                problems.push(Problem::new(&path, "must be greater than zero".to_string()));
+                default
+            }
+            Ok(n) if n > max => {
+                problems.push(Problem::new(
+                    &path,
+                    format!("{n} bytes is more than the maximum of {max} bytes"),
+                ));
+                default
+            }
+            Ok(n) => n,
+            Err(why) => {
+                problems.push(Problem::new(
+                    &path,
+                    format!(
+                        "{}: {why}; use bytes (1048576) or a string with a unit (\"1MiB\", \"512KiB\")",
+                        describe(value)
+                    ),
+                ));
+                default
+            }
+        }
+    }
+
+    /// A list of strings: a list, or one comma-separated string (the form environment
+    /// overrides take).
+    pub fn string_list(&mut self, key: &str, problems: &mut Problems) -> Option<Vec<String>> {
+        let path = self.path_of(key);
+        match self.raw(key)? {
+            Value::String(s) => Some(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
+            ),
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(s) => out.push(s.clone()),
+                        Value::Number(n) => out.push(n.to_string()),
+                        other => problems.push(Problem::new(
+                            &format!("{path}[{i}]"),
+                            format!("expected a string, found {}", kind(other)),
+                        )),
+                    }
+                }
+                Some(out)
+            }
+            other => {
+                problems.push(Problem::new(
+                    &path,
+                    format!("expected a list of strings, found {}", kind(other)),
+                ));
+                None
+            }
+        }
+    }
+
+    /// A path to a local file that must be readable. Relative paths are resolved against
+    /// `base_dir`.
+    pub fn readable_file(
+        &mut self,
+        key: &str,
+        base_dir: &Path,
+        problems: &mut Problems,
+    ) -> Option<PathBuf> {
+        let path = self.path_of(key);
+        let text = self.string(key, problems)?;
+        if text.trim().is_empty() {
+            return None;
+        }
+        let file = resolve(base_dir, &text);
+        if let Err(e) = std::fs::File::open(&file) {
+            problems.push(Problem::new(
+                &path,
+                format!("cannot read {}: {e}", file.display()),
+            ));
+            return None;
+        }
+        Some(file)
+    }
+
+    /// Reports keys of this section that no reader asked for: most often a typo.
+    pub fn finish(self, problems: &mut Problems) {
+        if !self.strict {
+            return;
+        }
+        let Some(map) = self.map else { return };
+        for key in map.keys() {
+            if !self.seen.contains(key) {
+                let known: Vec<&str> = self.seen.iter().map(String::as_str).collect();
+                problems.push(Problem::new(
+                    &self.path_of(key),
+                    format!("unknown key; known keys here are: {}", known.join(", ")),
+                ));
+            }
+        }
+    }
+}
+
+impl<'a> Section<'a> {
+    /// A section over an arbitrary object value (an element of a list).
+    pub fn from_value(
+        path: String,
+        value: &'a Value,
+        problems: &mut Problems,
+    ) -> Option<Section<'a>> {
+        match value {
+            Value::Object(map) => Some(Section {
+                path,
+                map: Some(map),
+                seen: BTreeSet::new(),
+                strict: true,
+            }),
+            other => {
+                problems.push(Problem::new(
+                    &path,
+                    format!("expected a table/object, found {}", kind(other)),
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// Resolves a configured path: absolute as is, relative against `base_dir`.
+pub(crate) fn resolve(base_dir: &Path, text: &str) -> PathBuf {
+    let path = Path::new(text);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    }
+}
+
+fn seconds(secs: f64) -> Result<Duration, String> {
+    if !secs.is_finite() || secs < 0.0 {
+        return Err("must be a positive number of seconds".into());
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
+/// "a string", "a list"… for messages.
+pub(crate) fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a table/object",
+    }
+}
+
+/// The value itself for scalars (`"abc"`, `-5`), its kind otherwise.
+pub(crate) fn describe(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{s:?}"),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => kind(other).to_string(),
+    }
+}
+
+/// Formats a duration the way messages show it (`12s`, `500ms`).
+pub(crate) fn show(d: Duration) -> String {
+    format_duration(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_in_a_section_are_reported_with_their_path() {
+        let tree = serde_json::json!({"kafka": {"topic": "t", "topik": "x"}, "mode": "any"});
+        let mut problems = Problems::default();
+        let mut root = Section::root(&tree, &mut problems);
+        let mut kafka = root.section("kafka", &mut problems);
+        assert_eq!(kafka.string("topic", &mut problems).as_deref(), Some("t"));
+        kafka.finish(&mut problems);
+        root.finish(&mut problems);
+        let text = problems.to_string();
+        assert!(text.contains("kafka.topik: unknown key"), "{text}");
+        assert!(!text.contains("mode"), "{text}");
+    }
+}

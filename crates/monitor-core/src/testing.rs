@@ -1,0 +1,111 @@
+//! Helpers for integration tests that need a real Kafka-protocol broker and a real PostgreSQL.
+//!
+//! Tests find the services through `KAFKA_BROKERS` (comma-separated `host:port`) and
+//! `DATABASE_URL` (a server URL whose user may create databases), as `scripts/test.sh` sets
+//! them. A missing variable fails the test with a message that says how to run it: a test that
+//! needs a service never passes without one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rskafka::client::{Client, ClientBuilder};
+use sqlx::{Connection, Executor, PgConnection};
+
+/// The reason service tests are ignored by a plain `cargo test`.
+pub const NEEDS_SERVICES: &str = "needs Kafka and PostgreSQL: run scripts/test.sh";
+
+fn required_env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => panic!(
+            "{name} is not set: this test needs a real service. Run `scripts/test.sh`, which \
+             starts a broker and PostgreSQL and sets KAFKA_BROKERS and DATABASE_URL, or set \
+             them yourself"
+        ),
+    }
+}
+
+/// The brokers from `KAFKA_BROKERS`; panics with instructions when unset.
+pub fn kafka_brokers() -> Vec<String> {
+    required_env("KAFKA_BROKERS")
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The server URL from `DATABASE_URL`; panics with instructions when unset.
+pub fn database_url() -> String {
+    required_env("DATABASE_URL")
+}
+
+/// A name no other test uses: `prefix-<uuid>` with only lowercase letters, digits and `_`.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A client of the test broker.
+pub async fn kafka_client() -> Arc<Client> {
+    let brokers = kafka_brokers();
+    let client = tokio::time::timeout(
+        Duration::from_secs(30),
+        ClientBuilder::new(brokers.clone()).build(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("timed out connecting to the broker at {brokers:?}"))
+    .unwrap_or_else(|e| panic!("cannot connect to the broker at {brokers:?}: {e}"));
+    Arc::new(client)
+}
+
+/// Creates a topic of its own for one test, and returns its name.
+pub async fn create_topic(client: &Client, partitions: i32) -> String {
+    let topic = unique_name("wmtest").replace('_', "-");
+    client
+        .controller_client()
+        .unwrap_or_else(|e| panic!("no controller: {e}"))
+        .create_topic(&topic, partitions, 1, 5_000)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create topic {topic}: {e}"));
+    topic
+}
+
+/// A database of its own for one test, dropped by [`TestDatabase::drop_database`].
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// Its name.
+    pub name: String,
+    /// A URL that connects to it.
+    pub url: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    /// Creates an empty database on the server of `DATABASE_URL`.
+    pub async fn create() -> TestDatabase {
+        let admin_url = database_url();
+        let name = unique_name("wmtest");
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL: {e}"));
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+        let mut url = url::Url::parse(&admin_url).unwrap_or_else(|e| panic!("DATABASE_URL: {e}"));
+        url.set_path(&name);
+        TestDatabase {
+            name,
+            url: url.to_string(),
+            admin_url,
+        }
+    }
+
+    /// Drops the database (closing anything still connected to it).
+    pub async fn drop_database(self) {
+        if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {
+            let _ = admin
+                .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
+                .await;
+        }
+    }
+}
