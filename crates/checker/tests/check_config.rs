@@ -1,0 +1,63 @@
+//! `checker --check-config`: exit 0 on valid settings, 2 with every problem named otherwise.
+
+use std::process::Command;
+
+fn repo_file(path: &str) -> String {
+    format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn check_config(file: &str) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_checker"))
+        .args(["--check-config", "--config", file])
+        .env_remove("WEBMON_CONFIG")
+        .output()
+        .expect("runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_shipped_example_configs_are_valid() {
+    for file in ["configs/example.toml", "configs/config.json"] {
+        let (code, stdout, stderr) = check_config(&repo_file(file));
+        assert_eq!(code, Some(0), "{file}: {stderr}");
+        assert!(
+            stdout.contains("configuration is valid: 3 targets"),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn invalid_settings_exit_2_naming_each_field() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("bad.json");
+    std::fs::write(
+        &file,
+        r#"{"kafka": {"brokers": ["k:9092"]},
+            "monitored_urls": [{"url": "ftp://x"}, {"url": "http://a", "timeout": 12, "period": 10}]}"#,
+    )
+    .expect("write");
+    let (code, _, stderr) = check_config(&file.to_string_lossy());
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("3 problems"), "{stderr}");
+    assert!(stderr.contains("kafka.topic: is missing"), "{stderr}");
+    assert!(stderr.contains("monitored_urls[0].url"), "{stderr}");
+    assert!(
+        stderr.contains("monitored_urls[1].timeout: 12s is not less than period 10s"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unreadable_file_exits_2() {
+    let (code, _, stderr) = check_config("/nonexistent/web-monitor.toml");
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("cannot read /nonexistent/web-monitor.toml"),
+        "{stderr}"
+    );
+}
