@@ -8,9 +8,12 @@
 //! - [`settings`]: settings of both services: targets, Kafka, PostgreSQL and each service's
 //!   own section, loaded from a file plus `WEBMON__…` environment overrides and validated up
 //!   front, every problem reported at once with its path.
+//! - `kafka` (feature `kafka`): a Kafka client built from the settings (TLS, SASL).
 //! - `testing` (feature `testing`): helpers for integration tests against a real broker and a
 //!   real PostgreSQL.
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod report;
 pub mod settings;
 #[cfg(feature = "testing")]

@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use monitor_core::settings::{SettingsSource, SinkSettings};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
 
 /// Consumes check reports from Kafka and stores each exactly once in PostgreSQL.
 ///
@@ -15,37 +17,114 @@ use monitor_core::settings::{SettingsSource, SinkSettings};
 struct Args {
     /// Settings file (TOML, YAML or JSON, by extension). The original service's
     /// configs/config.json works as it is.
-    #[arg(long, short = 'c', env = "WEBMON_CONFIG", value_name = "PATH")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "WEBMON_CONFIG",
+        value_name = "PATH",
+        global = true
+    )]
     config: Option<PathBuf>,
 
     /// Validate the settings, print every problem found, and exit: 0 when valid, 2 otherwise.
     /// Touches no network.
     #[arg(long)]
     check_config: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Consume and store until SIGTERM or Ctrl-C (the default).
+    Run,
+    /// Apply the database migrations (the same as `sqlx migrate run`) and exit.
+    Migrate,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    init_tracing();
     let source = SettingsSource {
         file: args.config.clone(),
         ..SettingsSource::default()
     };
-    match SinkSettings::load(&source) {
-        Ok(settings) => {
-            if args.check_config {
-                println!(
-                    "configuration is valid: brokers {}, topic {:?}",
-                    settings.kafka.brokers.join(","),
-                    settings.kafka.topic
-                );
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("sink: only --check-config is available in this build");
-            ExitCode::from(2)
-        }
+    let settings = match SinkSettings::load(&source) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::from(2)
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!(
+            "configuration is valid: brokers {}, topic {:?}",
+            settings.kafka.brokers.join(","),
+            settings.kafka.topic
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match args.command.unwrap_or(Command::Run) {
+            Command::Migrate => {
+                let pool = sink::db::pool(&settings.database)?;
+                sink::db::migrate(&pool).await?;
+                info!("migrations applied");
+                Ok(())
+            }
+            Command::Run => {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(signal(shutdown.clone()));
+                sink::run(settings, shutdown).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "sink failed");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// Fires `shutdown` on SIGTERM or SIGINT.
+async fn signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM"),
+            _ = int.recv() => info!("SIGINT"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    shutdown.cancel();
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

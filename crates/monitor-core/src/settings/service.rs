@@ -161,6 +161,8 @@ pub struct SinkSection {
     pub migrate_on_start: bool,
     /// Drop stored results older than this (whole partitions); `None` keeps everything.
     pub retention: Option<Duration>,
+    /// How often a replica checks its leases and takes or gives back partitions.
+    pub rebalance_interval: Duration,
 }
 
 impl SinkSettings {
@@ -217,6 +219,9 @@ fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSec
         s.raw("retention");
         None
     };
+    let rebalance_interval = s
+        .duration("rebalance_interval", Duration::from_secs(2), problems)
+        .unwrap_or(Duration::from_secs(2));
     s.finish(problems);
     SinkSection {
         batch_size,
@@ -224,6 +229,7 @@ fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSec
         fetch_max_wait,
         migrate_on_start,
         retention,
+        rebalance_interval,
     }
 }
 

@@ -1,0 +1,130 @@
+//! Connecting to Kafka as the settings say: brokers, TLS (mutual TLS included) and SASL.
+//! Shared by the checker (producer) and the sink (consumer).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
+use rskafka::BackoffConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::settings::{KafkaSettings, SaslMechanism, TlsSettings};
+
+/// Why a Kafka client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaConnectError {
+    /// A certificate or key file could not be read or parsed.
+    #[error("{what} {path}: {source}")]
+    File {
+        /// What the file is for.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// rustls refused the TLS settings.
+    #[error("TLS settings: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The brokers could not be reached or refused us.
+    #[error("cannot connect to brokers {brokers}: {source}")]
+    Connect {
+        /// The bootstrap brokers.
+        brokers: String,
+        /// Why.
+        source: rskafka::client::error::Error,
+    },
+}
+
+/// The TLS client configuration for the brokers: their CA (or the public web roots), and the
+/// client certificate and key for mutual TLS.
+pub fn tls_config(tls: &TlsSettings) -> Result<rustls::ClientConfig, KafkaConnectError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca_file {
+        Some(path) => {
+            for cert in read_certs("CA file", path)? {
+                roots.add(cert)?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots);
+    let config = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs("client certificate", cert)?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| KafkaConnectError::File {
+                what: "client key",
+                path: key.clone(),
+                source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+            })?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+fn read_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, KafkaConnectError> {
+    let err = |source: io::Error| KafkaConnectError::File {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))?;
+    if certs.is_empty() {
+        return Err(err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no PEM certificate in the file",
+        )));
+    }
+    Ok(certs)
+}
+
+/// Builds a client of the brokers. Requests retry with backoff for at most `retry_for`, after
+/// which they fail and the caller decides (back off and try again, or spool).
+pub async fn connect(
+    settings: &KafkaSettings,
+    client_id: &str,
+    retry_for: Duration,
+) -> Result<Client, KafkaConnectError> {
+    let mut builder = ClientBuilder::new(settings.brokers.clone())
+        .client_id(client_id.to_string())
+        .backoff_config(BackoffConfig {
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+            deadline: Some(retry_for),
+        });
+    if let Some(tls) = &settings.tls {
+        builder = builder.tls_config(Arc::new(tls_config(tls)?));
+    }
+    if let Some(sasl) = &settings.sasl {
+        let credentials =
+            Credentials::new(sasl.username.clone(), sasl.password.expose().to_string());
+        builder = builder.sasl_config(match sasl.mechanism {
+            SaslMechanism::Plain => SaslConfig::Plain(credentials),
+            SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),
+            SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
+        });
+    }
+    builder
+        .build()
+        .await
+        .map_err(|source| KafkaConnectError::Connect {
+            brokers: settings.brokers.join(","),
+            source,
+        })
+}

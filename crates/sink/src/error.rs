@@ -1,0 +1,42 @@
+//! The sink's error type.
+
+/// What can go wrong in the sink (never because of a message's content: bad messages become
+/// dead letters).
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A database operation failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying the migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Kafka could not be reached.
+    #[error(transparent)]
+    KafkaConnect(#[from] monitor_core::kafka::KafkaConnectError),
+    /// A Kafka request failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rskafka::client::error::Error),
+    /// Another replica stored this partition since our batch started: we no longer own it.
+    #[error("partition {partition} of {topic}: stored offset is {found:?}, expected {expected:?}: another replica owns it")]
+    OffsetMoved {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The offset the batch started from.
+        expected: Option<i64>,
+        /// The offset found.
+        found: Option<i64>,
+    },
+}
+
+impl SinkError {
+    /// Whether retrying later can help (an outage), as opposed to a fault of ours.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SinkError::Database(e) => !matches!(e, sqlx::Error::Configuration(_)),
+            SinkError::Kafka(_) | SinkError::KafkaConnect(_) => true,
+            SinkError::Migrate(_) | SinkError::OffsetMoved { .. } => false,
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! [`ReportStore`]: the only code that writes SQL. One transaction per batch holds the batch's
+//! rows, its dead letters and the partition's next offset, so a crash anywhere stores a batch
+//! wholly or not at all.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
+use monitor_core::report::Report;
+use sqlx::{PgPool, Postgres, Transaction};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::decode::decode;
+use crate::SinkError;
+
+/// A message that is not a valid report, kept as received.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Its offset.
+    pub offset: i64,
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its value.
+    pub payload: Option<Vec<u8>>,
+    /// Why it is not a report.
+    pub error: String,
+}
+
+/// The messages of one partition between two stored offsets.
+#[derive(Debug)]
+pub struct Batch {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The stored next offset this batch continues from (`None`: nothing stored yet).
+    pub expected_offset: Option<i64>,
+    /// Where consumption resumes after this batch.
+    pub next_offset: i64,
+    /// Valid reports, with their offsets.
+    pub reports: Vec<(i64, Report)>,
+    /// Invalid messages.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl Batch {
+    /// An empty batch continuing from `expected_offset`, resuming at `next_offset`.
+    pub fn new(
+        topic: &str,
+        partition: i32,
+        expected_offset: Option<i64>,
+        next_offset: i64,
+    ) -> Batch {
+        Batch {
+            topic: topic.to_string(),
+            partition,
+            expected_offset,
+            next_offset,
+            reports: Vec::new(),
+            dead_letters: Vec::new(),
+        }
+    }
+
+    /// Adds one message: a report, or a dead letter saying why not.
+    pub fn push(&mut self, offset: i64, key: Option<Vec<u8>>, value: Option<Vec<u8>>) {
+        match decode(value.as_deref()) {
+            Ok(report) => self.reports.push((offset, report)),
+            Err(error) => {
+                warn!(topic = %self.topic, partition = self.partition, offset, %error, "dead letter");
+                self.dead_letters.push(DeadLetter {
+                    offset,
+                    key,
+                    payload: value,
+                    error,
+                })
+            }
+        }
+        self.next_offset = self.next_offset.max(offset + 1);
+    }
+
+    /// Messages in the batch.
+    pub fn len(&self) -> usize {
+        self.reports.len() + self.dead_letters.len()
+    }
+
+    /// Whether the batch holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What storing a batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// New result rows.
+    pub rows: u64,
+    /// Reports skipped because their `report_id` was stored already.
+    pub duplicates: u64,
+    /// Dead letters stored.
+    pub dead_letters: u64,
+}
+
+/// Writes batches, offsets and table partitions.
+#[derive(Debug)]
+pub struct ReportStore {
+    pool: PgPool,
+    /// Days whose results partition is known to exist.
+    days: Mutex<HashSet<NaiveDate>>,
+}
+
+impl ReportStore {
+    /// A store over `pool`.
+    pub fn new(pool: PgPool) -> ReportStore {
+        ReportStore {
+            pool,
+            days: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The stored next offset of a partition.
+    pub async fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, SinkError> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT next_offset FROM kafka_offsets WHERE kafka_topic = $1 AND kafka_partition = $2",
+        )
+        .bind(topic)
+        .bind(partition)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    /// Stores a batch in one transaction: the targets, the rows (skipping stored
+    /// `report_id`s), the dead letters, and the partition's next offset, which must still be the
+    /// one the batch started from.
+    pub async fn store(&self, batch: &Batch) -> Result<Stored, SinkError> {
+        let days: HashSet<NaiveDate> = batch
+            .reports
+            .iter()
+            .map(|(_, r)| r.scheduled_at.date_naive())
+            .collect();
+        self.ensure_days(days).await?;
+
+        let mut tx = self.pool.begin().await?;
+        advance_offset(&mut tx, batch).await?;
+        let rows = insert_reports(&mut tx, batch).await?;
+        let dead_letters = insert_dead_letters(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(Stored {
+            rows,
+            duplicates: batch.reports.len() as u64 - rows,
+            dead_letters,
+        })
+    }
+
+    /// Creates the day partitions of `results` from `days_back` days ago to `days_ahead` days
+    /// from now.
+    pub async fn create_partitions_around_now(
+        &self,
+        days_back: i64,
+        days_ahead: i64,
+    ) -> Result<(), SinkError> {
+        let today = Utc::now().date_naive();
+        let days = (-days_back..=days_ahead)
+            .filter_map(|d| today.checked_add_signed(ChronoDuration::days(d)))
+            .collect();
+        self.ensure_days(days).await
+    }
+
+    async fn ensure_days(&self, days: HashSet<NaiveDate>) -> Result<(), SinkError> {
+        let missing: Vec<NaiveDate> = {
+            let known = self.days.lock().unwrap_or_else(|p| p.into_inner());
+            days.into_iter().filter(|d| !known.contains(d)).collect()
+        };
+        for day in missing {
+            create_day_partition(&self.pool, day).await?;
+            self.days
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(day);
+        }
+        Ok(())
+    }
+
+    /// Drops the day partitions of `results` that end before `older_than`. Returns their names.
+    pub async fn drop_partitions_before(
+        &self,
+        older_than: DateTime<Utc>,
+    ) -> Result<Vec<String>, SinkError> {
+        let children: Vec<(String,)> = sqlx::query_as(
+            "SELECT c.relname::text FROM pg_inherits i \
+             JOIN pg_class c ON c.oid = i.inhrelid \
+             JOIN pg_class p ON p.oid = i.inhparent \
+             WHERE p.relname = 'results' AND c.relname ~ '^results_p[0-9]{8}$'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut dropped = Vec::new();
+        for (name,) in children {
+            let Ok(day) = NaiveDate::parse_from_str(&name["results_p".len()..], "%Y%m%d") else {
+                continue;
+            };
+            let end = day.succ_opt().and_then(|d| d.and_hms_opt(0, 0, 0));
+            let Some(end) = end.map(|e| Utc.from_utc_datetime(&e)) else {
+                continue;
+            };
+            if end <= older_than {
+                sqlx::query(&format!("DROP TABLE IF EXISTS {name}"))
+                    .execute(&self.pool)
+                    .await?;
+                self.days
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&day);
+                info!(partition = %name, "dropped results past the retention");
+                dropped.push(name);
+            }
+        }
+        Ok(dropped)
+    }
+}
+
+/// `CREATE TABLE results_pYYYYMMDD PARTITION OF results`, tolerating another replica doing the
+/// same at the same time.
+async fn create_day_partition(pool: &PgPool, day: NaiveDate) -> Result<(), SinkError> {
+    let Some(next) = day.succ_opt() else {
+        return Ok(());
+    };
+    let sql = format!(
+        "CREATE TABLE IF NOT EXISTS results_p{} PARTITION OF results \
+         FOR VALUES FROM ('{} 00:00:00+00') TO ('{} 00:00:00+00')",
+        day.format("%Y%m%d"),
+        day.format("%Y-%m-%d"),
+        next.format("%Y-%m-%d"),
+    );
+    match sqlx::query(&sql).execute(pool).await {
+        Ok(_) => Ok(()),
+        // duplicate_table / unique_violation: another replica created it first.
+        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P07" | "23505")) => {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn advance_offset(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &Batch,
+) -> Result<(), SinkError> {
+    let updated = match batch.expected_offset {
+        Some(expected) => sqlx::query(
+            "UPDATE kafka_offsets SET next_offset = $3, updated_at = now() \
+             WHERE kafka_topic = $1 AND kafka_partition = $2 AND next_offset = $4",
+        )
+        .bind(&batch.topic)
+        .bind(batch.partition)
+        .bind(batch.next_offset)
+        .bind(expected)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected(),
+        None => sqlx::query(
+            "INSERT INTO kafka_offsets (kafka_topic, kafka_partition, next_offset) \
+             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(&batch.topic)
+        .bind(batch.partition)
+        .bind(batch.next_offset)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected(),
+    };
+    if updated == 1 {
+        return Ok(());
+    }
+    let found: Option<(i64,)> = sqlx::query_as(
+        "SELECT next_offset FROM kafka_offsets WHERE kafka_topic = $1 AND kafka_partition = $2",
+    )
+    .bind(&batch.topic)
+    .bind(batch.partition)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Err(SinkError::OffsetMoved {
+        topic: batch.topic.clone(),
+        partition: batch.partition,
+        expected: batch.expected_offset,
+        found: found.map(|f| f.0),
+    })
+}
+
+async fn insert_reports(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &Batch,
+) -> Result<u64, SinkError> {
+    if batch.reports.is_empty() {
+        return Ok(0);
+    }
+    // Targets first (the rows reference them), in a fixed order so that two replicas
+    // inserting the same new targets cannot deadlock.
+    let targets: BTreeMap<&str, &str> = batch
+        .reports
+        .iter()
+        .map(|(_, r)| (r.target_id.as_str(), r.url.as_str()))
+        .collect();
+    let (ids, urls): (Vec<&str>, Vec<&str>) = targets.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO targets (target_id, url) SELECT * FROM UNNEST($1::text[], $2::text[]) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&urls)
+    .execute(&mut **tx)
+    .await?;
+
+    let mut c = Columns::default();
+    for (offset, r) in &batch.reports {
+        c.push(*offset, r);
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO results (report_id, target_id, url, checker_id, scheduled_at, started_at, \
+           status, failure_class, error, http_status, response_time_ms, dns_ms, connect_ms, \
+           tls_ms, ttfb_ms, transfer_ms, body_bytes, body_truncated, regexp, regexp_matched, \
+           tls_cert_not_after, timeout_s, period_s, kafka_topic, kafka_partition, kafka_offset) \
+         SELECT u.report_id, u.target_id, u.url, u.checker_id, u.scheduled_at, u.started_at, \
+           u.status::check_status, u.failure_class::failure_class, u.error, u.http_status, \
+           u.response_time_ms, u.dns_ms, u.connect_ms, u.tls_ms, u.ttfb_ms, u.transfer_ms, \
+           u.body_bytes, u.body_truncated, u.regexp, u.regexp_matched, u.tls_cert_not_after, \
+           u.timeout_s, u.period_s, $24, $25, u.kafka_offset \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], \
+           $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::int4[], $11::float8[], \
+           $12::float8[], $13::float8[], $14::float8[], $15::float8[], $16::float8[], \
+           $17::int8[], $18::bool[], $19::text[], $20::bool[], $21::timestamptz[], \
+           $22::float8[], $23::float8[], $26::int8[]) \
+           AS u(report_id, target_id, url, checker_id, scheduled_at, started_at, status, \
+                failure_class, error, http_status, response_time_ms, dns_ms, connect_ms, tls_ms, \
+                ttfb_ms, transfer_ms, body_bytes, body_truncated, regexp, regexp_matched, \
+                tls_cert_not_after, timeout_s, period_s, kafka_offset) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&c.report_id)
+    .bind(&c.target_id)
+    .bind(&c.url)
+    .bind(&c.checker_id)
+    .bind(&c.scheduled_at)
+    .bind(&c.started_at)
+    .bind(&c.status)
+    .bind(&c.failure_class)
+    .bind(&c.error)
+    .bind(&c.http_status)
+    .bind(&c.response_time_ms)
+    .bind(&c.dns_ms)
+    .bind(&c.connect_ms)
+    .bind(&c.tls_ms)
+    .bind(&c.ttfb_ms)
+    .bind(&c.transfer_ms)
+    .bind(&c.body_bytes)
+    .bind(&c.body_truncated)
+    .bind(&c.regexp)
+    .bind(&c.regexp_matched)
+    .bind(&c.tls_cert_not_after)
+    .bind(&c.timeout_s)
+    .bind(&c.period_s)
+    .bind(&batch.topic)
+    .bind(batch.partition)
+    .bind(&c.kafka_offset)
+    .execute(&mut **tx)
+    .await?;
+    Ok(inserted.rows_affected())
+}
+
+async fn insert_dead_letters(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &Batch,
+) -> Result<u64, SinkError> {
+    if batch.dead_letters.is_empty() {
+        return Ok(0);
+    }
+    let offsets: Vec<i64> = batch.dead_letters.iter().map(|d| d.offset).collect();
+    let keys: Vec<Option<&[u8]>> = batch
+        .dead_letters
+        .iter()
+        .map(|d| d.key.as_deref())
+        .collect();
+    let payloads: Vec<Option<&[u8]>> = batch
+        .dead_letters
+        .iter()
+        .map(|d| d.payload.as_deref())
+        .collect();
+    let errors: Vec<&str> = batch
+        .dead_letters
+        .iter()
+        .map(|d| d.error.as_str())
+        .collect();
+    let inserted = sqlx::query(
+        "INSERT INTO dead_letters (kafka_topic, kafka_partition, kafka_offset, key, payload, error) \
+         SELECT $1, $2, u.o, u.k, u.p, u.e FROM UNNEST($3::int8[], $4::bytea[], $5::bytea[], $6::text[]) \
+           AS u(o, k, p, e) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&batch.topic)
+    .bind(batch.partition)
+    .bind(&offsets)
+    .bind(&keys)
+    .bind(&payloads)
+    .bind(&errors)
+    .execute(&mut **tx)
+    .await?;
+    Ok(inserted.rows_affected())
+}
+
+/// A batch of reports as one array per column, for `UNNEST`.
+#[derive(Default)]
+struct Columns {
+    report_id: Vec<Uuid>,
+    target_id: Vec<String>,
+    url: Vec<String>,
+    checker_id: Vec<String>,
+    scheduled_at: Vec<DateTime<Utc>>,
+    started_at: Vec<DateTime<Utc>>,
+    status: Vec<&'static str>,
+    failure_class: Vec<Option<&'static str>>,
+    error: Vec<Option<String>>,
+    http_status: Vec<Option<i32>>,
+    response_time_ms: Vec<Option<f64>>,
+    dns_ms: Vec<Option<f64>>,
+    connect_ms: Vec<Option<f64>>,
+    tls_ms: Vec<Option<f64>>,
+    ttfb_ms: Vec<Option<f64>>,
+    transfer_ms: Vec<Option<f64>>,
+    body_bytes: Vec<Option<i64>>,
+    body_truncated: Vec<Option<bool>>,
+    regexp: Vec<Option<String>>,
+    regexp_matched: Vec<Option<bool>>,
+    tls_cert_not_after: Vec<Option<DateTime<Utc>>>,
+    timeout_s: Vec<f64>,
+    period_s: Vec<f64>,
+    kafka_offset: Vec<i64>,
+}
+
+impl Columns {
+    fn push(&mut self, offset: i64, r: &Report) {
+        self.report_id.push(r.report_id);
+        self.target_id.push(r.target_id.clone());
+        self.url.push(r.url.clone());
+        self.checker_id.push(r.checker_id.clone());
+        self.scheduled_at.push(r.scheduled_at);
+        self.started_at.push(r.started_at);
+        self.status.push(r.status.as_str());
+        self.failure_class.push(r.failure_class.map(|c| c.as_str()));
+        self.error.push(r.error.clone());
+        self.http_status.push(r.http_status.map(i32::from));
+        self.response_time_ms.push(r.response_time_ms);
+        self.dns_ms.push(r.timings_ms.dns);
+        self.connect_ms.push(r.timings_ms.connect);
+        self.tls_ms.push(r.timings_ms.tls);
+        self.ttfb_ms.push(r.timings_ms.ttfb);
+        self.transfer_ms.push(r.timings_ms.transfer);
+        self.body_bytes
+            .push(r.body_bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)));
+        self.body_truncated.push(r.body_truncated);
+        self.regexp.push(r.regexp.clone());
+        self.regexp_matched.push(r.regexp_matched);
+        self.tls_cert_not_after.push(r.tls_cert_not_after);
+        self.timeout_s.push(r.timeout_s);
+        self.period_s.push(r.period_s);
+        self.kafka_offset.push(offset);
+    }
+}

@@ -1,0 +1,446 @@
+//! The sink against a real broker and a real PostgreSQL: exactly-once storage, dead letters,
+//! restarts, SIGKILL, several replicas, and connections killed under it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use monitor_core::report::{report_id, Report, Status, Timings, SCHEMA_VERSION};
+use monitor_core::settings::{SettingsSource, SinkSettings};
+use monitor_core::testing::{create_topic, kafka_brokers, kafka_client, TestDatabase};
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::client::Client;
+use rskafka::record::Record;
+use sqlx::{PgPool, Row};
+use tokio_util::sync::CancellationToken;
+
+fn env(topic: &str, db: &TestDatabase) -> HashMap<String, String> {
+    HashMap::from([
+        ("WEBMON__KAFKA__BROKERS".into(), kafka_brokers().join(",")),
+        ("WEBMON__KAFKA__TOPIC".into(), topic.to_string()),
+        ("WEBMON__DATABASE__URL".into(), db.url.clone()),
+        ("WEBMON__SINK__BATCH_SIZE".into(), "500".into()),
+        ("WEBMON__SINK__BATCH_LINGER".into(), "50ms".into()),
+        ("WEBMON__SINK__FETCH_MAX_WAIT".into(), "50ms".into()),
+        ("WEBMON__SINK__REBALANCE_INTERVAL".into(), "200ms".into()),
+    ])
+}
+
+fn settings(topic: &str, db: &TestDatabase) -> SinkSettings {
+    SinkSettings::load(&SettingsSource {
+        file: None,
+        env: Some(env(topic, db)),
+        base_dir: None,
+    })
+    .expect("test settings are valid")
+}
+
+/// A sink running in this process until the returned token is cancelled.
+fn spawn_sink(topic: &str, db: &TestDatabase) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let s = settings(topic, db);
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        sink::run(s, token).await.expect("sink runs");
+    });
+    (stop, task)
+}
+
+/// A sink process, for killing; killed when dropped, so a failing test leaves none behind.
+struct SinkProcess(Child);
+
+impl SinkProcess {
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for SinkProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_sink_process(topic: &str, db: &TestDatabase) -> SinkProcess {
+    SinkProcess(
+        Command::new(env!("CARGO_BIN_EXE_sink"))
+            .envs(env(topic, db))
+            .env("RUST_LOG", "warn")
+            .env_remove("WEBMON_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("sink starts"),
+    )
+}
+
+fn report(target: &str, n: i64) -> Report {
+    let scheduled = Utc
+        .timestamp_opt(1_790_000_000 + n * 60, 0)
+        .single()
+        .expect("time");
+    Report {
+        schema_version: SCHEMA_VERSION,
+        report_id: report_id(target, scheduled),
+        target_id: target.to_string(),
+        url: format!("https://{target}.example/"),
+        checker_id: "test".into(),
+        scheduled_at: scheduled,
+        started_at: scheduled + chrono::Duration::milliseconds(3),
+        status: if n % 10 == 0 {
+            Status::Down
+        } else {
+            Status::Up
+        },
+        failure_class: (n % 10 == 0).then_some(monitor_core::FailureClass::HttpStatus),
+        error: (n % 10 == 0).then(|| "status 503, expected 200-299".to_string()),
+        http_status: Some(if n % 10 == 0 { 503 } else { 200 }),
+        response_time_ms: Some(12.0 + n as f64),
+        timings_ms: Timings {
+            dns: Some(0.5),
+            connect: Some(1.0),
+            tls: Some(4.0),
+            ttfb: Some(6.0),
+            transfer: Some(0.5),
+        },
+        body_bytes: Some(100),
+        regexp: Some("ok".into()),
+        regexp_matched: Some(true),
+        tls_cert_not_after: Some(scheduled + chrono::Duration::days(40)),
+        timeout_s: 5.0,
+        period_s: 60.0,
+        body_truncated: Some(false),
+    }
+}
+
+/// Produces `values` to `partition`, keyed by `key`.
+async fn produce(client: &Client, topic: &str, partition: i32, key: &str, values: Vec<Vec<u8>>) {
+    let pc = client
+        .partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition client");
+    for chunk in values.chunks(500) {
+        let records = chunk
+            .iter()
+            .map(|v| Record {
+                key: Some(key.as_bytes().to_vec()),
+                value: Some(v.clone()),
+                headers: BTreeMap::new(),
+                timestamp: Utc::now(),
+            })
+            .collect();
+        pc.produce(records, Compression::NoCompression)
+            .await
+            .expect("produce");
+    }
+}
+
+/// Produces `count` reports of target `t<p>` to each of `partitions`, numbered from `from`.
+async fn produce_reports(client: &Client, topic: &str, partitions: i32, from: i64, count: i64) {
+    for p in 0..partitions {
+        let target = format!("t{p}");
+        let values = (from..from + count)
+            .map(|n| report(&target, n).to_json())
+            .collect();
+        produce(client, topic, p, &target, values).await;
+    }
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query(sql)
+        .fetch_one(pool)
+        .await
+        .map(|r| r.get::<i64, _>(0))
+        .unwrap_or(-1)
+}
+
+/// Waits until the stored offsets add up to `messages`, then returns the row count.
+async fn wait_for_offsets(pool: &PgPool, topic: &str, messages: i64, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    let sql = format!("SELECT COALESCE(sum(next_offset), 0)::int8 FROM kafka_offsets WHERE kafka_topic = '{topic}'");
+    loop {
+        let stored = count(pool, &sql).await;
+        if stored == messages {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "offsets reached {stored} of {messages} messages within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn pool(db: &TestDatabase) -> PgPool {
+    PgPool::connect(&db.url).await.expect("connect")
+}
+
+async fn assert_exactly_once(pool: &PgPool, expected_rows: i64) {
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM web_monitoring").await,
+        expected_rows
+    );
+    assert_eq!(
+        count(pool, "SELECT count(DISTINCT report_id) FROM results").await,
+        expected_rows,
+        "no report is stored twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn valid_duplicate_and_malformed_messages_are_stored_once_each() {
+    let client = kafka_client().await;
+    let topic = create_topic(&client, 3).await;
+    let db = TestDatabase::create().await;
+
+    produce_reports(&client, &topic, 3, 0, 100).await;
+    // The same reports again, as a producer retry would send them.
+    produce_reports(&client, &topic, 3, 0, 10).await;
+    let oversize = format!(
+        "{{\"schema_version\":1,\"pad\":\"{}\"}}",
+        "x".repeat(70_000)
+    );
+    let mut nul = serde_json::to_value(report("t0", 5000)).expect("json");
+    nul["error"] = "bad\u{0}byte".into();
+    nul["status"] = "down".into();
+    nul["failure_class"] = "io".into();
+    let mut wrong_type = serde_json::to_value(report("t0", 5001)).expect("json");
+    wrong_type["http_status"] = "two hundred".into();
+    let mut missing = serde_json::to_value(report("t0", 5002)).expect("json");
+    missing
+        .as_object_mut()
+        .expect("object")
+        .remove("timings_ms");
+    let mut extra = serde_json::to_value(report("t0", 5003)).expect("json");
+    extra["a_future_key"] = serde_json::json!({"nested": true});
+    let malformed: Vec<Vec<u8>> = vec![
+        b"not json at all".to_vec(),
+        b"[1, 2, 3]".to_vec(),
+        b"{\"schema_version\": 2}".to_vec(),
+        oversize.into_bytes(),
+        serde_json::to_vec(&nul).expect("json"),
+        serde_json::to_vec(&wrong_type).expect("json"),
+        serde_json::to_vec(&missing).expect("json"),
+    ];
+    produce(&client, &topic, 0, "t0", malformed).await;
+    // Unknown keys in a valid report are ignored: stored.
+    produce(
+        &client,
+        &topic,
+        0,
+        "t0",
+        vec![serde_json::to_vec(&extra).expect("json")],
+    )
+    .await;
+
+    let (stop, task) = spawn_sink(&topic, &db);
+    let pool = pool(&db).await;
+    let messages = 3 * 100 + 3 * 10 + 7 + 1;
+    wait_for_offsets(&pool, &topic, messages, Duration::from_secs(60)).await;
+    assert_exactly_once(&pool, 301).await;
+    assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 7);
+    let errors: Vec<String> = sqlx::query("SELECT error FROM dead_letters ORDER BY kafka_offset")
+        .fetch_all(&pool)
+        .await
+        .expect("dead letters")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for (error, expected) in errors.iter().zip([
+        "not JSON",
+        "not a JSON object",
+        "unsupported schema_version 2",
+        "larger than the 65536-byte limit",
+        "error contains a NUL character",
+        "invalid report: invalid type",
+        "invalid report: missing field `timings_ms`",
+    ]) {
+        assert!(
+            error.contains(expected),
+            "{error:?} should say {expected:?}"
+        );
+    }
+    let raw: Vec<u8> =
+        sqlx::query("SELECT payload FROM dead_letters ORDER BY kafka_offset LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .expect("row")
+            .get(0);
+    assert_eq!(raw, b"not json at all", "dead letters keep the raw bytes");
+
+    // The original service's view.
+    let row = sqlx::query(
+        "SELECT url, is_fine, transport, response_code, response_time, regexp, regexp_found, timeout, period \
+         FROM web_monitoring WHERE url = 'https://t1.example/' ORDER BY event_date LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("view row");
+    assert!(!row.get::<bool, _>("is_fine"), "report 0 is down");
+    assert_eq!(row.get::<String, _>("transport"), "connected");
+    assert_eq!(row.get::<i16, _>("response_code"), 503);
+    assert!((row.get::<f32, _>("response_time") - 0.012).abs() < 1e-6);
+    assert_eq!(row.get::<f32, _>("period"), 60.0);
+
+    // Stop, produce more, start again: it resumes from the stored offsets.
+    stop.cancel();
+    task.await.expect("sink stops cleanly");
+    produce_reports(&client, &topic, 3, 100, 20).await;
+    let (stop, task) = spawn_sink(&topic, &db);
+    wait_for_offsets(&pool, &topic, messages + 60, Duration::from_secs(60)).await;
+    assert_exactly_once(&pool, 361).await;
+    assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 7);
+    stop.cancel();
+    task.await.expect("sink stops cleanly");
+    pool.close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn a_sink_killed_mid_stream_resumes_without_loss_or_duplicates() {
+    let client = kafka_client().await;
+    let topic = create_topic(&client, 2).await;
+    let db = TestDatabase::create().await;
+    // A backlog of 20,000 reports: many batches of 500.
+    produce_reports(&client, &topic, 2, 0, 10_000).await;
+    let mut produced = 20_000;
+    let mut sink = spawn_sink_process(&topic, &db);
+    let pool = pool(&db).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let stored_at_kill = loop {
+        let stored = count(&pool, "SELECT count(*) FROM results").await;
+        if stored > 0 {
+            sink.kill().expect("SIGKILL");
+            sink.wait().expect("reaped");
+            break count(&pool, "SELECT count(*) FROM results").await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sink stored nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(
+        stored_at_kill < produced,
+        "the sink must be killed while it has work left (stored {stored_at_kill})"
+    );
+    // More arrive while it is down.
+    produce_reports(&client, &topic, 2, 10_000, 1_000).await;
+    produced += 2_000;
+    let mut sink = spawn_sink_process(&topic, &db);
+    wait_for_offsets(&pool, &topic, produced, Duration::from_secs(120)).await;
+    assert_exactly_once(&pool, produced).await;
+    sink.kill().expect("kill");
+    let _ = sink.wait();
+    pool.close().await;
+    db.drop_database().await;
+}
+
+/// Partitions owned by each sink, by the backend holding their advisory locks.
+async fn owners(pool: &PgPool) -> Vec<i64> {
+    sqlx::query(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'web-monitor-sink-leases' \
+           AND a.datname = current_database() \
+         GROUP BY l.pid ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("locks")
+    .iter()
+    .map(|r| r.get::<i64, _>(0))
+    .collect()
+}
+
+async fn wait_for_owners(pool: &PgPool, expected: &[i64]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = owners(pool).await;
+        if now == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lock counts (membership + partitions) per sink: {now:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn two_sinks_split_the_partitions_and_a_survivor_takes_over() {
+    let client = kafka_client().await;
+    let topic = create_topic(&client, 4).await;
+    let db = TestDatabase::create().await;
+    let mut first = spawn_sink_process(&topic, &db);
+    let pool = pool(&db).await;
+    // One membership lock plus four partitions.
+    wait_for_owners(&pool, &[5]).await;
+    let mut second = spawn_sink_process(&topic, &db);
+    wait_for_owners(&pool, &[3, 3]).await;
+
+    produce_reports(&client, &topic, 4, 0, 200).await;
+    wait_for_offsets(&pool, &topic, 800, Duration::from_secs(60)).await;
+    let by_partition: Vec<i64> = sqlx::query(
+        "SELECT count(*) FROM results GROUP BY kafka_partition ORDER BY kafka_partition",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("rows")
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert_eq!(by_partition, [200, 200, 200, 200]);
+
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    wait_for_owners(&pool, &[5]).await;
+    produce_reports(&client, &topic, 4, 200, 100).await;
+    wait_for_offsets(&pool, &topic, 1200, Duration::from_secs(60)).await;
+    assert_exactly_once(&pool, 1200).await;
+    second.kill().expect("kill");
+    let _ = second.wait();
+    pool.close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn connections_terminated_mid_stream_lose_nothing() {
+    let client: Arc<Client> = kafka_client().await;
+    let topic = create_topic(&client, 2).await;
+    let db = TestDatabase::create().await;
+    let (stop, task) = spawn_sink(&topic, &db);
+    let pool = pool(&db).await;
+    let kill = format!(
+        "SELECT count(pg_terminate_backend(pid))::int8 FROM pg_stat_activity \
+         WHERE datname = '{}' AND application_name LIKE 'web-monitor-sink%' AND pid <> pg_backend_pid()",
+        db.name
+    );
+    let mut terminated = 0;
+    for round in 0..8 {
+        produce_reports(&client, &topic, 2, round * 250, 250).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        terminated += count(&pool, &kill).await;
+    }
+    assert!(
+        terminated > 0,
+        "the test must kill some of the sink's connections"
+    );
+    wait_for_offsets(&pool, &topic, 4000, Duration::from_secs(120)).await;
+    assert_exactly_once(&pool, 4000).await;
+    stop.cancel();
+    task.await.expect("sink stops cleanly");
+    pool.close().await;
+    db.drop_database().await;
+}
