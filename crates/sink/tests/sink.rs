@@ -444,3 +444,67 @@ async fn connections_terminated_mid_stream_lose_nothing() {
     pool.close().await;
     db.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn sigterm_stores_what_is_fetched_releases_the_partitions_and_exits_0() {
+    let client = kafka_client().await;
+    let topic = create_topic(&client, 2).await;
+    let db = TestDatabase::create().await;
+    produce_reports(&client, &topic, 2, 0, 300).await;
+    let mut sink = spawn_sink_process(&topic, &db);
+    let pool = pool(&db).await;
+    wait_for_offsets(&pool, &topic, 600, Duration::from_secs(60)).await;
+    wait_for_owners(&pool, &[3]).await;
+    let pid = i32::try_from(sink.0.id()).expect("pid");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || sink.wait())
+        .await
+        .expect("joined")
+        .expect("exit status");
+    assert_eq!(exit.code(), Some(0), "a SIGTERM is a clean exit");
+    assert_eq!(
+        owners(&pool).await,
+        Vec::<i64>::new(),
+        "no lease is left behind"
+    );
+    assert_exactly_once(&pool, 600).await;
+    pool.close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn retention_drops_whole_day_partitions_past_the_cutoff() {
+    let db = TestDatabase::create().await;
+    let pool = pool(&db).await;
+    sink::db::migrate(&pool).await.expect("migrations apply");
+    let store = sink::store::ReportStore::new(pool.clone());
+    let mut batch = sink::store::Batch::new("retention", 0, None, 0);
+    // Ten days of reports, one a day, ending today.
+    for day in 0..10i64 {
+        let mut r = report("old", 0);
+        r.scheduled_at = Utc::now() - chrono::Duration::days(9 - day);
+        r.started_at = r.scheduled_at;
+        r.report_id = report_id("old", r.scheduled_at);
+        batch.push(day, None, Some(r.to_json()));
+    }
+    let stored = store.store(&batch).await.expect("stored");
+    assert_eq!(stored.rows, 10);
+    let dropped = store
+        .drop_partitions_before(Utc::now() - chrono::Duration::days(3))
+        .await
+        .expect("dropped");
+    assert_eq!(
+        dropped.len(),
+        6,
+        "days 9 to 4 ago end before the cutoff: {dropped:?}"
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM results").await, 4);
+    pool.close().await;
+    db.drop_database().await;
+}
