@@ -1,0 +1,9 @@
+//! # checker
+//!
+//! Checks HTTP(S) targets on their schedules and turns each check into a report.
+//!
+//! ## Layout
+//! - [`schedule`]: when each target is checked: fixed rate, spread over the period, under a
+//!   global cap on checks in flight, with `missed` reports for slots that could not start.
+
+pub mod schedule;

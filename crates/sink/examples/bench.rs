@@ -1,0 +1,227 @@
+//! Sink throughput: a topic backlog of reports into PostgreSQL, and, in the same run, the raw
+//! `COPY` rate of the same rows into the same table as the ceiling.
+//!
+//! ```sh
+//! KAFKA_BROKERS=127.0.0.1:9092 DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
+//!   cargo run --release -p sink --example bench -- 1000000
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use monitor_core::report::{report_id, Report, Status, Timings, SCHEMA_VERSION};
+use monitor_core::settings::{SettingsSource, SinkSettings};
+use monitor_core::testing::{create_topic, kafka_brokers, kafka_client, TestDatabase};
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::record::Record;
+use sqlx::{PgPool, Row};
+use tokio_util::sync::CancellationToken;
+
+const PARTITIONS: i32 = 6;
+const TARGETS_PER_PARTITION: i64 = 200;
+
+fn report(target: &str, n: i64) -> Report {
+    let scheduled = Utc
+        .timestamp_opt(1_790_000_000 + n * 60, 0)
+        .single()
+        .unwrap_or_default();
+    Report {
+        schema_version: SCHEMA_VERSION,
+        report_id: report_id(target, scheduled),
+        target_id: target.to_string(),
+        url: format!("https://{target}.example.com/health"),
+        checker_id: "bench-checker-eu-west-1".into(),
+        scheduled_at: scheduled,
+        started_at: scheduled + chrono::Duration::microseconds(412),
+        status: Status::Up,
+        failure_class: None,
+        error: None,
+        http_status: Some(200),
+        response_time_ms: Some(48.25),
+        timings_ms: Timings {
+            dns: Some(0.91),
+            connect: Some(11.3),
+            tls: Some(19.8),
+            ttfb: Some(15.1),
+            transfer: Some(1.14),
+        },
+        body_bytes: Some(5120),
+        regexp: Some("healthy|ok".into()),
+        regexp_matched: Some(true),
+        tls_cert_not_after: Some(scheduled + chrono::Duration::days(60)),
+        timeout_s: 10.0,
+        period_s: 60.0,
+        body_truncated: Some(false),
+    }
+}
+
+async fn offsets(pool: &PgPool, topic: &str) -> i64 {
+    sqlx::query(
+        "SELECT COALESCE(sum(next_offset), 0)::int8 FROM kafka_offsets WHERE kafka_topic = $1",
+    )
+    .bind(topic)
+    .fetch_one(pool)
+    .await
+    .map(|r| r.get(0))
+    .unwrap_or(0)
+}
+
+fn csv_opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "\\N".into())
+}
+
+/// The rows in COPY's text format.
+fn copy_text(reports: &[(i32, i64, Report)], topic: &str) -> Vec<u8> {
+    let mut out = String::new();
+    for (partition, offset, r) in reports {
+        let ts = |t: chrono::DateTime<Utc>| t.to_rfc3339();
+        let fields = [
+            r.report_id.to_string(),
+            r.target_id.clone(),
+            r.url.clone(),
+            r.checker_id.clone(),
+            ts(r.scheduled_at),
+            ts(r.started_at),
+            r.status.as_str().to_string(),
+            csv_opt(r.failure_class.map(|c| c.as_str())),
+            csv_opt(r.error.clone()),
+            csv_opt(r.http_status),
+            csv_opt(r.response_time_ms),
+            csv_opt(r.timings_ms.dns),
+            csv_opt(r.timings_ms.connect),
+            csv_opt(r.timings_ms.tls),
+            csv_opt(r.timings_ms.ttfb),
+            csv_opt(r.timings_ms.transfer),
+            csv_opt(r.body_bytes),
+            csv_opt(r.body_truncated),
+            csv_opt(r.regexp.clone()),
+            csv_opt(r.regexp_matched),
+            csv_opt(r.tls_cert_not_after.map(ts)),
+            r.timeout_s.to_string(),
+            r.period_s.to_string(),
+            topic.to_string(),
+            partition.to_string(),
+            offset.to_string(),
+        ];
+        out.push_str(&fields.join("\t"));
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let total: i64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let per_partition = total / i64::from(PARTITIONS);
+    let total = per_partition * i64::from(PARTITIONS);
+    println!("sink benchmark: {total} reports over {PARTITIONS} partitions");
+
+    // The backlog.
+    let client = kafka_client().await;
+    let topic = create_topic(&client, PARTITIONS).await;
+    let mut all = Vec::with_capacity(usize::try_from(total)?);
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    for p in 0..PARTITIONS {
+        let pc = client
+            .partition_client(topic.clone(), p, UnknownTopicHandling::Retry)
+            .await?;
+        let mut offset = 0i64;
+        let reports: Vec<Report> = (0..per_partition)
+            .map(|n| {
+                let target = format!("p{p}-t{}", n % TARGETS_PER_PARTITION);
+                report(&target, n / TARGETS_PER_PARTITION)
+            })
+            .collect();
+        for chunk in reports.chunks(5000) {
+            let records: Vec<Record> = chunk
+                .iter()
+                .map(|r| {
+                    let value = r.to_json();
+                    bytes += value.len();
+                    Record {
+                        key: Some(r.target_id.clone().into_bytes()),
+                        value: Some(value),
+                        headers: BTreeMap::new(),
+                        timestamp: Utc::now(),
+                    }
+                })
+                .collect();
+            pc.produce(records, Compression::NoCompression).await?;
+        }
+        for r in reports {
+            all.push((p, offset, r));
+            offset += 1;
+        }
+    }
+    println!(
+        "backlog produced in {:.1} s ({} bytes per report on average)",
+        started.elapsed().as_secs_f64(),
+        bytes / usize::try_from(total)?
+    );
+
+    // The sink.
+    let db = TestDatabase::create().await;
+    let pool = PgPool::connect(&db.url).await?;
+    sink::db::migrate(&pool).await?;
+    let env: HashMap<String, String> = HashMap::from([
+        ("WEBMON__KAFKA__BROKERS".into(), kafka_brokers().join(",")),
+        ("WEBMON__KAFKA__TOPIC".into(), topic.clone()),
+        ("WEBMON__DATABASE__URL".into(), db.url.clone()),
+        ("WEBMON__SINK__BATCH_SIZE".into(), "5000".into()),
+        ("WEBMON__SINK__BATCH_LINGER".into(), "100ms".into()),
+        ("WEBMON__SINK__FETCH_MAX_WAIT".into(), "100ms".into()),
+        ("WEBMON__SINK__REBALANCE_INTERVAL".into(), "200ms".into()),
+    ]);
+    let settings = SinkSettings::load(&SettingsSource {
+        file: None,
+        env: Some(env),
+        base_dir: None,
+    })?;
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(sink::run(settings, stop.clone()));
+    while offsets(&pool, &topic).await < total {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sink_secs = started.elapsed().as_secs_f64();
+    stop.cancel();
+    task.await??;
+    let rows: i64 = sqlx::query("SELECT count(*) FROM results")
+        .fetch_one(&pool)
+        .await?
+        .get(0);
+    assert_eq!(rows, total, "every report stored once");
+    let sink_rate = total as f64 / sink_secs;
+    println!("sink: {total} reports in {sink_secs:.1} s = {sink_rate:.0} reports/s (from Kafka, batches of 5000)");
+
+    // The ceiling: COPY of the same rows into the same (emptied) table.
+    sqlx::query("TRUNCATE results").execute(&pool).await?;
+    let text = copy_text(&all, &topic);
+    let started = Instant::now();
+    let mut conn = pool.acquire().await?;
+    let mut copy = conn
+        .copy_in_raw(
+            "COPY results (report_id, target_id, url, checker_id, scheduled_at, started_at, status, \
+             failure_class, error, http_status, response_time_ms, dns_ms, connect_ms, tls_ms, ttfb_ms, \
+             transfer_ms, body_bytes, body_truncated, regexp, regexp_matched, tls_cert_not_after, \
+             timeout_s, period_s, kafka_topic, kafka_partition, kafka_offset) FROM STDIN",
+        )
+        .await?;
+    for chunk in text.chunks(1 << 20) {
+        copy.send(chunk).await?;
+    }
+    copy.finish().await?;
+    let copy_secs = started.elapsed().as_secs_f64();
+    let copy_rate = total as f64 / copy_secs;
+    println!("COPY ceiling: {total} rows in {copy_secs:.1} s = {copy_rate:.0} rows/s");
+    println!("sink / ceiling: {:.0} %", 100.0 * sink_rate / copy_rate);
+    drop(conn);
+    pool.close().await;
+    db.drop_database().await;
+    Ok(())
+}
