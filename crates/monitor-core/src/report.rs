@@ -237,6 +237,17 @@ impl Report {
                 max: MAX_REPORT_BYTES,
             });
         }
+        // Fast path: a well-formed report parses straight into the type.
+        if let Ok(report) = serde_json::from_slice::<Report>(bytes) {
+            if report.schema_version != SCHEMA_VERSION {
+                return Err(ReportError::UnsupportedVersion {
+                    found: u64::from(report.schema_version),
+                });
+            }
+            report.check_consistency()?;
+            return Ok(report);
+        }
+        // Slow path: find out what is wrong, most basic problem first.
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| ReportError::NotJson(e.to_string()))?;
         let object = match &value {
