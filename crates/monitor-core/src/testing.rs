@@ -8,7 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{TimeZone, Utc};
 use rskafka::client::{Client, ClientBuilder};
+
+use crate::report::{report_id, Report, Status, Timings, SCHEMA_VERSION};
 use sqlx::{Connection, Executor, PgConnection};
 
 /// The reason service tests are ignored by a plain `cargo test`.
@@ -107,5 +110,46 @@ impl TestDatabase {
                 .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
                 .await;
         }
+    }
+}
+
+/// A realistic report of `target`'s `n`-th check (one a minute from a fixed time; every tenth
+/// one down with `http_status`): deterministic, so a report built twice is the same report.
+pub fn sample_report(target: &str, n: i64) -> Report {
+    let scheduled = Utc
+        .timestamp_opt(1_790_000_000 + n * 60, 0)
+        .single()
+        .unwrap_or_default();
+    Report {
+        schema_version: SCHEMA_VERSION,
+        report_id: report_id(target, scheduled),
+        target_id: target.to_string(),
+        url: format!("https://{target}.example/"),
+        checker_id: "test".into(),
+        scheduled_at: scheduled,
+        started_at: scheduled + chrono::Duration::milliseconds(3),
+        status: if n % 10 == 0 {
+            Status::Down
+        } else {
+            Status::Up
+        },
+        failure_class: (n % 10 == 0).then_some(crate::report::FailureClass::HttpStatus),
+        error: (n % 10 == 0).then(|| "status 503, expected 200-299".to_string()),
+        http_status: Some(if n % 10 == 0 { 503 } else { 200 }),
+        response_time_ms: Some(12.0 + n as f64),
+        timings_ms: Timings {
+            dns: Some(0.5),
+            connect: Some(1.0),
+            tls: Some(4.0),
+            ttfb: Some(6.0),
+            transfer: Some(0.5),
+        },
+        body_bytes: Some(100),
+        regexp: Some("ok".into()),
+        regexp_matched: Some(true),
+        tls_cert_not_after: Some(scheduled + chrono::Duration::days(40)),
+        timeout_s: 5.0,
+        period_s: 60.0,
+        body_truncated: Some(false),
     }
 }

@@ -9,10 +9,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone, Utc};
-use monitor_core::report::{report_id, Report, Status, Timings, SCHEMA_VERSION};
+use chrono::Utc;
+use monitor_core::report::Report;
 use monitor_core::settings::{SettingsSource, SinkSettings};
-use monitor_core::testing::{create_topic, kafka_brokers, kafka_client, TestDatabase};
+use monitor_core::testing::{
+    create_topic, kafka_brokers, kafka_client, sample_report as report, TestDatabase,
+};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
 use sqlx::{PgPool, Row};
@@ -20,41 +22,6 @@ use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 6;
 const TARGETS_PER_PARTITION: i64 = 200;
-
-fn report(target: &str, n: i64) -> Report {
-    let scheduled = Utc
-        .timestamp_opt(1_790_000_000 + n * 60, 0)
-        .single()
-        .unwrap_or_default();
-    Report {
-        schema_version: SCHEMA_VERSION,
-        report_id: report_id(target, scheduled),
-        target_id: target.to_string(),
-        url: format!("https://{target}.example.com/health"),
-        checker_id: "bench-checker-eu-west-1".into(),
-        scheduled_at: scheduled,
-        started_at: scheduled + chrono::Duration::microseconds(412),
-        status: Status::Up,
-        failure_class: None,
-        error: None,
-        http_status: Some(200),
-        response_time_ms: Some(48.25),
-        timings_ms: Timings {
-            dns: Some(0.91),
-            connect: Some(11.3),
-            tls: Some(19.8),
-            ttfb: Some(15.1),
-            transfer: Some(1.14),
-        },
-        body_bytes: Some(5120),
-        regexp: Some("healthy|ok".into()),
-        regexp_matched: Some(true),
-        tls_cert_not_after: Some(scheduled + chrono::Duration::days(60)),
-        timeout_s: 10.0,
-        period_s: 60.0,
-        body_truncated: Some(false),
-    }
-}
 
 async fn offsets(pool: &PgPool, topic: &str) -> i64 {
     sqlx::query(

@@ -6,10 +6,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
-use monitor_core::report::{report_id, Report, Status, Timings, SCHEMA_VERSION};
+use chrono::Utc;
+use monitor_core::report::report_id;
 use monitor_core::settings::{SettingsSource, SinkSettings};
-use monitor_core::testing::{create_topic, kafka_brokers, kafka_client, TestDatabase};
+use monitor_core::testing::{
+    create_topic, kafka_brokers, kafka_client, sample_report as report, TestDatabase,
+};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::Client;
 use rskafka::record::Record;
@@ -79,45 +81,6 @@ fn spawn_sink_process(topic: &str, db: &TestDatabase) -> SinkProcess {
             .spawn()
             .expect("sink starts"),
     )
-}
-
-fn report(target: &str, n: i64) -> Report {
-    let scheduled = Utc
-        .timestamp_opt(1_790_000_000 + n * 60, 0)
-        .single()
-        .expect("time");
-    Report {
-        schema_version: SCHEMA_VERSION,
-        report_id: report_id(target, scheduled),
-        target_id: target.to_string(),
-        url: format!("https://{target}.example/"),
-        checker_id: "test".into(),
-        scheduled_at: scheduled,
-        started_at: scheduled + chrono::Duration::milliseconds(3),
-        status: if n % 10 == 0 {
-            Status::Down
-        } else {
-            Status::Up
-        },
-        failure_class: (n % 10 == 0).then_some(monitor_core::FailureClass::HttpStatus),
-        error: (n % 10 == 0).then(|| "status 503, expected 200-299".to_string()),
-        http_status: Some(if n % 10 == 0 { 503 } else { 200 }),
-        response_time_ms: Some(12.0 + n as f64),
-        timings_ms: Timings {
-            dns: Some(0.5),
-            connect: Some(1.0),
-            tls: Some(4.0),
-            ttfb: Some(6.0),
-            transfer: Some(0.5),
-        },
-        body_bytes: Some(100),
-        regexp: Some("ok".into()),
-        regexp_matched: Some(true),
-        tls_cert_not_after: Some(scheduled + chrono::Duration::days(40)),
-        timeout_s: 5.0,
-        period_s: 60.0,
-        body_truncated: Some(false),
-    }
 }
 
 /// Produces `values` to `partition`, keyed by `key`.
