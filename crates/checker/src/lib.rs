@@ -3,7 +3,9 @@
 //! Checks HTTP(S) targets on their schedules and turns each check into a report.
 //!
 //! ## Layout
+//! - [`partitioner`]: Kafka's default partitioner (murmur2), so reports of a target share a partition.
 //! - [`schedule`]: when each target is checked: fixed rate, spread over the period, under a
 //!   global cap on checks in flight, with `missed` reports for slots that could not start.
 
+pub mod partitioner;
 pub mod schedule;
