@@ -26,6 +26,24 @@ pub struct KafkaSettings {
     pub tls: Option<TlsSettings>,
     /// SASL authentication; `None` for none.
     pub sasl: Option<SaslSettings>,
+    /// Compression of produced batches.
+    pub compression: Compression,
+}
+
+/// Compression of produced record batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// None.
+    None,
+    /// gzip.
+    Gzip,
+    /// LZ4.
+    #[default]
+    Lz4,
+    /// Snappy.
+    Snappy,
+    /// Zstandard.
+    Zstd,
 }
 
 /// TLS to the brokers. Without a CA file the public web roots are trusted.
@@ -156,6 +174,26 @@ pub(crate) fn read_kafka(
     }
 
     let sasl = read_sasl(&mut s, base_dir, problems);
+    let compression = match s
+        .string("compression", problems)
+        .map(|c| c.to_ascii_lowercase())
+    {
+        None => Compression::default(),
+        Some(c) => match c.as_str() {
+            "none" => Compression::None,
+            "gzip" => Compression::Gzip,
+            "lz4" => Compression::Lz4,
+            "snappy" => Compression::Snappy,
+            "zstd" => Compression::Zstd,
+            other => {
+                problems.push(Problem::new(
+                    &s.path_of("compression"),
+                    format!("{other:?} is not a compression: use none, gzip, lz4, snappy or zstd"),
+                ));
+                Compression::default()
+            }
+        },
+    };
     s.finish(problems);
 
     (problems.len() == before).then_some(KafkaSettings {
@@ -166,6 +204,7 @@ pub(crate) fn read_kafka(
         replication_factor,
         tls,
         sasl,
+        compression,
     })
 }
 

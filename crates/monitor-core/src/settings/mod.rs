@@ -21,8 +21,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use database::{DatabaseSettings, SslMode};
-pub use kafka::{KafkaSettings, SaslMechanism, SaslSettings, TlsSettings, DEFAULT_PARTITIONS};
-pub use service::{CheckerSection, CheckerSettings, Shard, SinkSection, SinkSettings};
+pub use kafka::{
+    Compression, KafkaSettings, SaslMechanism, SaslSettings, TlsSettings, DEFAULT_PARTITIONS,
+};
+pub use service::{
+    CheckerSection, CheckerSettings, ProducerSettings, Shard, SinkSection, SinkSettings,
+};
 pub use target::{
     Pattern, StatusSet, TargetSettings, DEFAULT_BODY_LIMIT, DEFAULT_MAX_REDIRECTS, DEFAULT_PERIOD,
     DEFAULT_TIMEOUT, MAX_BODY_LIMIT,

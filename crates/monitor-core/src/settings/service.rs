@@ -1,13 +1,14 @@
 //! The settings of each service: which sections it reads and its own section.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use super::database::{read_database, DatabaseSettings};
 use super::kafka::{read_kafka, KafkaSettings};
 use super::target::{read_targets, TargetSettings};
-use super::walk::Section;
+use super::walk::{resolve, Section};
 use super::{ConfigError, Problem, Problems, SettingsSource};
 
 /// Default bound on checks running at once in one checker.
@@ -34,6 +35,27 @@ pub struct CheckerSection {
     pub max_in_flight: usize,
     /// Which share of the targets this replica checks.
     pub shard: Shard,
+    /// How the reports reach Kafka.
+    pub producer: ProducerSettings,
+}
+
+/// How the checker's reports reach Kafka, and where they wait when it cannot be reached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProducerSettings {
+    /// Longest a report waits in memory to fill a batch.
+    pub linger: Duration,
+    /// Most reports in one produce round (all partitions together).
+    pub batch_max_reports: usize,
+    /// Reports held in memory between the checks and the producer.
+    pub queue_capacity: usize,
+    /// A produce round slower than this sends its reports, and what follows, to the spool.
+    pub produce_timeout: Duration,
+    /// Where reports wait on disk while Kafka is unreachable or slow.
+    pub spool_dir: PathBuf,
+    /// Largest size of the spool, in bytes; past it the oldest reports are dropped.
+    pub spool_max_bytes: u64,
+    /// At shutdown, how long checks in flight and the last deliveries may take.
+    pub shutdown_timeout: Duration,
 }
 
 /// A share of the targets: replica `index` of `count` (from 0). Each target belongs to exactly
@@ -96,7 +118,7 @@ impl CheckerSettings {
         let mut problems = Problems::default();
         let mut root = Section::root(&tree, &mut problems);
 
-        let checker = read_checker_section(&mut root, &mut problems);
+        let checker = read_checker_section(&mut root, &base_dir, &mut problems);
         let kafka_present = root.has("kafka");
         let kafka = read_kafka(&mut root, &base_dir, &mut problems);
         if needs_kafka && !kafka_present {
@@ -120,7 +142,11 @@ impl CheckerSettings {
     }
 }
 
-fn read_checker_section(root: &mut Section<'_>, problems: &mut Problems) -> CheckerSection {
+fn read_checker_section(
+    root: &mut Section<'_>,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> CheckerSection {
     let mut s = root.section("checker", problems);
     let id = s
         .string("id", problems)
@@ -141,11 +167,30 @@ fn read_checker_section(root: &mut Section<'_>, problems: &mut Problems) -> Chec
             Shard::default()
         }),
     };
+    let producer = ProducerSettings {
+        linger: s
+            .duration("linger", Duration::from_millis(50), problems)
+            .unwrap_or(Duration::from_millis(50)),
+        batch_max_reports: s.integer("batch_max_reports", 10_000, 1, 1_000_000, problems) as usize,
+        queue_capacity: s.integer("queue_capacity", 100_000, 1, 10_000_000, problems) as usize,
+        produce_timeout: s
+            .duration("produce_timeout", Duration::from_secs(1), problems)
+            .unwrap_or(Duration::from_secs(1)),
+        spool_dir: s
+            .string("spool_dir", problems)
+            .map(|d| resolve(base_dir, &d))
+            .unwrap_or_else(|| base_dir.join("spool")),
+        spool_max_bytes: s.size("spool_max_bytes", 1024 * 1024 * 1024, u64::MAX, problems),
+        shutdown_timeout: s
+            .duration("shutdown_timeout", Duration::from_secs(10), problems)
+            .unwrap_or(Duration::from_secs(10)),
+    };
     s.finish(problems);
     CheckerSection {
         id,
         max_in_flight,
         shard,
+        producer,
     }
 }
 
