@@ -4,8 +4,11 @@
 //!
 //! ## Layout
 //! - [`partitioner`]: Kafka's default partitioner (murmur2), so reports of a target share a partition.
+//! - [`publish`]: delivery to Kafka in rounds, with an on-disk spool while Kafka is
+//!   unreachable or slow; nothing is lost.
 //! - [`schedule`]: when each target is checked: fixed rate, spread over the period, under a
 //!   global cap on checks in flight, with `missed` reports for slots that could not start.
 
 pub mod partitioner;
+pub mod publish;
 pub mod schedule;

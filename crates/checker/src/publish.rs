@@ -1,0 +1,433 @@
+//! Delivery of reports to Kafka that loses nothing: batched per round, keyed by target (so a
+//! target's reports share a partition and keep their order), and spooled to disk whenever
+//! Kafka is unreachable or slow.
+//!
+//! The publisher is in one of two states:
+//! - **direct**: reports gather in memory for at most one linger, then go to Kafka in one
+//!   round (one produce request per partition, all partitions at once). A round that fails,
+//!   or takes longer than `produce_timeout`, goes to the spool with everything behind it.
+//! - **spooling**: every new report is appended to the spool (flushed to disk every second, so
+//!   a crash loses at most that second), while the spool is replayed to Kafka oldest first,
+//!   with exponential backoff and jitter between failures. Once the spool is empty, back to
+//!   direct. A checker that starts with a spool left over starts here.
+//!
+//! Delivery is at least once: a round that timed out may still have been written by the
+//! broker, and is sent again from the spool. Duplicates carry the same `report_id`, and the
+//! sink stores each report once.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use monitor_core::report::{Report, SCHEMA_VERSION};
+use monitor_core::settings::{Compression, KafkaSettings, ProducerSettings};
+use rskafka::client::partition::{self, PartitionClient, UnknownTopicHandling};
+use rskafka::client::Client;
+use rskafka::record::Record;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use crate::partitioner::partition_for;
+
+/// How long the Kafka client retries a request inside one round.
+const CLIENT_RETRY_FOR: Duration = Duration::from_secs(5);
+/// Spooled reports are flushed to disk at least this often.
+const SPOOL_FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// One report as it travels: the Kafka key (the target id) and the JSON value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The target id.
+    pub key: Vec<u8>,
+    /// The report as JSON.
+    pub value: Vec<u8>,
+}
+
+impl Message {
+    /// The message of a report.
+    pub fn of(report: &Report) -> Message {
+        Message {
+            key: report.target_id.as_bytes().to_vec(),
+            value: report.to_json(),
+        }
+    }
+}
+
+/// Where reports wait while Kafka cannot take them: a durable FIFO.
+pub trait Spool: Send {
+    /// Appends messages at the end.
+    fn append(&mut self, messages: &[Message]) -> io::Result<()>;
+    /// Makes what was appended durable.
+    fn flush(&mut self) -> io::Result<()>;
+    /// Up to `max` of the oldest messages, without removing them.
+    fn peek(&mut self, max: usize) -> io::Result<Vec<Message>>;
+    /// Removes the `n` oldest messages (delivered).
+    fn commit(&mut self, n: usize) -> io::Result<()>;
+    /// Whether nothing waits.
+    fn is_empty(&self) -> bool;
+}
+
+/// Counters of the publisher, for metrics.
+#[derive(Debug, Default)]
+pub struct PublisherStats {
+    /// Reports acknowledged by Kafka.
+    pub produced: AtomicU64,
+    /// Reports written to the spool.
+    pub spooled: AtomicU64,
+    /// Failed or timed-out produce rounds.
+    pub produce_errors: AtomicU64,
+}
+
+/// Why a round did not reach Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Connecting failed.
+    #[error(transparent)]
+    Connect(#[from] monitor_core::kafka::KafkaConnectError),
+    /// A request failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rskafka::client::error::Error),
+    /// The topic does not exist and may not be created.
+    #[error("topic {0} does not exist and kafka.create_topic is off")]
+    NoTopic(String),
+    /// The round took longer than `produce_timeout`.
+    #[error("produce round took longer than {0:?}")]
+    Timeout(Duration),
+    /// A produce task failed.
+    #[error("produce task: {0}")]
+    Task(String),
+}
+
+/// The reports topic: one client per partition.
+#[derive(Debug)]
+pub struct ReportTopic {
+    partitions: Vec<Arc<PartitionClient>>,
+    compression: partition::Compression,
+}
+
+impl ReportTopic {
+    /// Connects, creates the topic when missing (if allowed), and learns its partitions.
+    pub async fn connect(settings: &KafkaSettings) -> Result<ReportTopic, PublishError> {
+        let client: Client =
+            monitor_core::kafka::connect(settings, "web-monitor-checker", CLIENT_RETRY_FOR).await?;
+        let mut count = client
+            .list_topics()
+            .await?
+            .into_iter()
+            .find(|t| t.name == settings.topic)
+            .map(|t| t.partitions.len());
+        if count.is_none() {
+            if !settings.create_topic {
+                return Err(PublishError::NoTopic(settings.topic.clone()));
+            }
+            info!(topic = %settings.topic, partitions = settings.partitions, "creating the topic");
+            if let Err(e) = client
+                .controller_client()?
+                .create_topic(
+                    &settings.topic,
+                    settings.partitions,
+                    settings.replication_factor,
+                    5_000,
+                )
+                .await
+            {
+                warn!(error = %e, "creating the topic failed (another service may have created it)");
+            }
+            count = client
+                .list_topics()
+                .await?
+                .into_iter()
+                .find(|t| t.name == settings.topic)
+                .map(|t| t.partitions.len());
+        }
+        let count = count.ok_or_else(|| PublishError::NoTopic(settings.topic.clone()))?;
+        let mut partitions = Vec::with_capacity(count);
+        for p in 0..i32::try_from(count).unwrap_or(i32::MAX) {
+            partitions.push(Arc::new(
+                client
+                    .partition_client(settings.topic.clone(), p, UnknownTopicHandling::Retry)
+                    .await?,
+            ));
+        }
+        let compression = match settings.compression {
+            Compression::None => partition::Compression::NoCompression,
+            Compression::Gzip => partition::Compression::Gzip,
+            Compression::Lz4 => partition::Compression::Lz4,
+            Compression::Snappy => partition::Compression::Snappy,
+            Compression::Zstd => partition::Compression::Zstd,
+        };
+        info!(topic = %settings.topic, partitions = count, "connected to Kafka");
+        Ok(ReportTopic {
+            partitions,
+            compression,
+        })
+    }
+
+    /// Partitions of the topic.
+    pub fn partition_count(&self) -> i32 {
+        i32::try_from(self.partitions.len()).unwrap_or(i32::MAX)
+    }
+
+    /// Produces one round: each partition's messages in one request, in order, all partitions
+    /// at once. Succeeds only if every partition acknowledged.
+    pub async fn produce(&self, messages: &[Message]) -> Result<(), PublishError> {
+        let count = self.partition_count();
+        let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+        let now = Utc::now();
+        for m in messages {
+            by_partition
+                .entry(partition_for(&m.key, count))
+                .or_default()
+                .push(Record {
+                    key: Some(m.key.clone()),
+                    value: Some(m.value.clone()),
+                    headers: BTreeMap::from([(
+                        "schema_version".to_string(),
+                        SCHEMA_VERSION.to_string().into_bytes(),
+                    )]),
+                    timestamp: now,
+                });
+        }
+        let mut tasks = JoinSet::new();
+        for (p, records) in by_partition {
+            let Some(client) = usize::try_from(p)
+                .ok()
+                .and_then(|i| self.partitions.get(i))
+                .cloned()
+            else {
+                continue;
+            };
+            let compression = self.compression;
+            tasks.spawn(async move { client.produce(records, compression).await });
+        }
+        let mut result = Ok(());
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(_offsets)) => {}
+                Ok(Err(e)) => result = Err(PublishError::Kafka(e)),
+                Err(e) => result = Err(PublishError::Task(e.to_string())),
+            }
+        }
+        result
+    }
+}
+
+/// Exponential backoff with jitter, from 100 ms to 10 s.
+#[derive(Debug, Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let base = Duration::from_millis(100).saturating_mul(1 << self.attempt.min(7));
+        self.attempt = self.attempt.saturating_add(1);
+        base.min(Duration::from_secs(10))
+            .mul_f64(rand::random_range(0.5..=1.0))
+    }
+}
+
+/// Delivers the reports of `reports` until the channel closes (all checks done), then flushes
+/// within `settings.shutdown_timeout` and spools whatever remains.
+pub async fn run(
+    mut reports: mpsc::Receiver<Report>,
+    kafka: KafkaSettings,
+    settings: ProducerSettings,
+    mut spool: Box<dyn Spool>,
+    stats: Arc<PublisherStats>,
+) {
+    let mut topic: Option<ReportTopic> = None;
+    let mut pending: Vec<Message> = Vec::new();
+    let mut pending_since: Option<Instant> = None;
+    let mut spooling = !spool.is_empty();
+    if spooling {
+        info!("a spool is left from an earlier run: replaying it first");
+    }
+    let mut backoff = Backoff::default();
+    let mut retry_at = Instant::now();
+    let mut flush_at = Instant::now() + SPOOL_FLUSH_EVERY;
+    let mut closed = false;
+
+    while !closed {
+        if spooling {
+            // New reports go behind the spooled ones, keeping each target's order.
+            let wake = retry_at.min(flush_at);
+            tokio::select! {
+                r = reports.recv() => match r {
+                    Some(report) => {
+                        let m = Message::of(&report);
+                        if let Err(e) = spool.append(std::slice::from_ref(&m)) {
+                            error!(error = %e, "cannot write to the spool: the report is lost");
+                        } else {
+                            stats.spooled.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    None => closed = true,
+                },
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            if Instant::now() >= flush_at {
+                if let Err(e) = spool.flush() {
+                    error!(error = %e, "cannot flush the spool");
+                }
+                flush_at = Instant::now() + SPOOL_FLUSH_EVERY;
+            }
+            if Instant::now() >= retry_at {
+                match replay_once(&mut topic, &kafka, &settings, spool.as_mut(), &stats).await {
+                    Ok(()) => {
+                        backoff = Backoff::default();
+                        retry_at = Instant::now();
+                        if spool.is_empty() {
+                            info!("spool replayed: delivering directly again");
+                            spooling = false;
+                        }
+                    }
+                    Err(e) => {
+                        let delay = backoff.next();
+                        warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Kafka unavailable; reports are spooled");
+                        retry_at = Instant::now() + delay;
+                    }
+                }
+            }
+            continue;
+        }
+
+        // Direct: gather for one linger, then one round.
+        let deadline = pending_since.map(|t| t + settings.linger);
+        tokio::select! {
+            r = reports.recv() => match r {
+                Some(report) => {
+                    pending.push(Message::of(&report));
+                    pending_since.get_or_insert_with(Instant::now);
+                }
+                None => closed = true,
+            },
+            _ = sleep_until_opt(deadline) => {}
+        }
+        let due = pending.len() >= settings.batch_max_reports
+            || pending_since.is_some_and(|t| t.elapsed() >= settings.linger)
+            || (closed && !pending.is_empty());
+        if !due {
+            continue;
+        }
+        pending_since = None;
+        let round = std::mem::take(&mut pending);
+        if let Err(e) = deliver(&mut topic, &kafka, &settings, &round, &stats).await {
+            warn!(error = %e, reports = round.len(), "produce round failed: spooling");
+            to_spool(spool.as_mut(), &round, &stats);
+            spooling = true;
+            retry_at = Instant::now() + backoff.next();
+        }
+    }
+
+    // Shutdown: deliver what is left within the deadline, spool the rest.
+    let deadline = Instant::now() + settings.shutdown_timeout;
+    if !pending.is_empty() {
+        let round = std::mem::take(&mut pending);
+        if deliver(&mut topic, &kafka, &settings, &round, &stats)
+            .await
+            .is_err()
+        {
+            to_spool(spool.as_mut(), &round, &stats);
+        }
+    }
+    while !spool.is_empty() && Instant::now() < deadline {
+        if replay_once(&mut topic, &kafka, &settings, spool.as_mut(), &stats)
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    if let Err(e) = spool.flush() {
+        error!(error = %e, "cannot flush the spool at shutdown");
+    }
+    info!(spooled_left = !spool.is_empty(), "publisher stopped");
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn to_spool(spool: &mut dyn Spool, messages: &[Message], stats: &PublisherStats) {
+    match spool.append(messages).and_then(|()| spool.flush()) {
+        Ok(()) => {
+            stats
+                .spooled
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        }
+        Err(e) => {
+            error!(error = %e, reports = messages.len(), "cannot write to the spool: reports are lost")
+        }
+    }
+}
+
+/// One round to Kafka, connecting first if needed, bounded by `produce_timeout`.
+async fn deliver(
+    topic: &mut Option<ReportTopic>,
+    kafka: &KafkaSettings,
+    settings: &ProducerSettings,
+    messages: &[Message],
+    stats: &PublisherStats,
+) -> Result<(), PublishError> {
+    let result = tokio::time::timeout(settings.produce_timeout, async {
+        if topic.is_none() {
+            *topic = Some(ReportTopic::connect(kafka).await?);
+        }
+        match topic.as_ref() {
+            Some(t) => t.produce(messages).await,
+            None => Ok(()),
+        }
+    })
+    .await
+    .unwrap_or(Err(PublishError::Timeout(settings.produce_timeout)));
+    match &result {
+        Ok(()) => {
+            stats
+                .produced
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            debug!(reports = messages.len(), "produced");
+        }
+        Err(_) => {
+            stats.produce_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    result
+}
+
+/// Sends the oldest spooled reports in one round and removes them from the spool.
+async fn replay_once(
+    topic: &mut Option<ReportTopic>,
+    kafka: &KafkaSettings,
+    settings: &ProducerSettings,
+    spool: &mut dyn Spool,
+    stats: &PublisherStats,
+) -> Result<(), PublishError> {
+    // Make the appended tail readable before replaying it.
+    if let Err(e) = spool.flush() {
+        error!(error = %e, "cannot flush the spool");
+    }
+    let batch = match spool.peek(settings.batch_max_reports) {
+        Ok(b) => b,
+        Err(e) => {
+            error!(error = %e, "cannot read the spool");
+            return Ok(());
+        }
+    };
+    if batch.is_empty() {
+        return Ok(());
+    }
+    deliver(topic, kafka, settings, &batch, stats).await?;
+    if let Err(e) = spool.commit(batch.len()) {
+        error!(error = %e, "cannot mark spooled reports delivered: they may be sent again");
+    }
+    Ok(())
+}
