@@ -59,12 +59,15 @@ install_tansu() {
 }
 
 ensure_kafka() {
+  # Tests that cut a broker's link start brokers of their own: they need the binary too.
+  install_tansu
+  TANSU_BIN="$(tansu_bin)"
+  export TANSU_BIN
   if [ -n "${KAFKA_BROKERS:-}" ]; then
     local first="${KAFKA_BROKERS%%,*}"
     if port_open "$first"; then log "using the broker at $KAFKA_BROKERS"; return 0; fi
     log "KAFKA_BROKERS=$KAFKA_BROKERS does not answer: starting a broker of our own"
   fi
-  install_tansu
   local port dir
   port="$(free_port)"
   dir="$(services_tmp)"

@@ -153,3 +153,123 @@ pub fn sample_report(target: &str, n: i64) -> Report {
         body_truncated: Some(false),
     }
 }
+
+/// A broker of one test's own: `tansu` from `TANSU_BIN` (which `scripts/test.sh` sets) with
+/// memory storage, advertising `advertised_port` (a proxy's port, for tests that cut the
+/// link). Killed when dropped.
+#[derive(Debug)]
+pub struct OwnBroker {
+    /// The port the broker listens on.
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl OwnBroker {
+    /// Starts the broker and waits until it accepts connections.
+    pub async fn start(advertised_port: Option<u16>) -> OwnBroker {
+        let bin = required_env("TANSU_BIN");
+        let port = free_port();
+        let advertised = advertised_port.unwrap_or(port);
+        let child = std::process::Command::new(&bin)
+            .args([
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                &format!("tcp://127.0.0.1:{port}"),
+                "--advertised-listener-url",
+                &format!("tcp://127.0.0.1:{advertised}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let broker = OwnBroker { port, child };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return broker;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("tansu did not start listening on {port} within 10 s");
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// A TCP proxy on loopback whose link can be cut (every connection dropped, new ones closed at
+/// once) and restored, to play a network outage between a client and a server.
+#[derive(Debug)]
+pub struct Proxy {
+    /// The port clients connect to.
+    pub port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    /// Binds a proxy port; forwarding starts with [`Proxy::forward_to`].
+    pub async fn bind() -> (Proxy, tokio::net::TcpListener) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("cannot bind a proxy: {e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let (up, _) = tokio::sync::watch::channel(true);
+        (Proxy { port, up }, listener)
+    }
+
+    /// Forwards connections accepted on `listener` to `upstream_port` while the link is up.
+    pub fn forward_to(&self, listener: tokio::net::TcpListener, upstream_port: u16) {
+        let up = self.up.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !*up.borrow() {
+                    drop(client);
+                    continue;
+                }
+                let mut link = up.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    else {
+                        return;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = link.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+    }
+
+    /// Cuts the link: drops every connection and refuses new ones until [`Proxy::restore`].
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    /// Restores the link.
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
