@@ -3,12 +3,14 @@
 //! Checks HTTP(S) targets on their schedules and turns each check into a report.
 //!
 //! ## Layout
+//! - [`app`]: the modes (once, schedule to stdout, schedule to Kafka), reload and shutdown.
 //! - [`partitioner`]: Kafka's default partitioner (murmur2), so reports of a target share a partition.
 //! - [`publish`]: delivery to Kafka in rounds, with an on-disk spool while Kafka is
 //!   unreachable or slow; nothing is lost.
 //! - [`schedule`]: when each target is checked: fixed rate, spread over the period, under a
 //!   global cap on checks in flight, with `missed` reports for slots that could not start.
 
+pub mod app;
 pub mod partitioner;
 pub mod publish;
 pub mod schedule;

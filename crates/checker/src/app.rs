@@ -1,0 +1,162 @@
+//! Wiring of the checker's modes: check everything once, or run the schedule forever with the
+//! reports going to stdout or to Kafka; reload on request; stop cleanly on shutdown.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use monitor_core::report::{Report, Status};
+use monitor_core::settings::{CheckerSettings, KafkaSettings, ProducerSettings, Shard, TargetSettings};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::publish::{self, PublisherStats, Spool};
+use crate::schedule::{self, Probe};
+
+/// Where reports go.
+pub enum Output {
+    /// One JSON line per report on standard output.
+    Stdout,
+    /// To Kafka, through the spool when it cannot be reached.
+    Kafka {
+        /// The brokers and topic.
+        kafka: Box<KafkaSettings>,
+        /// The spool.
+        spool: Box<dyn Spool>,
+        /// Counters.
+        stats: Arc<PublisherStats>,
+    },
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Stdout => f.write_str("Stdout"),
+            Output::Kafka { kafka, .. } => write!(f, "Kafka({:?})", kafka.brokers),
+        }
+    }
+}
+
+/// The targets this replica checks.
+pub fn my_targets(settings: &CheckerSettings, shard: Shard) -> Vec<Arc<TargetSettings>> {
+    settings
+        .targets
+        .iter()
+        .filter(|t| shard.owns(&t.id))
+        .cloned()
+        .map(Arc::new)
+        .collect()
+}
+
+/// Checks every target once, at most `max_in_flight` at a time, and returns the reports in
+/// the targets' order.
+pub async fn check_once(targets: Vec<Arc<TargetSettings>>, probe: Probe, max_in_flight: usize) -> Vec<Report> {
+    let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
+    let mut tasks = JoinSet::new();
+    let now = chrono::Utc::now();
+    for (i, target) in targets.into_iter().enumerate() {
+        let probe = probe.clone();
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            (i, probe(target, now).await)
+        });
+    }
+    let mut reports = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(r) => reports.push(r),
+            Err(e) => error!(error = %e, "a check task failed"),
+        }
+    }
+    reports.sort_by_key(|(i, _)| *i);
+    reports.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Whether every report says up.
+pub fn all_up(reports: &[Report]) -> bool {
+    reports.iter().all(|r| r.status == Status::Up)
+}
+
+/// Runs the schedule until `shutdown` fires. Each message on `reload` asks for the settings to
+/// be loaded again by `load`: valid ones take effect (unchanged targets keep their slots),
+/// invalid ones are logged and the running ones kept.
+pub async fn run(
+    settings: CheckerSettings,
+    shard: Shard,
+    load: impl Fn() -> Result<CheckerSettings, monitor_core::settings::ConfigError>,
+    probe: Probe,
+    output: Output,
+    mut reload: mpsc::Receiver<()>,
+    shutdown: CancellationToken,
+) {
+    let producer: ProducerSettings = settings.checker.producer.clone();
+    let (targets_tx, targets_rx) = watch::channel(my_targets(&settings, shard));
+    let (reports_tx, reports_rx) = mpsc::channel::<Report>(producer.queue_capacity.max(1));
+    info!(
+        targets = targets_tx.borrow().len(),
+        shard = %shard,
+        output = ?output,
+        "checker starting"
+    );
+
+    let delivery = match output {
+        Output::Stdout => tokio::spawn(print_reports(reports_rx)),
+        Output::Kafka { kafka, spool, stats } => tokio::spawn(publish::run(reports_rx, *kafka, producer.clone(), spool, stats)),
+    };
+    let stop_schedule = CancellationToken::new();
+    let mut scheduler = tokio::spawn(schedule::run(
+        targets_rx,
+        probe,
+        settings.checker.id.clone(),
+        settings.checker.max_in_flight,
+        reports_tx,
+        stop_schedule.clone(),
+    ));
+
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = &mut scheduler => {
+                if let Err(e) = r { error!(error = %e, "the scheduler failed"); }
+                break;
+            }
+            Some(()) = reload.recv() => match load() {
+                Ok(new) => {
+                    let targets = my_targets(&new, shard);
+                    info!(targets = targets.len(), "settings reloaded");
+                    targets_tx.send_replace(targets);
+                }
+                Err(e) => error!("settings not reloaded, the running ones are kept: {e}"),
+            },
+        }
+    }
+
+    // Stop scheduling, let the checks in flight end (each is bounded by its timeout), then
+    // let delivery flush; both within the shutdown timeout.
+    stop_schedule.cancel();
+    let deadline = tokio::time::Instant::now() + producer.shutdown_timeout;
+    if !scheduler.is_finished() {
+        if tokio::time::timeout_at(deadline, &mut scheduler).await.is_err() {
+            warn!("checks in flight did not end in time: abandoning them");
+            scheduler.abort();
+        }
+    }
+    if let Err(e) = delivery.await {
+        error!(error = %e, "delivery failed at shutdown");
+    }
+    info!("checker stopped");
+}
+
+async fn print_reports(mut reports: mpsc::Receiver<Report>) {
+    while let Some(report) = reports.recv().await {
+        let mut line = report.to_json();
+        line.push(b'\n');
+        let mut out = std::io::stdout().lock();
+        if out.write_all(&line).and_then(|()| out.flush()).is_err() {
+            // The reader went away (a closed pipe): nothing more can be printed.
+            return;
+        }
+    }
+}
