@@ -5,7 +5,9 @@ use std::io::Write;
 use std::sync::Arc;
 
 use monitor_core::report::{Report, Status};
-use monitor_core::settings::{CheckerSettings, KafkaSettings, ProducerSettings, Shard, TargetSettings};
+use monitor_core::settings::{
+    CheckerSettings, KafkaSettings, ProducerSettings, Shard, TargetSettings,
+};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -51,7 +53,11 @@ pub fn my_targets(settings: &CheckerSettings, shard: Shard) -> Vec<Arc<TargetSet
 
 /// Checks every target once, at most `max_in_flight` at a time, and returns the reports in
 /// the targets' order.
-pub async fn check_once(targets: Vec<Arc<TargetSettings>>, probe: Probe, max_in_flight: usize) -> Vec<Report> {
+pub async fn check_once(
+    targets: Vec<Arc<TargetSettings>>,
+    probe: Probe,
+    max_in_flight: usize,
+) -> Vec<Report> {
     let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
     let mut tasks = JoinSet::new();
     let now = chrono::Utc::now();
@@ -103,7 +109,17 @@ pub async fn run(
 
     let delivery = match output {
         Output::Stdout => tokio::spawn(print_reports(reports_rx)),
-        Output::Kafka { kafka, spool, stats } => tokio::spawn(publish::run(reports_rx, *kafka, producer.clone(), spool, stats)),
+        Output::Kafka {
+            kafka,
+            spool,
+            stats,
+        } => tokio::spawn(publish::run(
+            reports_rx,
+            *kafka,
+            producer.clone(),
+            spool,
+            stats,
+        )),
     };
     let stop_schedule = CancellationToken::new();
     let mut scheduler = tokio::spawn(schedule::run(
@@ -137,11 +153,13 @@ pub async fn run(
     // let delivery flush; both within the shutdown timeout.
     stop_schedule.cancel();
     let deadline = tokio::time::Instant::now() + producer.shutdown_timeout;
-    if !scheduler.is_finished() {
-        if tokio::time::timeout_at(deadline, &mut scheduler).await.is_err() {
-            warn!("checks in flight did not end in time: abandoning them");
-            scheduler.abort();
-        }
+    if !scheduler.is_finished()
+        && tokio::time::timeout_at(deadline, &mut scheduler)
+            .await
+            .is_err()
+    {
+        warn!("checks in flight did not end in time: abandoning them");
+        scheduler.abort();
     }
     if let Err(e) = delivery.await {
         error!(error = %e, "delivery failed at shutdown");
