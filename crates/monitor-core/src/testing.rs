@@ -52,7 +52,12 @@ pub async fn kafka_client() -> Arc<Client> {
     let brokers = kafka_brokers();
     let client = tokio::time::timeout(
         Duration::from_secs(30),
-        ClientBuilder::new(brokers.clone()).build(),
+        ClientBuilder::new(brokers.clone())
+            .backoff_config(rskafka::BackoffConfig {
+                deadline: Some(Duration::from_secs(30)),
+                ..Default::default()
+            })
+            .build(),
     )
     .await
     .unwrap_or_else(|_| panic!("timed out connecting to the broker at {brokers:?}"))

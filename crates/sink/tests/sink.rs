@@ -10,7 +10,8 @@ use chrono::Utc;
 use monitor_core::report::report_id;
 use monitor_core::settings::{SettingsSource, SinkSettings};
 use monitor_core::testing::{
-    create_topic, kafka_brokers, kafka_client, sample_report as report, TestDatabase,
+    create_topic, kafka_brokers, kafka_client, sample_report as report, OwnBroker, Proxy,
+    TestDatabase,
 };
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::Client;
@@ -468,6 +469,72 @@ async fn retention_drops_whole_day_partitions_past_the_cutoff() {
         "days 9 to 4 ago end before the cutoff: {dropped:?}"
     );
     assert_eq!(count(&pool, "SELECT count(*) FROM results").await, 4);
+    pool.close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn outages_of_postgresql_and_of_the_broker_are_waited_out_without_loss() {
+    // The sink reaches both services through proxies whose links the test cuts.
+    let (kafka_proxy, kafka_listener) = Proxy::bind().await;
+    let broker = OwnBroker::start(Some(kafka_proxy.port)).await;
+    kafka_proxy.forward_to(kafka_listener, broker.port);
+    let brokers = format!("127.0.0.1:{}", kafka_proxy.port);
+    let client = rskafka::client::ClientBuilder::new(vec![format!("127.0.0.1:{}", broker.port)])
+        .build()
+        .await
+        .expect("client");
+    let topic = create_topic(&client, 2).await;
+
+    let db = TestDatabase::create().await;
+    let (pg_proxy, pg_listener) = Proxy::bind().await;
+    let pg_url = url::Url::parse(&db.url).expect("url");
+    pg_proxy.forward_to(pg_listener, pg_url.port().unwrap_or(5432));
+    let mut proxied = pg_url.clone();
+    proxied.set_port(Some(pg_proxy.port)).expect("port");
+
+    let mut env = env(&topic, &db);
+    env.insert("WEBMON__KAFKA__BROKERS".into(), brokers);
+    env.insert("WEBMON__DATABASE__URL".into(), proxied.to_string());
+    let settings = SinkSettings::load(&SettingsSource {
+        file: None,
+        env: Some(env),
+        base_dir: None,
+    })
+    .expect("settings");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(sink::run(settings, stop.clone()));
+    let pool = pool(&db).await;
+
+    produce_reports(&client, &topic, 2, 0, 200).await;
+    wait_for_offsets(&pool, &topic, 400, Duration::from_secs(60)).await;
+
+    // PostgreSQL goes away while reports keep arriving.
+    pg_proxy.cut();
+    produce_reports(&client, &topic, 2, 200, 200).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM results").await,
+        400,
+        "nothing stored while the database is away"
+    );
+    pg_proxy.restore();
+    wait_for_offsets(&pool, &topic, 800, Duration::from_secs(60)).await;
+
+    // Then the broker (the producer of this test reaches it through the same proxy, so the
+    // reports are produced once the link is back; the sink meanwhile fails its fetches).
+    kafka_proxy.cut();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    kafka_proxy.restore();
+    produce_reports(&client, &topic, 2, 400, 200).await;
+    wait_for_offsets(&pool, &topic, 1200, Duration::from_secs(60)).await;
+    assert_exactly_once(&pool, 1200).await;
+
+    stop.cancel();
+    task.await
+        .expect("joined")
+        .expect("the sink survives both outages");
     pool.close().await;
     db.drop_database().await;
 }
