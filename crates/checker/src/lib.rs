@@ -5,12 +5,16 @@
 //! ## Layout
 //! - [`app`]: the modes (once, schedule to stdout, schedule to Kafka), reload and shutdown.
 //! - [`partitioner`]: Kafka's default partitioner (murmur2), so reports of a target share a partition.
+//! - [`probe`]: one check of one target on a fresh connection, phase by phase, classified.
 //! - [`publish`]: delivery to Kafka in rounds, with an on-disk spool while Kafka is
 //!   unreachable or slow; nothing is lost.
 //! - [`schedule`]: when each target is checked: fixed rate, spread over the period, under a
 //!   global cap on checks in flight, with `missed` reports for slots that could not start.
+//! - [`spool`]: the on-disk FIFO where reports wait while Kafka cannot take them.
 
 pub mod app;
 pub mod partitioner;
+pub mod probe;
 pub mod publish;
 pub mod schedule;
+pub mod spool;

@@ -2,15 +2,24 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
-use monitor_core::settings::{CheckerSettings, SettingsSource};
+use monitor_core::settings::{CheckerSettings, SettingsSource, Shard};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use checker::app::{self, Output};
+use checker::probe::Prober;
 
 /// Checks HTTP(S) targets forever, each on its own period, and produces one JSON report per
 /// check to Kafka.
 ///
 /// Settings come from the file given with --config plus environment overrides of the form
-/// WEBMON__SECTION__KEY (for example WEBMON__KAFKA__TOPIC=reports).
+/// WEBMON__SECTION__KEY (for example WEBMON__KAFKA__TOPIC=reports). SIGHUP reloads the
+/// settings; SIGTERM or Ctrl-C stops after the checks in flight, delivering or spooling every
+/// report.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -23,36 +32,133 @@ struct Args {
     /// Touches no network.
     #[arg(long)]
     check_config: bool,
+
+    /// Check every target once, print one JSON report per line on stdout, and exit: 0 if all
+    /// are up, 1 if any is not. Needs no broker.
+    #[arg(long, conflicts_with = "stdout")]
+    once: bool,
+
+    /// Run the schedule forever, printing the reports on stdout (one JSON object per line)
+    /// instead of producing them to Kafka. Needs no broker.
+    #[arg(long)]
+    stdout: bool,
+
+    /// Check only this replica's share of the targets: I/N, replica I (from 0) of N. Every
+    /// target is checked by exactly one replica. Overrides checker.shard.
+    #[arg(long, value_name = "I/N", env = "WEBMON_SHARD")]
+    shard: Option<Shard>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    init_tracing();
     let source = SettingsSource {
         file: args.config.clone(),
         ..SettingsSource::default()
     };
-    match CheckerSettings::load(&source, true) {
-        Ok(settings) => {
-            if args.check_config {
-                println!(
-                    "configuration is valid: {} target{}, brokers {}, checker id {:?}",
-                    settings.targets.len(),
-                    if settings.targets.len() == 1 { "" } else { "s" },
-                    settings
-                        .kafka
-                        .as_ref()
-                        .map(|k| k.brokers.join(","))
-                        .unwrap_or_default(),
-                    settings.checker.id,
-                );
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("checker: only --check-config is available in this build");
-            ExitCode::from(2)
-        }
+    let needs_kafka = !(args.once || args.stdout);
+    let settings = match CheckerSettings::load(&source, needs_kafka) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::from(2)
+            return ExitCode::from(2);
+        }
+    };
+    let shard = args.shard.unwrap_or(settings.checker.shard);
+    if args.check_config {
+        println!(
+            "configuration is valid: {} target{} ({} in shard {shard}), brokers {}, checker id {:?}",
+            settings.targets.len(),
+            if settings.targets.len() == 1 { "" } else { "s" },
+            app::my_targets(&settings, shard).len(),
+            settings.kafka.as_ref().map(|k| k.brokers.join(",")).unwrap_or_else(|| "none".into()),
+            settings.checker.id,
+        );
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = rustls::crypto::ring::default_provider().install_default() {
+        error!(?e, "cannot install the TLS crypto provider");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let prober = Arc::new(Prober::new(settings.checker.id.clone()));
+        if args.once {
+            let targets = app::my_targets(&settings, shard);
+            let reports = app::check_once(targets, prober.into_probe(), settings.checker.max_in_flight).await;
+            for r in &reports {
+                println!("{}", String::from_utf8_lossy(&r.to_json()));
+            }
+            return if app::all_up(&reports) { ExitCode::SUCCESS } else { ExitCode::from(1) };
+        }
+
+        let output = if args.stdout {
+            Output::Stdout
+        } else {
+            let Some(kafka) = settings.kafka.clone() else {
+                error!("no kafka section");
+                return ExitCode::from(2);
+            };
+            let spool = match checker::spool::FileSpool::open(
+                &settings.checker.producer.spool_dir,
+                settings.checker.producer.spool_max_bytes,
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    error!(dir = %settings.checker.producer.spool_dir.display(), error = %e, "cannot open the spool");
+                    return ExitCode::FAILURE;
+                }
+            };
+            Output::Kafka {
+                kafka: Box::new(kafka),
+                spool: Box::new(spool),
+                stats: Arc::default(),
+            }
+        };
+        let shutdown = CancellationToken::new();
+        let (reload_tx, reload_rx) = mpsc::channel(1);
+        tokio::spawn(signals(shutdown.clone(), reload_tx));
+        let load = move || CheckerSettings::load(&source, needs_kafka);
+        app::run(settings, shard, load, prober.into_probe(), output, reload_rx, shutdown).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGTERM and SIGINT fire `shutdown`; SIGHUP asks for a reload.
+async fn signals(shutdown: CancellationToken, reload: mpsc::Sender<()>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: stopping"); break }
+            _ = int.recv() => { info!("SIGINT: stopping"); break }
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the settings");
+                let _ = reload.try_send(());
+            }
         }
     }
+    shutdown.cancel();
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

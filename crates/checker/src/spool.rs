@@ -1,0 +1,584 @@
+//! [`FileSpool`]: the on-disk FIFO where reports wait while Kafka cannot take them.
+//!
+//! Append-only segment files (`<sequence>.seg`, rolled at [`SEGMENT_BYTES`]) of records framed
+//! as `magic, version, key length, value length, CRC32(key ‖ value), key, value`. The
+//! delivered position lives in the file `cursor`, replaced atomically (write, then rename) on
+//! each commit; a fully delivered segment is deleted. A restarted checker finds the segments
+//! and the cursor, writes to a new segment, and replays from the cursor, so at most the last
+//! unacknowledged batch is sent twice.
+//!
+//! Damage is contained: a truncated tail or a flipped bit loses the damaged record only (it is
+//! logged and counted), and reading resumes at the next record whose frame and checksum hold.
+//! When the spool outgrows its bound, whole segments are dropped, oldest first, with the count
+//! of lost reports logged.
+//!
+//! The spool does plain blocking file I/O: appends go to a buffer and reach the disk on
+//! [`Spool::flush`], which the publisher calls at least once a second.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tracing::{error, warn};
+
+use crate::publish::{Message, Spool};
+
+/// A segment is rolled past this size.
+pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest record (key and value) the spool writes or believes when reading.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+const MAGIC: u8 = 0xA7;
+const VERSION: u8 = 1;
+const HEADER: usize = 14;
+const CURSOR_FILE: &str = "cursor";
+
+/// Counters, for metrics.
+#[derive(Debug, Default)]
+pub struct SpoolStats {
+    /// Reports dropped because the spool reached its bound.
+    pub dropped: AtomicU64,
+    /// Damaged records skipped while reading.
+    pub corrupt: AtomicU64,
+    /// Current size on disk, in bytes.
+    pub bytes: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    size: u64,
+}
+
+/// The spool directory.
+#[derive(Debug)]
+pub struct FileSpool {
+    dir: PathBuf,
+    max_bytes: u64,
+    segments: BTreeMap<u64, Segment>,
+    active: u64,
+    writer: BufWriter<File>,
+    /// Delivered up to here: (segment, byte offset).
+    cursor: (u64, u64),
+    /// Positions after each record of the last peek, and where that scan ended.
+    peeked: Vec<(u64, u64)>,
+    scan_end: Option<(u64, u64)>,
+    reported: HashSet<(u64, u64)>,
+    stats: Arc<SpoolStats>,
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:020}.seg"))
+}
+
+/// One frame.
+fn encode(key: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(key);
+    crc.update(value);
+    out.push(MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+}
+
+/// The record at `data[at..]`, if its frame and checksum hold: (key, value, length).
+fn decode(data: &[u8], at: usize) -> Option<(&[u8], &[u8], usize)> {
+    let h = data.get(at..at + HEADER)?;
+    if h[0] != MAGIC || h[1] != VERSION {
+        return None;
+    }
+    let key_len = u32::from_le_bytes([h[2], h[3], h[4], h[5]]) as usize;
+    let value_len = u32::from_le_bytes([h[6], h[7], h[8], h[9]]) as usize;
+    if key_len + value_len > MAX_RECORD_BYTES {
+        return None;
+    }
+    let crc = u32::from_le_bytes([h[10], h[11], h[12], h[13]]);
+    let body = data.get(at + HEADER..at + HEADER + key_len + value_len)?;
+    if crc32fast::hash(body) != crc {
+        return None;
+    }
+    Some((
+        &body[..key_len],
+        &body[key_len..],
+        HEADER + key_len + value_len,
+    ))
+}
+
+/// The offset of the next intact record at or after `from`, or the end.
+fn resync(data: &[u8], from: usize) -> usize {
+    (from..data.len())
+        .find(|&i| data[i] == MAGIC && decode(data, i).is_some())
+        .unwrap_or(data.len())
+}
+
+fn read_from(path: &Path, offset: u64) -> io::Result<Vec<u8>> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)?;
+    Ok(data)
+}
+
+impl FileSpool {
+    /// Opens (or creates) the spool in `dir`, bounded to `max_bytes`.
+    pub fn open(dir: &Path, max_bytes: u64) -> io::Result<FileSpool> {
+        fs::create_dir_all(dir)?;
+        let mut segments = BTreeMap::new();
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name == CURSOR_FILE || name.ends_with(".tmp") {
+                continue;
+            }
+            match name
+                .strip_suffix(".seg")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                Some(seq) => {
+                    let size = fs::metadata(&path)?.len();
+                    segments.insert(seq, Segment { path, size });
+                }
+                None => warn!(file = %path.display(), "not a spool segment: ignored"),
+            }
+        }
+        let cursor = fs::read_to_string(dir.join(CURSOR_FILE))
+            .ok()
+            .and_then(|text| {
+                let mut parts = text.split_whitespace().map(str::parse::<u64>);
+                match (parts.next(), parts.next()) {
+                    (Some(Ok(seq)), Some(Ok(off))) => Some((seq, off)),
+                    _ => None,
+                }
+            })
+            .unwrap_or((segments.keys().next().copied().unwrap_or(0), 0));
+        let active = segments.keys().next_back().map_or(1, |last| last + 1);
+        let path = segment_path(dir, active);
+        let writer = BufWriter::new(OpenOptions::new().create(true).append(true).open(&path)?);
+        segments.insert(active, Segment { path, size: 0 });
+        let mut spool = FileSpool {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            segments,
+            active,
+            writer,
+            cursor,
+            peeked: Vec::new(),
+            scan_end: None,
+            reported: HashSet::new(),
+            stats: Arc::default(),
+        };
+        spool.drop_delivered()?;
+        spool.update_bytes();
+        Ok(spool)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Arc<SpoolStats> {
+        self.stats.clone()
+    }
+
+    fn update_bytes(&self) {
+        let bytes = self.segments.values().map(|s| s.size).sum();
+        self.stats.bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    fn roll(&mut self) -> io::Result<()> {
+        self.writer.flush()?;
+        self.active += 1;
+        let path = segment_path(&self.dir, self.active);
+        self.writer = BufWriter::new(OpenOptions::new().create(true).append(true).open(&path)?);
+        self.segments.insert(self.active, Segment { path, size: 0 });
+        Ok(())
+    }
+
+    /// Deletes segments wholly before the cursor, and moves the cursor off a finished one.
+    fn drop_delivered(&mut self) -> io::Result<()> {
+        while let Some((&first, seg)) = self.segments.iter().next() {
+            let finished = first < self.cursor.0
+                || (first == self.cursor.0 && first != self.active && self.cursor.1 >= seg.size);
+            if !finished || first == self.active {
+                break;
+            }
+            let _ = fs::remove_file(&seg.path);
+            self.segments.remove(&first);
+            if self.cursor.0 <= first {
+                self.cursor = (
+                    self.segments.keys().next().copied().unwrap_or(self.active),
+                    0,
+                );
+            }
+        }
+        if !self.segments.contains_key(&self.cursor.0) {
+            self.cursor = (
+                self.segments.keys().next().copied().unwrap_or(self.active),
+                0,
+            );
+        }
+        Ok(())
+    }
+
+    fn save_cursor(&self) -> io::Result<()> {
+        let tmp = self.dir.join(format!("{CURSOR_FILE}.tmp"));
+        fs::write(&tmp, format!("{} {}\n", self.cursor.0, self.cursor.1))?;
+        fs::rename(tmp, self.dir.join(CURSOR_FILE))
+    }
+
+    /// Drops the oldest segments until the spool fits its bound again.
+    fn enforce_bound(&mut self) -> io::Result<()> {
+        while self.segments.values().map(|s| s.size).sum::<u64>() > self.max_bytes {
+            let Some((&first, seg)) = self.segments.iter().next() else {
+                break;
+            };
+            if first == self.active {
+                break;
+            }
+            let from = if first == self.cursor.0 {
+                self.cursor.1
+            } else {
+                0
+            };
+            let lost = read_from(&seg.path, from).map(|d| count(&d)).unwrap_or(0);
+            let _ = fs::remove_file(&seg.path);
+            self.segments.remove(&first);
+            self.stats.dropped.fetch_add(lost, Ordering::Relaxed);
+            error!(
+                reports = lost,
+                max_bytes = self.max_bytes,
+                "spool full: the oldest reports were dropped"
+            );
+            if self.cursor.0 <= first {
+                self.cursor = (
+                    self.segments.keys().next().copied().unwrap_or(self.active),
+                    0,
+                );
+                self.save_cursor()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Intact records in `data`.
+fn count(data: &[u8]) -> u64 {
+    let mut n = 0;
+    let mut at = 0;
+    while at < data.len() {
+        match decode(data, at) {
+            Some((_, _, len)) => {
+                n += 1;
+                at += len;
+            }
+            None => at = resync(data, at + 1),
+        }
+    }
+    n
+}
+
+impl Spool for FileSpool {
+    fn append(&mut self, messages: &[Message]) -> io::Result<()> {
+        let mut frame = Vec::new();
+        for m in messages {
+            if m.key.len() + m.value.len() > MAX_RECORD_BYTES {
+                error!(
+                    bytes = m.value.len(),
+                    "report too large for the spool: dropped"
+                );
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            frame.clear();
+            encode(&m.key, &m.value, &mut frame);
+            if self
+                .segments
+                .get(&self.active)
+                .is_some_and(|s| s.size > 0 && s.size + frame.len() as u64 > SEGMENT_BYTES)
+            {
+                self.roll()?;
+                self.enforce_bound()?;
+            }
+            self.writer.write_all(&frame)?;
+            if let Some(seg) = self.segments.get_mut(&self.active) {
+                seg.size += frame.len() as u64;
+            }
+        }
+        self.enforce_bound()?;
+        self.update_bytes();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()?;
+        self.writer.get_ref().sync_data()
+    }
+
+    fn peek(&mut self, max: usize) -> io::Result<Vec<Message>> {
+        self.writer.flush()?;
+        self.peeked.clear();
+        self.scan_end = None;
+        let mut out = Vec::new();
+        let seqs: Vec<u64> = self
+            .segments
+            .range(self.cursor.0..)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in seqs {
+            let Some(seg) = self.segments.get(&seq) else {
+                continue;
+            };
+            let start = if seq == self.cursor.0 {
+                self.cursor.1
+            } else {
+                0
+            };
+            let data = read_from(&seg.path, start)?;
+            let mut at = 0usize;
+            while at < data.len() {
+                if out.len() >= max {
+                    return Ok(out);
+                }
+                match decode(&data, at) {
+                    Some((key, value, len)) => {
+                        out.push(Message {
+                            key: key.to_vec(),
+                            value: value.to_vec(),
+                        });
+                        at += len;
+                        self.peeked.push((seq, start + at as u64));
+                    }
+                    None => {
+                        let next = resync(&data, at + 1);
+                        if self.reported.insert((seq, start + at as u64)) {
+                            self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                            error!(
+                                segment = %seg.path.display(),
+                                offset = start + at as u64,
+                                skipped_bytes = next - at,
+                                "damaged spool record skipped"
+                            );
+                        }
+                        at = next;
+                    }
+                }
+            }
+            self.scan_end = Some((seq, start + data.len() as u64));
+        }
+        Ok(out)
+    }
+
+    fn commit(&mut self, n: usize) -> io::Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let position = if n == self.peeked.len() {
+            // Everything peeked is delivered: skip any damage scanned past as well.
+            self.scan_end
+                .filter(|end| Some(end) >= self.peeked.last())
+                .or(self.peeked.last().copied())
+        } else {
+            self.peeked.get(n - 1).copied()
+        };
+        if let Some(position) = position {
+            self.cursor = position;
+        }
+        self.peeked.clear();
+        self.scan_end = None;
+        self.drop_delivered()?;
+        self.save_cursor()?;
+        self.update_bytes();
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.segments.range(self.cursor.0..).all(|(seq, seg)| {
+            seg.size
+                <= if *seq == self.cursor.0 {
+                    self.cursor.1
+                } else {
+                    0
+                }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(i: usize) -> Message {
+        Message {
+            key: format!("target-{}", i % 7).into_bytes(),
+            value: format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 50)).into_bytes(),
+        }
+    }
+
+    fn drain(spool: &mut FileSpool, batch: usize) -> Vec<Message> {
+        let mut all = Vec::new();
+        loop {
+            let got = spool.peek(batch).expect("peek");
+            if got.is_empty() {
+                break;
+            }
+            spool.commit(got.len()).expect("commit");
+            all.extend(got);
+        }
+        all
+    }
+
+    fn segment_files(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn records_come_back_in_order_and_delivered_segments_are_deleted() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("open");
+        assert!(spool.is_empty());
+        let sent: Vec<Message> = (0..1000).map(msg).collect();
+        spool.append(&sent).expect("append");
+        spool.flush().expect("flush");
+        assert!(!spool.is_empty());
+        assert_eq!(drain(&mut spool, 64), sent);
+        assert!(spool.is_empty());
+        assert_eq!(
+            segment_files(dir.path()).len(),
+            1,
+            "only the active segment is left"
+        );
+    }
+
+    #[test]
+    fn a_restart_keeps_undelivered_records_and_resends_at_most_the_open_batch() {
+        let dir = tempfile::tempdir().expect("dir");
+        let sent: Vec<Message> = (0..300).map(msg).collect();
+        {
+            let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("open");
+            spool.append(&sent).expect("append");
+            spool.flush().expect("flush");
+            let first = spool.peek(100).expect("peek");
+            spool.commit(first.len()).expect("commit");
+            // A batch peeked but never acknowledged when the process dies.
+            let _ = spool.peek(50).expect("peek");
+        }
+        let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("reopen");
+        spool.append(&[msg(300)]).expect("append after restart");
+        spool.flush().expect("flush");
+        let mut expected: Vec<Message> = sent[100..].to_vec();
+        expected.push(msg(300));
+        assert_eq!(drain(&mut spool, 64), expected);
+    }
+
+    #[test]
+    fn the_size_bound_drops_the_oldest_segments_and_counts_them() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut spool = FileSpool::open(dir.path(), 40 * 1024 * 1024).expect("open");
+        let big = |i: usize| Message {
+            key: b"k".to_vec(),
+            value: format!("{i:08}{}", "y".repeat(100_000)).into_bytes(),
+        };
+        // ~60 MiB into a 40 MiB spool of 16 MiB segments.
+        for i in 0..600 {
+            spool.append(&[big(i)]).expect("append");
+        }
+        spool.flush().expect("flush");
+        let dropped = spool.stats().dropped.load(Ordering::Relaxed);
+        assert!(dropped > 0, "something must be dropped");
+        let left = drain(&mut spool, 100);
+        assert_eq!(
+            left.len() as u64 + dropped,
+            600,
+            "every report is delivered or counted as dropped"
+        );
+        assert_eq!(
+            left.last().map(|m| m.value[..8].to_vec()),
+            Some(b"00000599".to_vec()),
+            "the newest are kept"
+        );
+        assert!(spool.stats().bytes.load(Ordering::Relaxed) <= 40 * 1024 * 1024);
+    }
+
+    #[test]
+    fn a_truncated_tail_loses_only_the_last_record() {
+        let dir = tempfile::tempdir().expect("dir");
+        {
+            let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("open");
+            spool
+                .append(&(0..10).map(msg).collect::<Vec<_>>())
+                .expect("append");
+            spool.flush().expect("flush");
+        }
+        let seg = segment_files(dir.path()).remove(0);
+        let len = fs::metadata(&seg).expect("meta").len();
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .expect("open")
+            .set_len(len - 5)
+            .expect("truncate");
+        let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("reopen");
+        let got = drain(&mut spool, 4);
+        assert_eq!(got, (0..9).map(msg).collect::<Vec<_>>());
+        assert_eq!(spool.stats().corrupt.load(Ordering::Relaxed), 1);
+        assert!(spool.is_empty());
+    }
+
+    #[test]
+    fn a_flipped_bit_loses_only_the_damaged_record() {
+        let dir = tempfile::tempdir().expect("dir");
+        let sent: Vec<Message> = (0..20).map(msg).collect();
+        {
+            let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("open");
+            spool.append(&sent).expect("append");
+            spool.flush().expect("flush");
+        }
+        let seg = segment_files(dir.path()).remove(0);
+        let mut data = fs::read(&seg).expect("read");
+        // Flip a bit inside record 5's value.
+        let at: usize = sent[..5]
+            .iter()
+            .map(|m| HEADER + m.key.len() + m.value.len())
+            .sum();
+        data[at + HEADER + sent[5].key.len() + 2] ^= 0x10;
+        fs::write(&seg, &data).expect("write");
+        let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("reopen");
+        let got = drain(&mut spool, 7);
+        let mut expected = sent.clone();
+        expected.remove(5);
+        assert_eq!(got, expected);
+        assert_eq!(spool.stats().corrupt.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_damaged_length_field_cannot_make_the_reader_allocate_or_loop() {
+        let dir = tempfile::tempdir().expect("dir");
+        let sent: Vec<Message> = (0..5).map(msg).collect();
+        {
+            let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("open");
+            spool.append(&sent).expect("append");
+            spool.flush().expect("flush");
+        }
+        let seg = segment_files(dir.path()).remove(0);
+        let mut data = fs::read(&seg).expect("read");
+        data[6..10].copy_from_slice(&u32::MAX.to_le_bytes());
+        fs::write(&seg, &data).expect("write");
+        fs::write(dir.path().join("notes.txt"), "not a segment").expect("write");
+        fs::write(dir.path().join("00000000000000000000.seg"), b"").expect("empty segment");
+        let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("reopen despite strangers");
+        assert_eq!(drain(&mut spool, 10), sent[1..].to_vec());
+    }
+}
