@@ -1,0 +1,654 @@
+//! The probe against local servers that misbehave on purpose, one per failure class. No test
+//! depends on outside DNS or network: every server is on 127.0.0.1, every certificate is made
+//! here.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use checker::probe::Prober;
+use chrono::{Datelike, Utc};
+use monitor_core::report::{FailureClass, Report, Status};
+use monitor_core::settings::{CheckerSettings, SettingsSource, TargetSettings};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A target from JSON keys, in a directory that also holds `files` (name, contents).
+fn target(keys: &str, files: &[(&str, String)]) -> (TargetSettings, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("dir");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("write");
+    }
+    let file = dir.path().join("c.json");
+    std::fs::write(&file, format!("{{\"monitored_urls\": [{{{keys}}}]}}")).expect("write");
+    let settings = CheckerSettings::load(
+        &SettingsSource {
+            file: Some(file),
+            env: Some(Default::default()),
+            base_dir: Some(dir.path().to_path_buf()),
+        },
+        false,
+    )
+    .expect("valid target");
+    (
+        settings.targets.into_iter().next().expect("one target"),
+        dir,
+    )
+}
+
+/// Checks once and asserts the check ended within the target's timeout (plus scheduling slack).
+async fn check(t: &TargetSettings) -> Report {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let prober = Prober::new("test");
+    let started = std::time::Instant::now();
+    let report = prober.check(t, Utc::now()).await;
+    let took = started.elapsed();
+    assert!(
+        took <= t.timeout + Duration::from_millis(500),
+        "the check took {took:?}, over its {:?} timeout",
+        t.timeout
+    );
+    assert!(
+        Report::from_json(&report.to_json()).is_ok(),
+        "a valid report: {report:?}"
+    );
+    report
+}
+
+fn assert_down(report: &Report, class: FailureClass, error_part: &str) {
+    assert_eq!(report.status, Status::Down, "{report:?}");
+    assert_eq!(report.failure_class, Some(class), "{report:?}");
+    let error = report.error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains(error_part),
+        "error {error:?} should contain {error_part:?}"
+    );
+}
+
+/// A server on 127.0.0.1 running `handler` on each connection. Returns its port.
+async fn serve<F, Fut>(handler: F) -> u16
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let handler = Arc::new(handler);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move { handler(stream).await });
+        }
+    });
+    port
+}
+
+/// Reads a request head (up to the blank line) and returns its first line.
+async fn read_head<S: AsyncReadExt + Unpin>(stream: &mut S) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A server answering every request with `response`.
+async fn answer(response: &'static str) -> u16 {
+    serve(move |mut s| async move {
+        read_head(&mut s).await;
+        let _ = s.write_all(response.as_bytes()).await;
+        let _ = s.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_healthy_site_is_up_with_its_phases_timed() {
+    let port =
+        answer("HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nall is okay")
+            .await;
+    let (t, _d) = target(
+        &format!(
+            r#""url": "http://localhost:{port}/health", "regexp": "is ok", "timeout": 2, "period": 5"#
+        ),
+        &[],
+    );
+    let r = check(&t).await;
+    assert_eq!(r.status, Status::Up, "{r:?}");
+    assert_eq!(r.failure_class, None);
+    assert_eq!(r.http_status, Some(200));
+    assert_eq!(r.body_bytes, Some(11));
+    assert_eq!(r.body_truncated, Some(false));
+    assert_eq!(r.regexp_matched, Some(true));
+    assert!(r.timings_ms.dns.is_some(), "localhost is resolved");
+    assert!(
+        r.timings_ms.connect.is_some()
+            && r.timings_ms.ttfb.is_some()
+            && r.timings_ms.transfer.is_some()
+    );
+    assert_eq!(r.timings_ms.tls, None, "no TLS over http");
+    assert!(r.response_time_ms.unwrap_or_default() > 0.0);
+    assert_eq!((r.timeout_s, r.period_s), (2.0, 5.0));
+}
+
+#[tokio::test]
+async fn the_request_carries_method_headers_body_and_a_user_agent() {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1);
+    let port = serve(move |mut s| {
+        let tx = tx.clone();
+        async move {
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let _ = tx
+                .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                .await;
+            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+        }
+    })
+    .await;
+    let (t, _d) = target(
+        &format!(
+            r#""url": "http://127.0.0.1:{port}/api?x=1", "method": "POST", "headers": {{"X-Probe": "yes"}}, "body": "ping", "timeout": 2, "period": 5"#
+        ),
+        &[],
+    );
+    let r = check(&t).await;
+    assert_eq!(r.status, Status::Up, "{r:?}");
+    let request = rx.recv().await.expect("request seen");
+    assert!(
+        request.starts_with("POST /api?x=1 HTTP/1.1\r\n"),
+        "{request}"
+    );
+    assert!(
+        request.to_ascii_lowercase().contains("x-probe: yes"),
+        "{request}"
+    );
+    assert!(request.contains("web-monitor/"), "{request}");
+    assert!(request.ends_with("ping"), "{request}");
+}
+
+#[tokio::test]
+async fn a_closed_port_is_connect_refused() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let (t, _d) = target(
+        &format!(r#""url": "http://127.0.0.1:{port}/", "timeout": 2, "period": 5"#),
+        &[],
+    );
+    let r = check(&t).await;
+    assert_down(&r, FailureClass::ConnectRefused, "connection refused");
+    assert!(r.timings_ms.connect.is_some());
+    assert_eq!(r.http_status, None);
+}
+
+#[tokio::test]
+async fn a_listener_that_never_completes_the_handshake_is_connect_timeout() {
+    // A listener with a backlog of one that never accepts: once its queue is full, the kernel
+    // drops further SYNs, and a connect waits for an answer that does not come.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let listener = socket.listen(1).expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => held.push(s),
+            _ => break,
+        }
+    }
+    let (t, _d) = target(
+        &format!(r#""url": "http://{addr}/", "timeout": "700ms", "period": 5"#),
+        &[],
+    );
+    let r = check(&t).await;
+    assert_down(&r, FailureClass::ConnectTimeout, "no answer from");
+    drop(listener);
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_timeout() {
+    let port = serve(|mut s| async move {
+        read_head(&mut s).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
+    let (t, _d) = target(
+        &format!(r#""url": "http://127.0.0.1:{port}/", "timeout": "500ms", "period": 5"#),
+        &[],
+    );
+    assert_down(
+        &check(&t).await,
+        FailureClass::Timeout,
+        "no response within the timeout",
+    );
+}
+
+#[tokio::test]
+async fn slowloris_headers_are_cut_by_the_timeout() {
+    let port = serve(|mut s| async move {
+        read_head(&mut s).await;
+        for b in b"HTTP/1.1 200 OK\r\nX-Slow: "
+            .iter()
+            .chain(std::iter::repeat(&b'a'))
+        {
+            if s.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let (t, _d) = target(
+        &format!(r#""url": "http://127.0.0.1:{port}/", "timeout": "600ms", "period": 5"#),
+        &[],
+    );
+    assert_down(&check(&t).await, FailureClass::Timeout, "no response");
+}
+
+#[tokio::test]
+async fn garbage_instead_of_http_is_protocol() {
+    let port = answer("SSH-2.0-OpenSSH_9.6\r\n\x00\x01\x02 definitely not http\r\n\r\n").await;
+    let (t, _d) = target(
+        &format!(r#""url": "http://127.0.0.1:{port}/", "timeout": 2, "period": 5"#),
+        &[],
+    );
+    assert_down(
+        &check(&t).await,
+        FailureClass::Protocol,
+        "not a valid HTTP response",
+    );
+}
+
+#[tokio::test]
+async fn a_reset_in_the_middle_of_the_body_is_io() {
+    let port = serve(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nfirst bytes")
+            .await;
+        let _ = s.flush().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // SO_LINGER 0: close with a reset rather than a clean end of stream.
+        #[allow(deprecated)]
+        let _ = s.set_linger(Some(Duration::ZERO));
+        drop(s);
+    })
+    .await;
+    let (t, _d) = target(
+        &format!(r#""url": "http://127.0.0.1:{port}/", "timeout": 2, "period": 5"#),
+        &[],
+    );
+    let r = check(&t).await;
+    assert_down(&r, FailureClass::Io, "reading the body");
+    assert_eq!(r.http_status, Some(200));
+}
+
+#[tokio::test]
+async fn a_trickled_body_is_cut_by_the_timeout() {
+    let port = serve(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            .await;
+        for _ in 0..1000 {
+            if s.write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let (t, _d) = target(
+        &format!(r#""url": "http://127.0.0.1:{port}/", "timeout": "800ms", "period": 5"#),
+        &[],
+    );
+    assert_down(&check(&t).await, FailureClass::Timeout, "body not complete");
+}
+
+/// A server sending an endless chunked body as fast as it can.
+async fn endless() -> u16 {
+    serve(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await;
+        let chunk = format!("{:x}\r\n{}\r\n", 16384, "z".repeat(16384));
+        while s.write_all(chunk.as_bytes()).await.is_ok() {}
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_endless_body_is_read_up_to_the_cap_and_no_further() {
+    let port = endless().await;
+    let (t, _d) = target(
+        &format!(
+            r#""url": "http://127.0.0.1:{port}/", "body_limit": "64KiB", "timeout": 3, "period": 5"#
+        ),
+        &[],
+    );
+    let r = check(&t).await;
+    assert_eq!(
+        r.status,
+        Status::Up,
+        "without a pattern the check is judged on what was read: {r:?}"
+    );
+    assert_eq!(r.body_bytes, Some(64 * 1024));
+    assert_eq!(r.body_truncated, Some(true));
+}
+
+#[tokio::test]
+async fn a_pattern_not_found_before_the_cap_is_body_too_large() {
+    let port = endless().await;
+    let (t, _d) = target(
+        &format!(
+            r#""url": "http://127.0.0.1:{port}/", "regexp": "needle", "body_limit": "64KiB", "timeout": 3, "period": 5"#
+        ),
+        &[],
+    );
+    let r = check(&t).await;
+    assert_down(
+        &r,
+        FailureClass::BodyTooLarge,
+        "larger than the 65536-byte cap",
+    );
+    assert_eq!(r.body_bytes, Some(64 * 1024));
+    assert_eq!(r.regexp_matched, Some(false));
+}
+
+#[tokio::test]
+async fn an_unexpected_status_is_http_status() {
+    let port = answer("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\ndown").await;
+    let (t, _d) = target(
+        &format!(r#""url": "http://127.0.0.1:{port}/", "timeout": 2, "period": 5"#),
+        &[],
+    );
+    let r = check(&t).await;
+    assert_down(&r, FailureClass::HttpStatus, "status 503, expected 200-299");
+    assert_eq!(r.http_status, Some(503));
+    let (t, _d) = target(
+        &format!(
+            r#""url": "http://127.0.0.1:{port}/", "expected_status": ["503"], "timeout": 2, "period": 5"#
+        ),
+        &[],
+    );
+    assert_eq!(
+        check(&t).await.status,
+        Status::Up,
+        "503 can be the expected answer"
+    );
+}
+
+#[tokio::test]
+async fn body_patterns_decide_body_mismatch() {
+    let port = answer("HTTP/1.1 200 OK\r\nContent-Length: 22\r\n\r\nunder maintenance, bye").await;
+    let (t, _d) = target(
+        &format!(
+            r#""url": "http://127.0.0.1:{port}/", "regexp": "welcome", "timeout": 2, "period": 5"#
+        ),
+        &[],
+    );
+    let r = check(&t).await;
+    assert_down(
+        &r,
+        FailureClass::BodyMismatch,
+        "regexp \"welcome\" not found",
+    );
+    assert_eq!(r.regexp_matched, Some(false));
+    let (t, _d) = target(
+        &format!(
+            r#""url": "http://127.0.0.1:{port}/", "negative_regexp": "maint[a-z]+", "timeout": 2, "period": 5"#
+        ),
+        &[],
+    );
+    assert_down(
+        &check(&t).await,
+        FailureClass::BodyMismatch,
+        "negative_regexp",
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_followed_and_loops_and_long_chains_are_redirect() {
+    let port = serve(|mut s| async move {
+        let line = read_head(&mut s).await;
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let response = match path.as_str() {
+            "/loop" => {
+                "HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\n\r\n".to_string()
+            }
+            "/moved" => {
+                "HTTP/1.1 301 Moved\r\nLocation: /final\r\nContent-Length: 0\r\n\r\n".to_string()
+            }
+            "/final" => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_string(),
+            p => {
+                let n: u32 = p.trim_start_matches("/chain/").parse().unwrap_or(0);
+                format!(
+                    "HTTP/1.1 307 Again\r\nLocation: /chain/{}\r\nContent-Length: 0\r\n\r\n",
+                    n + 1
+                )
+            }
+        };
+        let _ = s.write_all(response.as_bytes()).await;
+    })
+    .await;
+    let (t, _d) = target(
+        &format!(r#""url": "http://127.0.0.1:{port}/moved", "timeout": 2, "period": 5"#),
+        &[],
+    );
+    let r = check(&t).await;
+    assert_eq!((r.status, r.http_status), (Status::Up, Some(200)), "{r:?}");
+    let (t, _d) = target(
+        &format!(r#""url": "http://127.0.0.1:{port}/loop", "timeout": 2, "period": 5"#),
+        &[],
+    );
+    assert_down(&check(&t).await, FailureClass::Redirect, "redirect loop");
+    let (t, _d) = target(
+        &format!(
+            r#""url": "http://127.0.0.1:{port}/chain/0", "max_redirects": 3, "timeout": 2, "period": 5"#
+        ),
+        &[],
+    );
+    assert_down(
+        &check(&t).await,
+        FailureClass::Redirect,
+        "more than 3 redirects",
+    );
+    let (t, _d) = target(
+        &format!(
+            r#""url": "http://127.0.0.1:{port}/moved", "follow_redirects": false, "timeout": 2, "period": 5"#
+        ),
+        &[],
+    );
+    assert_down(&check(&t).await, FailureClass::HttpStatus, "status 301");
+}
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_is_dns() {
+    let (t, _d) = target(
+        r#""url": "http://no-such-host.invalid/", "timeout": 2, "period": 5"#,
+        &[],
+    );
+    let r = check(&t).await;
+    assert_down(&r, FailureClass::Dns, "no-such-host.invalid");
+    assert!(r.timings_ms.dns.is_some());
+    assert_eq!(r.timings_ms.connect, None);
+}
+
+// --- TLS -------------------------------------------------------------------------------------
+
+struct Pki {
+    ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn pki() -> Pki {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "web-monitor test CA");
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let key = KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("CA");
+    Pki {
+        ca_pem: cert.pem(),
+        issuer: Issuer::new(params, key),
+    }
+}
+
+/// A leaf for `names`, valid from 2024 to `not_after_year`, signed by `pki` (or self-signed).
+fn leaf(
+    pki: Option<&Pki>,
+    names: &[&str],
+    not_after_year: i32,
+) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("params");
+    params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+    params.not_after = rcgen::date_time_ymd(not_after_year, 6, 1);
+    let key = KeyPair::generate().expect("key");
+    let cert = match pki {
+        Some(p) => params.signed_by(&key, &p.issuer).expect("signed"),
+        None => params.self_signed(&key).expect("self-signed"),
+    };
+    (
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+}
+
+/// An HTTPS server with the given certificate, answering 200 "secure".
+async fn https(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> u16 {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    serve(move |s| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(mut tls) = acceptor.accept(s).await else {
+                return;
+            };
+            read_head(&mut tls).await;
+            let _ = tls
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecure",
+                )
+                .await;
+            let _ = tls.shutdown().await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_certificate_from_the_targets_ca_is_up_with_its_expiry() {
+    let pki = pki();
+    let (chain, key) = leaf(Some(&pki), &["127.0.0.1", "localhost"], 2090);
+    let port = https(chain, key).await;
+    let (t, _d) = target(
+        &format!(
+            r#""url": "https://127.0.0.1:{port}/", "ca_file": "ca.pem", "timeout": 3, "period": 5"#
+        ),
+        &[("ca.pem", pki.ca_pem.clone())],
+    );
+    let r = check(&t).await;
+    assert_eq!(r.status, Status::Up, "{r:?}");
+    assert!(r.timings_ms.tls.is_some());
+    assert_eq!(
+        r.tls_cert_not_after.map(|d| (d.year(), d.month(), d.day())),
+        Some((2090, 6, 1))
+    );
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_is_tls_unknown_authority() {
+    let (chain, key) = leaf(None, &["127.0.0.1"], 2090);
+    let port = https(chain, key).await;
+    let (t, _d) = target(
+        &format!(r#""url": "https://127.0.0.1:{port}/", "timeout": 3, "period": 5"#),
+        &[],
+    );
+    let r = check(&t).await;
+    assert_down(&r, FailureClass::Tls, "unknown authority");
+    assert!(
+        r.tls_cert_not_after.is_some(),
+        "the expiry is reported even when the handshake fails"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_certificate_is_tls_with_its_expiry_date() {
+    let pki = pki();
+    let (chain, key) = leaf(Some(&pki), &["127.0.0.1"], 2020);
+    let port = https(chain, key).await;
+    let (t, _d) = target(
+        &format!(
+            r#""url": "https://127.0.0.1:{port}/", "ca_file": "ca.pem", "timeout": 3, "period": 5"#
+        ),
+        &[("ca.pem", pki.ca_pem.clone())],
+    );
+    let r = check(&t).await;
+    assert_down(&r, FailureClass::Tls, "certificate expired 2020-06-01");
+    assert_eq!(r.tls_cert_not_after.map(|d| d.year()), Some(2020));
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_host_is_tls_wrong_host() {
+    let pki = pki();
+    let (chain, key) = leaf(Some(&pki), &["other.example"], 2090);
+    let port = https(chain, key).await;
+    let (t, _d) = target(
+        &format!(
+            r#""url": "https://127.0.0.1:{port}/", "ca_file": "ca.pem", "timeout": 3, "period": 5"#
+        ),
+        &[("ca.pem", pki.ca_pem.clone())],
+    );
+    assert_down(
+        &check(&t).await,
+        FailureClass::Tls,
+        "not valid for host 127.0.0.1",
+    );
+}
+
+#[tokio::test]
+async fn tls_to_a_server_that_does_not_speak_it_is_tls() {
+    // A plain-text server that answers whatever arrives, as many do to a TLS hello.
+    let port = serve(|mut s| async move {
+        let mut buf = [0u8; 512];
+        let _ = s.read(&mut buf).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            .await;
+        let _ = s.shutdown().await;
+    })
+    .await;
+    let (t, _d) = target(
+        &format!(r#""url": "https://127.0.0.1:{port}/", "timeout": 2, "period": 5"#),
+        &[],
+    );
+    assert_down(&check(&t).await, FailureClass::Tls, "TLS handshake failed");
+}
