@@ -37,3 +37,45 @@ fn a_sink_without_a_database_exits_2_and_says_what_to_set() {
     assert!(output.contains("database: is missing"), "{output}");
     assert!(output.contains("sink.batch_linger: \"soon\""), "{output}");
 }
+
+#[tokio::test]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn sink_migrate_sets_the_database_up_and_is_idempotent() {
+    let db = monitor_core::testing::TestDatabase::create().await;
+    for _ in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_sink"))
+            .arg("migrate")
+            .env_remove("WEBMON_CONFIG")
+            .env("WEBMON__DATABASE__URL", &db.url)
+            .env("WEBMON__KAFKA__BROKERS", "127.0.0.1:1")
+            .env("WEBMON__KAFKA__TOPIC", "unused")
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("tables");
+    for expected in [
+        "dead_letters",
+        "kafka_offsets",
+        "results",
+        "targets",
+        "web_monitoring",
+    ] {
+        assert!(
+            tables.iter().any(|t| t == expected),
+            "{expected} missing from {tables:?}"
+        );
+    }
+    pool.close().await;
+    db.drop_database().await;
+}

@@ -1,0 +1,263 @@
+//! The `checker` binary: `--once`, `--stdout` with reload and shutdown, and producing to a
+//! broker whose link is cut, with the checker killed in the middle of the outage.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use monitor_core::report::{Report, Status};
+use monitor_core::testing::{OwnBroker, Proxy};
+use rskafka::client::partition::UnknownTopicHandling;
+use rskafka::client::ClientBuilder;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+/// A local site answering 200 "ok" to everything.
+async fn site() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+fn checker(config: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_checker"));
+    c.arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("WEBMON_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+fn signal(child: &Child, name: &str) {
+    let pid = child.id().expect("running");
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill -{name} {pid}");
+}
+
+#[tokio::test]
+async fn once_prints_a_report_per_target_and_exits_0_only_if_all_are_up() {
+    let port = site().await;
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let dir = tempfile::tempdir().expect("dir");
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "monitored_urls = [\"http://127.0.0.1:{port}/a\", \"http://127.0.0.1:{port}/b\"]\n"
+        ),
+    )
+    .expect("write");
+    let out = checker(&good, &["--once"]).output().await.expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    let reports: Vec<Report> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| Report::from_json(l.as_bytes()).expect("a report per line"))
+        .collect();
+    assert_eq!(reports.len(), 2);
+    assert!(reports.iter().all(|r| r.status == Status::Up));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("monitored_urls = [\"http://127.0.0.1:{port}/a\", {{ url = \"http://127.0.0.1:{closed}/\", timeout = 1, period = 5 }}]\n"),
+    )
+    .expect("write");
+    let out = checker(&bad, &["--once"]).output().await.expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 2);
+    assert!(
+        text.contains("\"failure_class\":\"connect_refused\""),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn stdout_mode_reloads_on_sighup_keeps_the_old_settings_when_invalid_and_stops_on_sigterm() {
+    let port = site().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("c.toml");
+    let one = format!("[[monitored_urls]]\nid = \"first\"\nurl = \"http://127.0.0.1:{port}/1\"\nperiod = \"200ms\"\ntimeout = \"100ms\"\n");
+    std::fs::write(&config, &one).expect("write");
+    let mut child = checker(&config, &["--stdout"]).spawn().expect("starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen: BTreeMap<String, Vec<DateTime<Utc>>> = BTreeMap::new();
+    let mut read_for = async |lines: &mut tokio::io::Lines<
+        BufReader<tokio::process::ChildStdout>,
+    >,
+                              d: Duration| {
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline, lines.next_line()).await {
+            let r = Report::from_json(line.as_bytes()).expect("a report per line");
+            seen.entry(r.target_id.clone())
+                .or_default()
+                .push(r.scheduled_at);
+        }
+    };
+    read_for(&mut lines, Duration::from_millis(1200)).await;
+
+    let two = format!("{one}[[monitored_urls]]\nid = \"second\"\nurl = \"http://127.0.0.1:{port}/2\"\nperiod = \"200ms\"\ntimeout = \"100ms\"\n");
+    std::fs::write(&config, &two).expect("write");
+    signal(&child, "HUP");
+    read_for(&mut lines, Duration::from_millis(1200)).await;
+    std::fs::write(&config, "monitored_urls = [{ url = \"ftp://nope\" }]\n").expect("write");
+    signal(&child, "HUP");
+    read_for(&mut lines, Duration::from_millis(1000)).await;
+    signal(&child, "TERM");
+    read_for(&mut lines, Duration::from_secs(5)).await;
+    let status = child.wait().await.expect("exits");
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean exit");
+
+    let first = seen.get("first").cloned().unwrap_or_default();
+    let second = seen.get("second").cloned().unwrap_or_default();
+    assert!(first.len() >= 15, "first ran all along: {}", first.len());
+    assert!(
+        second.len() >= 8,
+        "second was added by the reload and kept after the invalid one: {}",
+        second.len()
+    );
+    for slots in [&first, &second] {
+        let set: BTreeSet<_> = slots.iter().collect();
+        assert_eq!(set.len(), slots.len(), "no slot reported twice");
+        let v: Vec<_> = set.into_iter().collect();
+        for pair in v.windows(2) {
+            assert_eq!(
+                *pair[1] - *pair[0],
+                chrono::TimeDelta::milliseconds(200),
+                "fixed rate, no gap: {v:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn reports_survive_a_cut_broker_link_and_a_sigkill_during_the_outage() {
+    let port = site().await;
+    let (proxy, listener) = Proxy::bind().await;
+    let broker = OwnBroker::start(Some(proxy.port)).await;
+    proxy.forward_to(listener, broker.port);
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[checker]\nid = \"cli-test\"\nspool_dir = \"{}\"\nlinger = \"20ms\"\nproduce_timeout = \"500ms\"\n\
+             [kafka]\nbrokers = [\"127.0.0.1:{}\"]\ntopic = \"reports\"\npartitions = 2\n\
+             [[monitored_urls]]\nid = \"a\"\nurl = \"http://127.0.0.1:{port}/a\"\nperiod = \"100ms\"\ntimeout = \"80ms\"\n\
+             [[monitored_urls]]\nid = \"b\"\nurl = \"http://127.0.0.1:{port}/b\"\nperiod = \"100ms\"\ntimeout = \"80ms\"\n",
+            dir.path().join("spool").display(),
+            proxy.port
+        ),
+    )
+    .expect("write");
+
+    let mut first = checker(&config, &[]).spawn().expect("starts");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Killed in the middle of the outage: what it spooled must survive.
+    let killed_at = Utc::now();
+    first.kill().await.expect("SIGKILL");
+    let mut second = checker(&config, &[]).spawn().expect("restarts");
+    let restarted_at = Utc::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.restore();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    signal(&second, "TERM");
+    let status = tokio::time::timeout(Duration::from_secs(20), second.wait())
+        .await
+        .expect("stops in time")
+        .expect("exits");
+    assert_eq!(status.code(), Some(0));
+    let stopped_at = Utc::now();
+
+    let client = ClientBuilder::new(vec![format!("127.0.0.1:{}", proxy.port)])
+        .build()
+        .await
+        .expect("client");
+    let mut slots: BTreeMap<String, BTreeSet<DateTime<Utc>>> = BTreeMap::new();
+    for p in 0..2 {
+        let pc = client
+            .partition_client("reports", p, UnknownTopicHandling::Retry)
+            .await
+            .expect("partition");
+        let mut offset = 0;
+        loop {
+            let (records, high_watermark) = pc
+                .fetch_records(offset, 1..10_000_000, 50)
+                .await
+                .expect("fetch");
+            for r in records {
+                offset = offset.max(r.offset + 1);
+                let report =
+                    Report::from_json(r.record.value.as_deref().expect("value")).expect("report");
+                assert_eq!(Some(report.target_id.as_bytes()), r.record.key.as_deref());
+                slots
+                    .entry(report.target_id)
+                    .or_default()
+                    .insert(report.scheduled_at);
+            }
+            if offset >= high_watermark {
+                break;
+            }
+        }
+    }
+    let period = chrono::TimeDelta::milliseconds(100);
+    for id in ["a", "b"] {
+        let s = slots.get(id).cloned().unwrap_or_default();
+        let first_slot = *s.iter().next().expect("reports of the first run");
+        // The first run: every slot up to the last second before the kill (the spool's flush
+        // interval) is in the topic, including those it spooled during the outage.
+        let mut t = first_slot;
+        while t < killed_at - chrono::TimeDelta::milliseconds(1100) {
+            assert!(s.contains(&t), "{id}: slot {t} of the first run is missing");
+            t += period;
+        }
+        // The second run: every slot from its start to its stop, spooled during the rest of
+        // the outage and replayed after.
+        let mut t = s
+            .range(restarted_at..)
+            .next()
+            .copied()
+            .expect("reports of the second run");
+        while t < stopped_at - chrono::TimeDelta::milliseconds(300) {
+            assert!(
+                s.contains(&t),
+                "{id}: slot {t} of the second run is missing"
+            );
+            t += period;
+        }
+    }
+    drop(broker);
+}
