@@ -17,7 +17,10 @@ use tokio::sync::mpsc;
 
 #[tokio::main]
 async fn main() {
-    let total: i64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let total: i64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let client = kafka_client().await;
     let topic = create_topic(&client, 6).await;
     let dir = tempfile::tempdir().expect("dir");
@@ -25,29 +28,48 @@ async fn main() {
     std::fs::write(
         &file,
         format!(
-            "[kafka]\nbrokers = [{}]\ntopic = \"{topic}\"\ncompression = \"none\"\n\
-             [checker]\nlinger = \"20ms\"\nbatch_max_reports = 20000\nproduce_timeout = \"10s\"\n\
-             monitored_urls = [\"http://127.0.0.1:9/\"]\n",
-            kafka_brokers().iter().map(|b| format!("\"{b}\"")).collect::<Vec<_>>().join(",")
+            "monitored_urls = [\"http://127.0.0.1:9/\"]\n\
+             [kafka]\nbrokers = [{}]\ntopic = \"{topic}\"\ncompression = \"none\"\n\
+             [checker]\nlinger = \"20ms\"\nbatch_max_reports = 20000\nproduce_timeout = \"10s\"\n",
+            kafka_brokers()
+                .iter()
+                .map(|b| format!("\"{b}\""))
+                .collect::<Vec<_>>()
+                .join(",")
         ),
     )
     .expect("write");
     let settings = CheckerSettings::load(
-        &SettingsSource { file: Some(file), env: Some(Default::default()), base_dir: Some(dir.path().to_path_buf()) },
+        &SettingsSource {
+            file: Some(file),
+            env: Some(Default::default()),
+            base_dir: Some(dir.path().to_path_buf()),
+        },
         true,
     )
     .expect("settings");
     let kafka = settings.kafka.expect("kafka");
-    let reports: Vec<_> = (0..total).map(|n| sample_report(&format!("target-{}", n % 5000), n / 5000)).collect();
+    let reports: Vec<_> = (0..total)
+        .map(|n| sample_report(&format!("target-{}", n % 5000), n / 5000))
+        .collect();
     let bytes: usize = reports.iter().map(|r| r.to_json().len()).sum();
-    println!("{total} reports, {} bytes each on average", bytes / reports.len().max(1));
+    println!(
+        "{total} reports, {} bytes each on average",
+        bytes / reports.len().max(1)
+    );
 
     // Through the publisher to the broker.
     let spool = FileSpool::open(&dir.path().join("spool"), u64::MAX).expect("spool");
     let stats = Arc::new(PublisherStats::default());
     let (tx, rx) = mpsc::channel(100_000);
     let started = Instant::now();
-    let publisher = tokio::spawn(publish::run(rx, kafka, settings.checker.producer.clone(), Box::new(spool), stats.clone()));
+    let publisher = tokio::spawn(publish::run(
+        rx,
+        kafka,
+        settings.checker.producer.clone(),
+        Box::new(spool),
+        stats.clone(),
+    ));
     for r in &reports {
         if tx.send(r.clone()).await.is_err() {
             break;
@@ -72,7 +94,10 @@ async fn main() {
     }
     spool.flush().expect("flush");
     let secs = started.elapsed().as_secs_f64();
-    println!("spool write: {total} reports in {secs:.2} s = {:.0} reports/s", total as f64 / secs);
+    println!(
+        "spool write: {total} reports in {secs:.2} s = {:.0} reports/s",
+        total as f64 / secs
+    );
     let started = Instant::now();
     let mut replayed = 0usize;
     loop {
@@ -84,5 +109,8 @@ async fn main() {
         spool.commit(batch.len()).expect("commit");
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("spool replay (read + commit): {replayed} reports in {secs:.2} s = {:.0} reports/s", replayed as f64 / secs);
+    println!(
+        "spool replay (read + commit): {replayed} reports in {secs:.2} s = {:.0} reports/s",
+        replayed as f64 / secs
+    );
 }
