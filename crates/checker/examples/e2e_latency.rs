@@ -1,0 +1,154 @@
+//! End-to-end latency: from a check's start to its row committed in PostgreSQL, with the
+//! checker (this process: schedule, probe, publisher) producing to the broker and the `sink`
+//! binary storing.
+//!
+//! ```sh
+//! cargo build --release -p sink
+//! KAFKA_BROKERS=127.0.0.1:9092 DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
+//!   cargo run --release -p checker --example e2e_latency -- 5000 30s
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use checker::probe::Prober;
+use checker::publish::{self, PublisherStats};
+use checker::schedule;
+use checker::spool::FileSpool;
+use monitor_core::settings::{parse_duration, CheckerSettings, SettingsSource, TargetSettings};
+use monitor_core::testing::{create_topic, kafka_brokers, kafka_client, TestDatabase};
+use sqlx::Row;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+async fn server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5000);
+    let run_for = std::env::args()
+        .nth(2)
+        .and_then(|a| parse_duration(&a).ok())
+        .unwrap_or(Duration::from_secs(30));
+    let sink_bin = std::env::var("SINK_BIN").unwrap_or_else(|_| "target/release/sink".into());
+
+    let client = kafka_client().await;
+    let topic = create_topic(&client, 6).await;
+    let db = TestDatabase::create().await;
+    let mut sink = std::process::Command::new(&sink_bin)
+        .env("WEBMON__KAFKA__BROKERS", kafka_brokers().join(","))
+        .env("WEBMON__KAFKA__TOPIC", &topic)
+        .env("WEBMON__DATABASE__URL", &db.url)
+        .env("WEBMON__SINK__BATCH_LINGER", "50ms")
+        .env("WEBMON__SINK__FETCH_MAX_WAIT", "50ms")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start {sink_bin} (build it with cargo build --release -p sink): {e}")
+        });
+
+    let mut ports = Vec::new();
+    for _ in 0..16 {
+        ports.push(server().await);
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let targets: String = (0..n)
+        .map(|i| format!("{{\"id\":\"e2e-{i}\",\"url\":\"http://127.0.0.1:{}/{i}\",\"period\":1,\"timeout\":0.5}}", ports[i % 16]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let file = dir.path().join("c.json");
+    std::fs::write(
+        &file,
+        format!(
+            "{{\"kafka\":{{\"brokers\":[\"{}\"],\"topic\":\"{topic}\"}},\"checker\":{{\"linger\":\"20ms\"}},\"monitored_urls\":[{targets}]}}",
+            kafka_brokers().join("\",\"")
+        ),
+    )
+    .expect("write");
+    let settings = CheckerSettings::load(
+        &SettingsSource {
+            file: Some(file),
+            env: Some(Default::default()),
+            base_dir: Some(dir.path().to_path_buf()),
+        },
+        true,
+    )
+    .expect("settings");
+    let list: Vec<Arc<TargetSettings>> = settings.targets.iter().cloned().map(Arc::new).collect();
+    let (_targets_tx, targets_rx) = watch::channel(list);
+    let (tx, rx) = mpsc::channel(100_000);
+    let stop = CancellationToken::new();
+    let spool = FileSpool::open(&dir.path().join("spool"), u64::MAX).expect("spool");
+    let publisher = tokio::spawn(publish::run(
+        rx,
+        settings.kafka.clone().expect("kafka"),
+        settings.checker.producer.clone(),
+        Box::new(spool),
+        Arc::new(PublisherStats::default()),
+    ));
+    let scheduler = tokio::spawn(schedule::run(
+        targets_rx,
+        Arc::new(Prober::new("e2e")).into_probe(),
+        "e2e".into(),
+        4096,
+        tx,
+        stop.clone(),
+    ));
+    tokio::time::sleep(run_for).await;
+    stop.cancel();
+    let _ = scheduler.await;
+    let _ = publisher.await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = sink.kill();
+    let _ = sink.wait();
+
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    // Skip the first seconds: the sink's start-up (migrations, leases) is not steady state.
+    let row = sqlx::query(
+        "WITH steady AS (SELECT * FROM results WHERE started_at > (SELECT min(started_at) FROM results) + interval '5 seconds') \
+         SELECT count(*)::int8, \
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM stored_at - started_at)) * 1000, \
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM stored_at - started_at)) * 1000, \
+           (max(extract(epoch FROM stored_at - started_at)) * 1000)::float8, \
+           (SELECT count(*) FROM results)::int8 \
+         FROM steady",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("query");
+    let (count, p50, p99, max, all): (i64, f64, f64, f64, i64) = (
+        row.get(0),
+        row.try_get::<f64, _>(1).unwrap_or(0.0),
+        row.try_get::<f64, _>(2).unwrap_or(0.0),
+        row.try_get::<f64, _>(3).unwrap_or(0.0),
+        row.get(4),
+    );
+    println!("{n} targets every 1 s for {run_for:?}: {all} rows stored");
+    println!("check started → row stored (steady state, {count} rows): p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms");
+    pool.close().await;
+    db.drop_database().await;
+}
