@@ -224,3 +224,174 @@ async fn a_cut_broker_link_loses_nothing_and_keeps_each_targets_order() {
     }
     drop(broker);
 }
+
+mod tls {
+    //! A TLS terminator in front of the test broker (its command line cannot enable TLS), with
+    //! certificates made here: the checker must reach the broker over mutual TLS.
+
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    struct Ca {
+        pem: String,
+        der: CertificateDer<'static>,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    fn ca() -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("ca");
+        Ca {
+            pem: cert.pem(),
+            der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    fn leaf(
+        ca: &Ca,
+        names: &[&str],
+    ) -> (
+        CertificateDer<'static>,
+        String,
+        PrivateKeyDer<'static>,
+        String,
+    ) {
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &ca.issuer).expect("leaf");
+        (
+            cert.der().clone(),
+            cert.pem(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            key.serialize_pem(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+    async fn reports_reach_the_broker_over_mutual_tls_and_not_without_a_client_certificate() {
+        let ca = ca();
+        // The broker advertises the terminator's port, which is only known once bound.
+        let tls_port = monitor_core::testing::free_port();
+        let broker = OwnBroker::start(Some(tls_port)).await;
+        let _ = terminator_on(&ca, tls_port, broker.port).await;
+
+        let dir = tempfile::tempdir().expect("dir");
+        let (_, client_pem, _, client_key_pem) = leaf(&ca, &["checker.test"]);
+        std::fs::write(dir.path().join("ca.pem"), &ca.pem).expect("write");
+        std::fs::write(dir.path().join("client.pem"), client_pem).expect("write");
+        std::fs::write(dir.path().join("client.key"), client_key_pem).expect("write");
+        let brokers = format!("127.0.0.1:{tls_port}");
+        let load = |extra: &str| {
+            let file = dir.path().join("c.toml");
+            std::fs::write(
+                &file,
+                format!(
+                    "monitored_urls = [\"http://127.0.0.1:9/\"]\n[checker]\nlinger = \"20ms\"\nproduce_timeout = \"3s\"\n\
+                     [kafka]\nbrokers = [\"{brokers}\"]\ntopic = \"secure\"\npartitions = 2\n[kafka.tls]\nca_file = \"ca.pem\"\n{extra}"
+                ),
+            )
+            .expect("write");
+            CheckerSettings::load(
+                &SettingsSource {
+                    file: Some(file),
+                    env: Some(Default::default()),
+                    base_dir: Some(dir.path().to_path_buf()),
+                },
+                true,
+            )
+            .expect("settings")
+        };
+
+        // Without a client certificate the terminator refuses the handshake.
+        let no_cert = load("");
+        let refused = tokio::time::timeout(
+            Duration::from_secs(10),
+            checker::publish::ReportTopic::connect(no_cert.kafka.as_ref().expect("kafka")),
+        )
+        .await;
+        assert!(
+            !matches!(refused, Ok(Ok(_))),
+            "a client without a certificate must not get in"
+        );
+
+        let settings = load("cert_file = \"client.pem\"\nkey_file = \"client.key\"\n");
+        let kafka = settings.kafka.clone().expect("kafka");
+        let (tx, rx) = mpsc::channel(100);
+        let stats = Arc::new(PublisherStats::default());
+        let publisher = tokio::spawn(run(
+            rx,
+            kafka.clone(),
+            settings.checker.producer.clone(),
+            Box::new(MemorySpool::default()),
+            stats.clone(),
+        ));
+        for n in 0..20 {
+            tx.send(sample_report("secure-target", n))
+                .await
+                .expect("send");
+        }
+        drop(tx);
+        publisher.await.expect("publisher ends");
+        assert_eq!(
+            stats.produced.load(std::sync::atomic::Ordering::Relaxed),
+            20
+        );
+
+        let client = monitor_core::kafka::connect(&kafka, "reader", Duration::from_secs(10))
+            .await
+            .expect("mTLS client");
+        let all = read_all(&client, "secure", 2).await;
+        let count: usize = all.values().map(Vec::len).sum();
+        assert_eq!(count, 20, "every report arrived over TLS");
+        drop(broker);
+    }
+
+    /// Terminates mutual TLS on `port` (client certificates signed by `ca` only) and forwards
+    /// the plain bytes to `upstream`.
+    async fn terminator_on(ca: &Ca, port: u16, upstream: u16) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the TLS port");
+        let (cert, _, key, _) = leaf(ca, &["127.0.0.1"]);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der.clone()).expect("root");
+        let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .expect("client verifier");
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_client_cert_verifier(client_verifier)
+            .with_single_cert(vec![cert], key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut plain) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+    }
+}
