@@ -652,3 +652,90 @@ async fn tls_to_a_server_that_does_not_speak_it_is_tls() {
     );
     assert_down(&check(&t).await, FailureClass::Tls, "TLS handshake failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_targets_do_not_delay_the_others() {
+    use checker::schedule;
+    use tokio::sync::{mpsc, watch};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let healthy =
+        answer("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").await;
+    let flood = endless().await;
+    let silent = serve(|mut s| async move {
+        read_head(&mut s).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
+    let garbage = serve(|mut s| async move {
+        let _ = s.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff]).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("c.json");
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"monitored_urls": [
+            {{"id": "healthy", "url": "http://127.0.0.1:{healthy}/", "period": "200ms", "timeout": "150ms"}},
+            {{"id": "flood", "url": "http://127.0.0.1:{flood}/", "period": "500ms", "timeout": "400ms", "body_limit": "1MiB", "regexp": "never"}},
+            {{"id": "silent", "url": "http://127.0.0.1:{silent}/", "period": "500ms", "timeout": "400ms"}},
+            {{"id": "tls-garbage", "url": "https://127.0.0.1:{garbage}/", "period": "500ms", "timeout": "400ms"}}
+            ]}}"#
+        ),
+    )
+    .expect("write");
+    let settings = CheckerSettings::load(
+        &SettingsSource {
+            file: Some(file),
+            env: Some(Default::default()),
+            base_dir: None,
+        },
+        false,
+    )
+    .expect("settings");
+    let targets = settings.targets.into_iter().map(Arc::new).collect();
+    let (_keep, rx) = watch::channel(targets);
+    let (tx, mut reports) = mpsc::channel(1000);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let probe = Arc::new(Prober::new("test")).into_probe();
+    let task = tokio::spawn(schedule::run(
+        rx,
+        probe,
+        "test".into(),
+        100,
+        tx,
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    task.await.expect("scheduler ends");
+    let mut healthy_reports = Vec::new();
+    let mut hostile = 0;
+    while let Ok(r) = reports.try_recv() {
+        if r.target_id == "healthy" {
+            healthy_reports.push(r);
+        } else {
+            hostile += 1;
+            assert_eq!(r.status, Status::Down, "{r:?}");
+            assert!(
+                r.response_time_ms.unwrap_or(f64::MAX) < 400.0 + 100.0,
+                "ended within its timeout: {r:?}"
+            );
+            assert!(
+                r.body_bytes.unwrap_or(0) <= 1024 * 1024,
+                "never more than the cap"
+            );
+        }
+    }
+    assert!(hostile >= 12, "the hostile targets were checked: {hostile}");
+    assert!(healthy_reports.len() >= 14, "{}", healthy_reports.len());
+    for r in &healthy_reports {
+        assert_eq!(r.status, Status::Up, "{r:?}");
+        let late = r.started_at - r.scheduled_at;
+        assert!(
+            late < chrono::TimeDelta::milliseconds(50),
+            "the healthy target stays on schedule: {late}"
+        );
+    }
+}
