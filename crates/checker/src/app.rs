@@ -13,8 +13,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::metrics::CheckerMetrics;
 use crate::publish::{self, PublisherStats, Spool};
 use crate::schedule::{self, Probe};
+use crate::spool::SpoolStats;
+
+/// How often gauges read from counters elsewhere are refreshed.
+const METRICS_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where reports go.
 pub enum Output {
@@ -26,8 +31,8 @@ pub enum Output {
         kafka: Box<KafkaSettings>,
         /// The spool.
         spool: Box<dyn Spool>,
-        /// Counters.
-        stats: Arc<PublisherStats>,
+        /// The spool's counters, for metrics.
+        spool_stats: Option<Arc<SpoolStats>>,
     },
 }
 
@@ -88,18 +93,33 @@ pub fn all_up(reports: &[Report]) -> bool {
 /// Runs the schedule until `shutdown` fires. Each message on `reload` asks for the settings to
 /// be loaded again by `load`: valid ones take effect (unchanged targets keep their slots),
 /// invalid ones are logged and the running ones kept.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     settings: CheckerSettings,
     shard: Shard,
     load: impl Fn() -> Result<CheckerSettings, monitor_core::settings::ConfigError>,
     probe: Probe,
     output: Output,
+    metrics: Arc<CheckerMetrics>,
     mut reload: mpsc::Receiver<()>,
     shutdown: CancellationToken,
 ) {
     let producer: ProducerSettings = settings.checker.producer.clone();
     let (targets_tx, targets_rx) = watch::channel(my_targets(&settings, shard));
-    let (reports_tx, reports_rx) = mpsc::channel::<Report>(producer.queue_capacity.max(1));
+    let (reports_tx, mut tapped_rx) = mpsc::channel::<Report>(1024);
+    let (out_tx, reports_rx) = mpsc::channel::<Report>(producer.queue_capacity.max(1));
+    // Every report passes the metrics on its way out.
+    let tap_metrics = metrics.clone();
+    // Weak: the queue must close when the tap ends, whatever the metrics task does.
+    let queue = out_tx.downgrade();
+    let tap = tokio::spawn(async move {
+        while let Some(report) = tapped_rx.recv().await {
+            tap_metrics.observe(&report);
+            if out_tx.send(report).await.is_err() {
+                return;
+            }
+        }
+    });
     info!(
         targets = targets_tx.borrow().len(),
         shard = %shard,
@@ -107,26 +127,58 @@ pub async fn run(
         "checker starting"
     );
 
-    let delivery = match output {
-        Output::Stdout => tokio::spawn(print_reports(reports_rx)),
+    let publisher_stats = Arc::new(PublisherStats::default());
+    let (delivery, spool_stats) = match output {
+        Output::Stdout => (tokio::spawn(print_reports(reports_rx)), None),
         Output::Kafka {
             kafka,
             spool,
-            stats,
-        } => tokio::spawn(publish::run(
-            reports_rx,
-            *kafka,
-            producer.clone(),
-            spool,
-            stats,
-        )),
+            spool_stats,
+        } => (
+            tokio::spawn(publish::run(
+                reports_rx,
+                *kafka,
+                producer.clone(),
+                spool,
+                publisher_stats.clone(),
+            )),
+            spool_stats,
+        ),
+    };
+    let permits = Arc::new(Semaphore::new(settings.checker.max_in_flight.max(1)));
+    let max_in_flight = settings.checker.max_in_flight.max(1);
+    let stop_sync = CancellationToken::new();
+    let sync = {
+        let metrics = metrics.clone();
+        let permits = permits.clone();
+        let stop = stop_sync.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(METRICS_SYNC_EVERY);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let running = max_in_flight.saturating_sub(permits.available_permits());
+                metrics
+                    .in_flight
+                    .set(i64::try_from(running).unwrap_or(i64::MAX));
+                if let Some(queue) = queue.upgrade() {
+                    let depth = queue.max_capacity() - queue.capacity();
+                    metrics
+                        .queue_depth
+                        .set(i64::try_from(depth).unwrap_or(i64::MAX));
+                }
+                metrics.sync(&publisher_stats, spool_stats.as_deref());
+            }
+        })
     };
     let stop_schedule = CancellationToken::new();
-    let mut scheduler = tokio::spawn(schedule::run(
+    let mut scheduler = tokio::spawn(schedule::run_with(
         targets_rx,
         probe,
         settings.checker.id.clone(),
-        settings.checker.max_in_flight,
+        permits,
         reports_tx,
         stop_schedule.clone(),
     ));
@@ -161,9 +213,12 @@ pub async fn run(
         warn!("checks in flight did not end in time: abandoning them");
         scheduler.abort();
     }
+    let _ = tap.await;
     if let Err(e) = delivery.await {
         error!(error = %e, "delivery failed at shutdown");
     }
+    stop_sync.cancel();
+    let _ = sync.await;
     info!("checker stopped");
 }
 

@@ -11,7 +11,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use checker::app::{self, Output};
+use checker::metrics::CheckerMetrics;
 use checker::probe::Prober;
+use monitor_core::admin::{self, AdminState};
+use prometheus_client::registry::Registry;
+use std::sync::Mutex;
 
 /// Checks HTTP(S) targets forever, each on its own period, and produces one JSON report per
 /// check to Kafka.
@@ -47,6 +51,11 @@ struct Args {
     /// target is checked by exactly one replica. Overrides checker.shard.
     #[arg(long, value_name = "I/N", env = "WEBMON_SHARD")]
     shard: Option<Shard>,
+
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address. Overrides
+    /// checker.admin_listen (default 0.0.0.0:9101).
+    #[arg(long, value_name = "ADDR:PORT")]
+    admin_listen: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -117,15 +126,32 @@ fn main() -> ExitCode {
             };
             Output::Kafka {
                 kafka: Box::new(kafka),
+                spool_stats: Some(spool.stats()),
                 spool: Box::new(spool),
-                stats: Arc::default(),
             }
         };
         let shutdown = CancellationToken::new();
+        let mut registry = Registry::default();
+        let metrics = CheckerMetrics::register(&mut registry);
+        let admin_addr = args.admin_listen.clone().unwrap_or_else(|| settings.checker.admin_listen.clone());
+        let listener = match admin::bind(&admin_addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                error!(addr = %admin_addr, error = %e, "cannot serve the admin endpoint (use --admin-listen)");
+                return ExitCode::FAILURE;
+            }
+        };
+        let state = Arc::new(AdminState {
+            registry: Mutex::new(registry),
+            // Settings are loaded and reports are produced or spooled from the start.
+            ready: Box::new(|| true),
+        });
+        let admin_task = tokio::spawn(admin::serve(listener, state, shutdown.clone()));
         let (reload_tx, reload_rx) = mpsc::channel(1);
         tokio::spawn(signals(shutdown.clone(), reload_tx));
         let load = move || CheckerSettings::load(&source, needs_kafka);
-        app::run(settings, shard, load, prober.into_probe(), output, reload_rx, shutdown).await;
+        app::run(settings, shard, load, prober.into_probe(), output, metrics, reload_rx, shutdown).await;
+        let _ = admin_task.await;
         ExitCode::SUCCESS
     })
 }

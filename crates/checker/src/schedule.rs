@@ -110,7 +110,7 @@ struct Due {
 /// A new target list on `targets` takes effect at once; targets whose id and period are
 /// unchanged keep their slots.
 pub async fn run(
-    mut targets: watch::Receiver<Vec<Arc<TargetSettings>>>,
+    targets: watch::Receiver<Vec<Arc<TargetSettings>>>,
     probe: Probe,
     checker_id: String,
     max_in_flight: usize,
@@ -118,6 +118,18 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
+    run_with(targets, probe, checker_id, permits, reports, stop).await;
+}
+
+/// [`run`] with the caller's cap on checks in flight (whose free permits tell how many run).
+pub async fn run_with(
+    mut targets: watch::Receiver<Vec<Arc<TargetSettings>>>,
+    probe: Probe,
+    checker_id: String,
+    permits: Arc<Semaphore>,
+    reports: mpsc::Sender<Report>,
+    stop: CancellationToken,
+) {
     let mut current: HashMap<String, Arc<TargetSettings>> = HashMap::new();
     let mut queue: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
     let mut reload = true;

@@ -42,6 +42,7 @@ fn checker(config: &Path, args: &[&str]) -> Command {
         .args(args)
         .env_remove("WEBMON_CONFIG")
         .env("RUST_LOG", "warn")
+        .env("WEBMON__CHECKER__ADMIN_LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -260,4 +261,79 @@ async fn reports_survive_a_cut_broker_link_and_a_sigkill_during_the_outage() {
         }
     }
     drop(broker);
+}
+
+/// GET `path` from 127.0.0.1:`port`: (status line, body).
+async fn get(port: u16, path: &str) -> (String, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("admin answers");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut text = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut s, &mut text)
+        .await
+        .expect("read");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+#[tokio::test]
+async fn the_admin_endpoint_serves_health_and_metrics_while_reports_are_printed() {
+    let port = site().await;
+    let admin = monitor_core::testing::free_port();
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!("[[monitored_urls]]\nurl = \"http://127.0.0.1:{port}/\"\nperiod = \"200ms\"\ntimeout = \"100ms\"\n"),
+    )
+    .expect("write");
+    let mut child = checker(
+        &config,
+        &["--stdout", "--admin-listen", &format!("127.0.0.1:{admin}")],
+    )
+    .spawn()
+    .expect("starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for _ in 0..5 {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .expect("a report within 5 s")
+            .expect("read")
+            .expect("a line");
+        Report::from_json(line.as_bytes()).expect("a report");
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = get(admin, "/healthz").await;
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body.trim(), "ok");
+    assert!(get(admin, "/readyz").await.0.contains("200"));
+    let (status, metrics) = get(admin, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    let up = metrics
+        .lines()
+        .find(|l| l.starts_with("webmon_checker_checks_total{") && l.contains("status=\"up\""))
+        .unwrap_or_else(|| panic!("no checks counter in {metrics}"));
+    let count: f64 = up
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(count >= 5.0, "{up}");
+    for name in [
+        "webmon_checker_check_duration_seconds_bucket",
+        "webmon_checker_schedule_lateness_seconds_count",
+        "webmon_checker_checks_in_flight",
+        "webmon_checker_queue_depth",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from {metrics}");
+    }
+    assert!(get(admin, "/nope").await.0.contains("404"));
+    signal(&child, "TERM");
+    assert_eq!(child.wait().await.expect("exits").code(), Some(0));
 }

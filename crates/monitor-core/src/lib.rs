@@ -8,10 +8,13 @@
 //! - [`settings`]: settings of both services: targets, Kafka, PostgreSQL and each service's
 //!   own section, loaded from a file plus `WEBMON__…` environment overrides and validated up
 //!   front, every problem reported at once with its path.
+//! - `admin` (feature `admin`): the `/metrics`, `/healthz`, `/readyz` endpoint.
 //! - `kafka` (feature `kafka`): a Kafka client built from the settings (TLS, SASL).
 //! - `testing` (feature `testing`): helpers for integration tests against a real broker and a
 //!   real PostgreSQL.
 
+#[cfg(feature = "admin")]
+pub mod admin;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod report;

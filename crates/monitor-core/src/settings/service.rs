@@ -37,6 +37,28 @@ pub struct CheckerSection {
     pub shard: Shard,
     /// How the reports reach Kafka.
     pub producer: ProducerSettings,
+    /// Address of the admin endpoint (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_listen: String,
+}
+
+/// Default admin address of the checker.
+pub const CHECKER_ADMIN_LISTEN: &str = "0.0.0.0:9101";
+/// Default admin address of the sink.
+pub const SINK_ADMIN_LISTEN: &str = "0.0.0.0:9102";
+
+fn read_admin_listen(s: &mut Section<'_>, default: &str, problems: &mut Problems) -> String {
+    match s.string("admin_listen", problems) {
+        None => default.to_string(),
+        Some(text) => {
+            if text.trim().parse::<std::net::SocketAddr>().is_err() {
+                problems.push(Problem::new(
+                    &s.path_of("admin_listen"),
+                    format!("{text:?} is not an address: write IP:PORT, e.g. 0.0.0.0:9101"),
+                ));
+            }
+            text.trim().to_string()
+        }
+    }
 }
 
 /// How the checker's reports reach Kafka, and where they wait when it cannot be reached.
@@ -185,12 +207,14 @@ fn read_checker_section(
             .duration("shutdown_timeout", Duration::from_secs(10), problems)
             .unwrap_or(Duration::from_secs(10)),
     };
+    let admin_listen = read_admin_listen(&mut s, CHECKER_ADMIN_LISTEN, problems);
     s.finish(problems);
     CheckerSection {
         id,
         max_in_flight,
         shard,
         producer,
+        admin_listen,
     }
 }
 
@@ -220,6 +244,8 @@ pub struct SinkSection {
     pub retention: Option<Duration>,
     /// How often a replica checks its leases and takes or gives back partitions.
     pub rebalance_interval: Duration,
+    /// Address of the admin endpoint (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_listen: String,
 }
 
 impl SinkSettings {
@@ -279,6 +305,7 @@ fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSec
     let rebalance_interval = s
         .duration("rebalance_interval", Duration::from_secs(2), problems)
         .unwrap_or(Duration::from_secs(2));
+    let admin_listen = read_admin_listen(&mut s, SINK_ADMIN_LISTEN, problems);
     s.finish(problems);
     SinkSection {
         batch_size,
@@ -287,6 +314,7 @@ fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSec
         migrate_on_start,
         retention,
         rebalance_interval,
+        admin_listen,
     }
 }
 
