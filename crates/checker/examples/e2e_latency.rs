@@ -65,6 +65,7 @@ async fn main() {
         .env("WEBMON__DATABASE__URL", &db.url)
         .env("WEBMON__SINK__BATCH_LINGER", "50ms")
         .env("WEBMON__SINK__FETCH_MAX_WAIT", "50ms")
+        .env("WEBMON__SINK__ADMIN_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .spawn()
         .unwrap_or_else(|e| {

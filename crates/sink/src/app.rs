@@ -3,6 +3,7 @@
 //! when more replicas join, and stops everything on shutdown.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tracing::{error, info, warn};
 use crate::consumer::{consume, Backoff, ConsumerConfig};
 use crate::db;
 use crate::leases::Leases;
+use crate::metrics::SinkMetrics;
 use crate::store::ReportStore;
 use crate::SinkError;
 
@@ -34,6 +36,15 @@ struct Running {
 /// Runs the sink until `shutdown` fires. Outages of Kafka or PostgreSQL are waited out; only
 /// faults of the sink itself (such as a failed migration) end it with an error.
 pub async fn run(settings: SinkSettings, shutdown: CancellationToken) -> Result<(), SinkError> {
+    run_with_metrics(settings, Arc::default(), shutdown).await
+}
+
+/// [`run`], recording into `metrics`.
+pub async fn run_with_metrics(
+    settings: SinkSettings,
+    metrics: Arc<SinkMetrics>,
+    shutdown: CancellationToken,
+) -> Result<(), SinkError> {
     let options = db::connect_options(&settings.database)?;
     let pool = db::pool(&settings.database)?;
     let store = Arc::new(ReportStore::new(pool));
@@ -121,6 +132,8 @@ pub async fn run(settings: SinkSettings, shutdown: CancellationToken) -> Result<
 
         if let Some(l) = leases.as_mut() {
             if let Err(e) = l.ping().await {
+                metrics.ready.store(false, Ordering::Relaxed);
+                metrics.db_errors.inc();
                 warn!(error = %e, "lost the lease connection: stopping every consumer");
                 stop_all(&mut running).await;
                 if let Some(l) = leases.take() {
@@ -135,6 +148,8 @@ pub async fn run(settings: SinkSettings, shutdown: CancellationToken) -> Result<
                     leases = Some(l);
                 }
                 Err(e) => {
+                    metrics.ready.store(false, Ordering::Relaxed);
+                    metrics.db_errors.inc();
                     warn!(error = %e, "cannot take leases; retrying");
                     continue;
                 }
@@ -144,13 +159,31 @@ pub async fn run(settings: SinkSettings, shutdown: CancellationToken) -> Result<
         if partitions == 0 {
             continue;
         }
-        if let Err(e) =
-            rebalance(l, &mut running, partitions, &client, &store, &topic, config).await
+        match rebalance(
+            l,
+            &mut running,
+            partitions,
+            &client,
+            &store,
+            &topic,
+            config,
+            &metrics,
+        )
+        .await
         {
-            warn!(error = %e, "rebalancing failed; retrying");
+            Ok(()) => metrics.ready.store(true, Ordering::Relaxed),
+            Err(e) => {
+                metrics.ready.store(false, Ordering::Relaxed);
+                metrics.db_errors.inc();
+                warn!(error = %e, "rebalancing failed; retrying");
+            }
         }
+        metrics
+            .owned_partitions
+            .set(i64::try_from(l.owned().len()).unwrap_or(0));
     }
 
+    metrics.ready.store(false, Ordering::Relaxed);
     info!("shutting down: storing what is fetched, then releasing the partitions");
     stop_all(&mut running).await;
     if let Some(l) = leases.take() {
@@ -160,6 +193,7 @@ pub async fn run(settings: SinkSettings, shutdown: CancellationToken) -> Result<
 }
 
 /// Takes or gives back partitions so this replica owns its fair share.
+#[allow(clippy::too_many_arguments)]
 async fn rebalance(
     leases: &mut Leases,
     running: &mut HashMap<i32, Running>,
@@ -168,6 +202,7 @@ async fn rebalance(
     store: &Arc<ReportStore>,
     topic: &str,
     config: ConsumerConfig,
+    metrics: &Arc<SinkMetrics>,
 ) -> Result<(), SinkError> {
     let members = leases.members().await?;
     let total = usize::try_from(partitions).unwrap_or(0);
@@ -206,6 +241,7 @@ async fn rebalance(
                     topic.to_string(),
                     partition,
                     config,
+                    metrics.clone(),
                     stop.clone(),
                 ));
                 running.insert(partition, Running { stop, task });

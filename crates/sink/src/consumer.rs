@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
+use crate::metrics::{PartitionLabels, SinkMetrics};
 use crate::store::{Batch, ReportStore};
 use crate::SinkError;
 
@@ -67,6 +68,7 @@ pub async fn consume(
     topic: String,
     partition: i32,
     config: ConsumerConfig,
+    metrics: Arc<SinkMetrics>,
     stop: CancellationToken,
 ) -> Result<(), SinkError> {
     let mut backoff = Backoff::default();
@@ -136,6 +138,10 @@ pub async fn consume(
                         position = record.offset + 1;
                         batch.push(record.offset, record.record.key, record.record.value);
                     }
+                    metrics
+                        .lag
+                        .get_or_create(&PartitionLabels { partition })
+                        .set(high_watermark - position);
                     debug!(lag = high_watermark - position, "fetched");
                     if !batch.is_empty() && deadline.is_none() {
                         deadline = Some(Instant::now() + config.batch_linger);
@@ -178,8 +184,15 @@ pub async fn consume(
         if !batch.is_empty() || Some(batch.next_offset) != expected {
             backoff.reset();
             loop {
+                let started = Instant::now();
                 match store.store(&batch).await {
                     Ok(stored) => {
+                        metrics
+                            .batch_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                        metrics.rows.inc_by(stored.rows);
+                        metrics.duplicates.inc_by(stored.duplicates);
+                        metrics.dead_letters.inc_by(stored.dead_letters);
                         debug!(
                             rows = stored.rows,
                             duplicates = stored.duplicates,
@@ -192,6 +205,7 @@ pub async fn consume(
                     }
                     Err(e @ SinkError::OffsetMoved { .. }) => return Err(e),
                     Err(e) => {
+                        metrics.db_errors.inc();
                         warn!(error = %e, messages = batch.len(), "storing the batch failed; nothing was stored, retrying");
                         if !backoff.sleep(&stop).await {
                             // Shutting down: nothing of this batch is stored and the offset did

@@ -16,6 +16,14 @@ pub enum SinkError {
     /// A Kafka request failed.
     #[error("kafka: {0}")]
     Kafka(#[from] rskafka::client::error::Error),
+    /// The admin endpoint cannot listen on its address.
+    #[error("cannot serve the admin endpoint on {addr} (set --admin-listen): {source}")]
+    Admin {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Another replica stored this partition since our batch started: we no longer own it.
     #[error("partition {partition} of {topic}: stored offset is {found:?}, expected {expected:?}: another replica owns it")]
     OffsetMoved {
@@ -36,7 +44,9 @@ impl SinkError {
         match self {
             SinkError::Database(e) => !matches!(e, sqlx::Error::Configuration(_)),
             SinkError::Kafka(_) | SinkError::KafkaConnect(_) => true,
-            SinkError::Migrate(_) | SinkError::OffsetMoved { .. } => false,
+            SinkError::Migrate(_) | SinkError::OffsetMoved { .. } | SinkError::Admin { .. } => {
+                false
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 //!   batch holds its rows, its dead letters and the partition's next offset.
 //! - [`leases`]: partition ownership through PostgreSQL advisory locks, so replicas share a
 //!   topic's partitions without consumer groups.
+//! - [`metrics`]: the Prometheus metrics and readiness.
 //! - [`consumer`]: the loop that fetches one partition, batches, and stores.
 //! - [`app`]: wiring: the coordinator that takes and gives back partitions, and shutdown.
 //! - [`db`]: connecting to PostgreSQL and the embedded migrations.
@@ -26,7 +27,8 @@ pub mod db;
 pub mod decode;
 pub mod error;
 pub mod leases;
+pub mod metrics;
 pub mod store;
 
-pub use app::run;
+pub use app::{run, run_with_metrics};
 pub use error::SinkError;

@@ -3,8 +3,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
 use clap::{Parser, Subcommand};
+use monitor_core::admin::{self, AdminState};
 use monitor_core::settings::{SettingsSource, SinkSettings};
+use prometheus_client::registry::Registry;
+use sink::metrics::SinkMetrics;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -30,6 +36,11 @@ struct Args {
     /// Touches no network.
     #[arg(long)]
     check_config: bool,
+
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address. Overrides
+    /// sink.admin_listen (default 0.0.0.0:9102).
+    #[arg(long, value_name = "ADDR:PORT")]
+    admin_listen: Option<String>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -82,8 +93,26 @@ fn main() -> ExitCode {
             }
             Command::Run => {
                 let shutdown = CancellationToken::new();
+                let mut registry = Registry::default();
+                let metrics = SinkMetrics::register(&mut registry);
+                let addr = args
+                    .admin_listen
+                    .clone()
+                    .unwrap_or_else(|| settings.sink.admin_listen.clone());
+                let listener = admin::bind(&addr)
+                    .await
+                    .map_err(|source| sink::SinkError::Admin { addr, source })?;
+                let ready = metrics.clone();
+                let state = Arc::new(AdminState {
+                    registry: Mutex::new(registry),
+                    ready: Box::new(move || ready.ready.load(Ordering::Relaxed)),
+                });
+                let admin_task = tokio::spawn(admin::serve(listener, state, shutdown.clone()));
                 tokio::spawn(signal(shutdown.clone()));
-                sink::run(settings, shutdown).await
+                let result = sink::run_with_metrics(settings, metrics, shutdown.clone()).await;
+                shutdown.cancel();
+                let _ = admin_task.await;
+                result
             }
         }
     });

@@ -28,6 +28,7 @@ fn env(topic: &str, db: &TestDatabase) -> HashMap<String, String> {
         ("WEBMON__SINK__BATCH_LINGER".into(), "50ms".into()),
         ("WEBMON__SINK__FETCH_MAX_WAIT".into(), "50ms".into()),
         ("WEBMON__SINK__REBALANCE_INTERVAL".into(), "200ms".into()),
+        ("WEBMON__SINK__ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
     ])
 }
 
@@ -535,6 +536,72 @@ async fn outages_of_postgresql_and_of_the_broker_are_waited_out_without_loss() {
     task.await
         .expect("joined")
         .expect("the sink survives both outages");
+    pool.close().await;
+    db.drop_database().await;
+}
+
+/// GET `path` from the admin endpoint: (status line, body).
+async fn admin_get(port: u16, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("admin answers");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.expect("read");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn the_admin_endpoint_reports_rows_dead_letters_lag_and_readiness() {
+    let client = kafka_client().await;
+    let topic = create_topic(&client, 2).await;
+    let db = TestDatabase::create().await;
+    produce_reports(&client, &topic, 2, 0, 100).await;
+    produce(&client, &topic, 0, "t0", vec![b"garbage".to_vec()]).await;
+    let admin = monitor_core::testing::free_port();
+    let mut env = env(&topic, &db);
+    env.insert(
+        "WEBMON__SINK__ADMIN_LISTEN".into(),
+        format!("127.0.0.1:{admin}"),
+    );
+    let sink = SinkProcess(
+        Command::new(env!("CARGO_BIN_EXE_sink"))
+            .envs(env)
+            .env("RUST_LOG", "warn")
+            .env_remove("WEBMON_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("sink starts"),
+    );
+    let pool = pool(&db).await;
+    wait_for_offsets(&pool, &topic, 201, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(admin_get(admin, "/healthz").await.0.contains("200"));
+    assert!(admin_get(admin, "/readyz").await.0.contains("200"));
+    let (_, metrics) = admin_get(admin, "/metrics").await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from {metrics}"))
+    };
+    assert_eq!(value("webmon_sink_rows_stored_total"), 200.0);
+    assert_eq!(value("webmon_sink_dead_letters_total"), 1.0);
+    assert_eq!(value("webmon_sink_owned_partitions"), 2.0);
+    assert_eq!(value("webmon_sink_partition_lag{partition=\"0\"}"), 0.0);
+    assert!(metrics.contains("webmon_sink_batch_seconds_bucket"));
+    drop(sink);
     pool.close().await;
     db.drop_database().await;
 }
