@@ -14,6 +14,7 @@ use checker::app::{self, Output};
 use checker::metrics::CheckerMetrics;
 use checker::probe::Prober;
 use monitor_core::admin::{self, AdminState};
+use monitor_core::telemetry::{self, LogFormat};
 use prometheus_client::registry::Registry;
 use std::sync::Mutex;
 
@@ -56,11 +57,30 @@ struct Args {
     /// checker.admin_listen (default 0.0.0.0:9101).
     #[arg(long, value_name = "ADDR:PORT")]
     admin_listen: Option<String>,
+
+    /// Log format: text (human-readable) or json (one object per line). The level comes from
+    /// RUST_LOG (default info).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "WEBMON_LOG_FORMAT",
+        global = true
+    )]
+    log_format: LogFormat,
+
+    /// Append the logs to this file (its directory is created), e.g. logs/monitor.log,
+    /// instead of writing them to standard error.
+    #[arg(long, value_name = "PATH", env = "WEBMON_LOG_FILE", global = true)]
+    log_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing();
+    if let Err(e) = telemetry::init(args.log_format, args.log_file.as_deref()) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
     let source = SettingsSource {
         file: args.config.clone(),
         ..SettingsSource::default()
@@ -178,13 +198,4 @@ async fn signals(shutdown: CancellationToken, reload: mpsc::Sender<()>) {
         }
     }
     shutdown.cancel();
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -337,3 +337,36 @@ async fn the_admin_endpoint_serves_health_and_metrics_while_reports_are_printed(
     signal(&child, "TERM");
     assert_eq!(child.wait().await.expect("exits").code(), Some(0));
 }
+
+#[tokio::test]
+async fn logs_can_be_json_lines_appended_to_a_file() {
+    let port = site().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!("monitored_urls = [\"http://127.0.0.1:{port}/\"]\n"),
+    )
+    .expect("write");
+    let log = dir.path().join("logs").join("monitor.log");
+    let mut child = checker(&config, &["--stdout", "--log-format", "json", "--log-file"])
+        .arg(&log)
+        .env("RUST_LOG", "info")
+        .spawn()
+        .expect("starts");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    signal(&child, "TERM");
+    assert_eq!(child.wait().await.expect("exits").code(), Some(0));
+    let text = std::fs::read_to_string(&log).expect("the log file exists");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "checker starting"),
+        "{text}"
+    );
+    assert!(lines.iter().all(|l| l["level"].is_string()));
+}

@@ -10,6 +10,7 @@
 //!   front, every problem reported at once with its path.
 //! - `admin` (feature `admin`): the `/metrics`, `/healthz`, `/readyz` endpoint.
 //! - `kafka` (feature `kafka`): a Kafka client built from the settings (TLS, SASL).
+//! - `telemetry` (feature `telemetry`): logging set-up, text or JSON, to stderr or a file.
 //! - `testing` (feature `testing`): helpers for integration tests against a real broker and a
 //!   real PostgreSQL.
 
@@ -19,6 +20,8 @@ pub mod admin;
 pub mod kafka;
 pub mod report;
 pub mod settings;
+#[cfg(feature = "telemetry")]
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
