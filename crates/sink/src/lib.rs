@@ -12,6 +12,7 @@
 //! - [`metrics`]: the Prometheus metrics and readiness.
 //! - [`consumer`]: the loop that fetches one partition, batches, and stores.
 //! - [`app`]: wiring: the coordinator that takes and gives back partitions, and shutdown.
+//! - [`report`]: the uptime report (`sink report`).
 //! - [`db`]: connecting to PostgreSQL and the embedded migrations.
 //!
 //! ## Exactly once
@@ -28,6 +29,7 @@ pub mod decode;
 pub mod error;
 pub mod leases;
 pub mod metrics;
+pub mod report;
 pub mod store;
 
 pub use app::{run, run_with_metrics};

@@ -69,6 +69,23 @@ enum Command {
     Run,
     /// Apply the database migrations (the same as `sqlx migrate run`) and exit.
     Migrate,
+    /// Per target: checks, uptime, failures by class, p50/p95/p99 response time, last failure
+    /// and certificate expiry, from the stored results.
+    Report {
+        /// The window: results scheduled this long ago or later ("24h", "7d", "90m").
+        #[arg(long, default_value = "24h", value_parser = parse_since)]
+        since: std::time::Duration,
+        /// Only this target (its URL as checked, or its id).
+        #[arg(long, value_name = "URL")]
+        target: Option<String>,
+        /// table (for a terminal) or json.
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        format: String,
+    },
+}
+
+fn parse_since(text: &str) -> Result<std::time::Duration, String> {
+    monitor_core::settings::parse_duration(text)
 }
 
 fn main() -> ExitCode {
@@ -105,6 +122,23 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match args.command.unwrap_or(Command::Run) {
+            Command::Report {
+                since,
+                target,
+                format,
+            } => {
+                let pool = sink::db::pool(&settings.database)?;
+                let summaries = sink::report::summarize(&pool, since, target.as_deref()).await?;
+                if format == "json" {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&summaries).unwrap_or_default()
+                    );
+                } else {
+                    print!("{}", sink::report::table(&summaries));
+                }
+                Ok(())
+            }
             Command::Migrate => {
                 let pool = sink::db::pool(&settings.database)?;
                 sink::db::migrate(&pool).await?;

@@ -605,3 +605,98 @@ async fn the_admin_endpoint_reports_rows_dead_letters_lag_and_readiness() {
     pool.close().await;
     db.drop_database().await;
 }
+
+#[tokio::test]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn sink_report_summarizes_uptime_latency_and_failures_per_target() {
+    let db = TestDatabase::create().await;
+    let pool = pool(&db).await;
+    sink::db::migrate(&pool).await.expect("migrations apply");
+    let store = sink::store::ReportStore::new(pool.clone());
+    let mut batch = sink::store::Batch::new("report", 0, None, 0);
+    let now = Utc::now();
+    let mut offset = 0;
+    for (target, n, down_every) in [("alpha", 10i64, 5i64), ("bravo", 4, 0)] {
+        for i in 0..n {
+            let mut r = report(target, 0);
+            r.scheduled_at =
+                monitor_core::report::to_micros(now - chrono::Duration::minutes(10 * (i + 1)));
+            r.started_at = r.scheduled_at;
+            r.report_id = report_id(target, r.scheduled_at);
+            r.response_time_ms = Some(10.0 * (i + 1) as f64);
+            let down = down_every > 0 && i % down_every == 0;
+            r.status = if down {
+                monitor_core::Status::Down
+            } else {
+                monitor_core::Status::Up
+            };
+            r.failure_class = down.then_some(if i == 0 {
+                monitor_core::FailureClass::Timeout
+            } else {
+                monitor_core::FailureClass::HttpStatus
+            });
+            r.error = down.then(|| format!("failure {i}"));
+            batch.push(offset, None, Some(r.to_json()));
+            offset += 1;
+        }
+    }
+    // An old result outside the window.
+    let mut old = report("alpha", 0);
+    old.scheduled_at = monitor_core::report::to_micros(now - chrono::Duration::days(3));
+    old.started_at = old.scheduled_at;
+    old.report_id = report_id("alpha", old.scheduled_at);
+    batch.push(offset, None, Some(old.to_json()));
+    store.store(&batch).await.expect("stored");
+
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sink"))
+            .args(args)
+            .env_remove("WEBMON_CONFIG")
+            .env("WEBMON__DATABASE__URL", &db.url)
+            .env("WEBMON__KAFKA__BROKERS", "127.0.0.1:1")
+            .env("WEBMON__KAFKA__TOPIC", "unused")
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&["report", "--since", "24h", "--format", "json"]))
+            .expect("json");
+    let alpha = &json[0];
+    assert_eq!(alpha["target_id"], "alpha");
+    assert_eq!(
+        alpha["checks"], 10,
+        "the 3-day-old result is outside the window"
+    );
+    assert_eq!(alpha["uptime_percent"], 80.0);
+    assert_eq!(alpha["failures"]["timeout"], 1);
+    assert_eq!(alpha["failures"]["http_status"], 1);
+    assert_eq!(alpha["p50_ms"], 55.0);
+    assert_eq!(alpha["last_failure_error"], "failure 0");
+    assert!(alpha["tls_cert_not_after"].is_string());
+    assert_eq!(json[1]["uptime_percent"], 100.0);
+
+    let only = run(&[
+        "report",
+        "--target",
+        "https://bravo.example/",
+        "--format",
+        "json",
+    ]);
+    let only: serde_json::Value = serde_json::from_str(&only).expect("json");
+    assert_eq!(only.as_array().map(Vec::len), Some(1));
+    let table = run(&["report"]);
+    assert!(table.starts_with("URL"), "{table}");
+    assert!(
+        table.contains("https://alpha.example/") && table.contains("80.00%"),
+        "{table}"
+    );
+    assert!(table.contains("http_status:1 timeout:1"), "{table}");
+    pool.close().await;
+    db.drop_database().await;
+}
