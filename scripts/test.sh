@@ -8,6 +8,8 @@
 # PostgreSQL from the system's binaries (initdb + pg_ctl in a temporary directory) when none
 # answers on 127.0.0.1:5432. Whatever it starts is stopped on exit, failure or Ctrl-C.
 #
+# Last, the deployment files are validated offline (scripts/validate-deploy.sh).
+#
 # Usage: scripts/test.sh [extra arguments for the test binaries]
 set -euo pipefail
 
@@ -34,3 +36,6 @@ step "cargo test (KAFKA_BROKERS=$KAFKA_BROKERS)"
 cargo test --workspace --locked -- --include-ignored "$@"
 
 drop_test_databases
+
+step "deployment files (compose, Kubernetes, settings)"
+bash scripts/validate-deploy.sh
