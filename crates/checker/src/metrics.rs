@@ -44,6 +44,8 @@ pub struct CheckerMetrics {
     pub spooled: Counter,
     /// Failed or timed-out produce rounds.
     pub produce_errors: Counter,
+    /// Duration of the last successful produce round, in seconds.
+    pub produce_round_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Reports dropped because the spool was full.
     pub dropped: Counter,
     /// Damaged spool records skipped.
@@ -63,6 +65,7 @@ impl CheckerMetrics {
             produced: Counter::default(),
             spooled: Counter::default(),
             produce_errors: Counter::default(),
+            produce_round_seconds: Gauge::default(),
             dropped: Counter::default(),
             spool_corrupt: Counter::default(),
         };

@@ -81,6 +81,8 @@ pub struct PublisherStats {
     pub spooled: AtomicU64,
     /// Failed or timed-out produce rounds.
     pub produce_errors: AtomicU64,
+    /// Duration of the last successful produce round, in microseconds.
+    pub last_round_micros: AtomicU64,
 }
 
 /// Why a round did not reach Kafka.
@@ -378,6 +380,7 @@ async fn deliver(
     messages: &[Message],
     stats: &PublisherStats,
 ) -> Result<(), PublishError> {
+    let started = Instant::now();
     let result = tokio::time::timeout(settings.produce_timeout, async {
         if topic.is_none() {
             *topic = Some(ReportTopic::connect(kafka).await?);
@@ -394,6 +397,8 @@ async fn deliver(
             stats
                 .produced
                 .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            stats.last_round_micros.store(micros, Ordering::Relaxed);
             debug!(reports = messages.len(), "produced");
         }
         Err(_) => {
