@@ -14,7 +14,6 @@ use checker::probe::Prober;
 use checker::schedule;
 use monitor_core::report::Status;
 use monitor_core::settings::{parse_duration, CheckerSettings, SettingsSource, TargetSettings};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -46,27 +45,6 @@ fn cpu_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn server() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                    )
-                    .await;
-            });
-        }
-    });
-    port
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -90,7 +68,7 @@ fn main() {
     runtime.block_on(async move {
         let mut ports = Vec::new();
         for _ in 0..SERVER_PORTS {
-            ports.push(server().await);
+            ports.push(monitor_core::testing::ok_site().await);
         }
         let rss_before = rss_kib();
         let timeout = (period / 2).min(Duration::from_secs(5));

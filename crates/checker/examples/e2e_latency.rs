@@ -18,30 +18,8 @@ use checker::spool::FileSpool;
 use monitor_core::settings::{parse_duration, CheckerSettings, SettingsSource, TargetSettings};
 use monitor_core::testing::{create_topic, kafka_brokers, kafka_client, TestDatabase};
 use sqlx::Row;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-
-async fn server() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                    )
-                    .await;
-            });
-        }
-    });
-    port
-}
 
 #[tokio::main]
 async fn main() {
@@ -74,7 +52,7 @@ async fn main() {
 
     let mut ports = Vec::new();
     for _ in 0..16 {
-        ports.push(server().await);
+        ports.push(monitor_core::testing::ok_site().await);
     }
     let dir = tempfile::tempdir().expect("dir");
     let targets: String = (0..n)

@@ -8,32 +8,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use monitor_core::report::{Report, Status};
-use monitor_core::testing::{OwnBroker, Proxy};
+use monitor_core::testing::{http_get, ok_site, OwnBroker, Proxy};
 use rskafka::client::partition::UnknownTopicHandling;
 use rskafka::client::ClientBuilder;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
-
-/// A local site answering 200 "ok" to everything.
-async fn site() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                    )
-                    .await;
-            });
-        }
-    });
-    port
-}
 
 fn checker(config: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_checker"));
@@ -62,7 +42,7 @@ fn signal(child: &Child, name: &str) {
 
 #[tokio::test]
 async fn once_prints_a_report_per_target_and_exits_0_only_if_all_are_up() {
-    let port = site().await;
+    let port = ok_site().await;
     let closed = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind")
@@ -105,7 +85,7 @@ async fn once_prints_a_report_per_target_and_exits_0_only_if_all_are_up() {
 
 #[tokio::test]
 async fn stdout_mode_reloads_on_sighup_keeps_the_old_settings_when_invalid_and_stops_on_sigterm() {
-    let port = site().await;
+    let port = ok_site().await;
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("c.toml");
     let one = format!("[[monitored_urls]]\nid = \"first\"\nurl = \"http://127.0.0.1:{port}/1\"\nperiod = \"200ms\"\ntimeout = \"100ms\"\n");
@@ -164,7 +144,7 @@ async fn stdout_mode_reloads_on_sighup_keeps_the_old_settings_when_invalid_and_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn reports_survive_a_cut_broker_link_and_a_sigkill_during_the_outage() {
-    let port = site().await;
+    let port = ok_site().await;
     let (proxy, listener) = Proxy::bind().await;
     let broker = OwnBroker::start(Some(proxy.port)).await;
     proxy.forward_to(listener, broker.port);
@@ -263,28 +243,9 @@ async fn reports_survive_a_cut_broker_link_and_a_sigkill_during_the_outage() {
     drop(broker);
 }
 
-/// GET `path` from 127.0.0.1:`port`: (status line, body).
-async fn get(port: u16, path: &str) -> (String, String) {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("admin answers");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut text = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut s, &mut text)
-        .await
-        .expect("read");
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (
-        head.lines().next().unwrap_or_default().to_string(),
-        body.to_string(),
-    )
-}
-
 #[tokio::test]
 async fn the_admin_endpoint_serves_health_and_metrics_while_reports_are_printed() {
-    let port = site().await;
+    let port = ok_site().await;
     let admin = monitor_core::testing::free_port();
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("c.toml");
@@ -309,11 +270,11 @@ async fn the_admin_endpoint_serves_health_and_metrics_while_reports_are_printed(
         Report::from_json(line.as_bytes()).expect("a report");
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (status, body) = get(admin, "/healthz").await;
+    let (status, body) = http_get(admin, "/healthz").await;
     assert!(status.contains("200"), "{status}");
     assert_eq!(body.trim(), "ok");
-    assert!(get(admin, "/readyz").await.0.contains("200"));
-    let (status, metrics) = get(admin, "/metrics").await;
+    assert!(http_get(admin, "/readyz").await.0.contains("200"));
+    let (status, metrics) = http_get(admin, "/metrics").await;
     assert!(status.contains("200"), "{status}");
     let up = metrics
         .lines()
@@ -333,14 +294,14 @@ async fn the_admin_endpoint_serves_health_and_metrics_while_reports_are_printed(
     ] {
         assert!(metrics.contains(name), "{name} missing from {metrics}");
     }
-    assert!(get(admin, "/nope").await.0.contains("404"));
+    assert!(http_get(admin, "/nope").await.0.contains("404"));
     signal(&child, "TERM");
     assert_eq!(child.wait().await.expect("exits").code(), Some(0));
 }
 
 #[tokio::test]
 async fn logs_can_be_json_lines_appended_to_a_file() {
-    let port = site().await;
+    let port = ok_site().await;
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("c.toml");
     std::fs::write(

@@ -10,7 +10,7 @@ use chrono::Utc;
 use monitor_core::report::report_id;
 use monitor_core::settings::{SettingsSource, SinkSettings};
 use monitor_core::testing::{
-    create_topic, kafka_brokers, kafka_client, sample_report as report, OwnBroker, Proxy,
+    create_topic, http_get, kafka_brokers, kafka_client, sample_report as report, OwnBroker, Proxy,
     TestDatabase,
 };
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
@@ -540,24 +540,6 @@ async fn outages_of_postgresql_and_of_the_broker_are_waited_out_without_loss() {
     db.drop_database().await;
 }
 
-/// GET `path` from the admin endpoint: (status line, body).
-async fn admin_get(port: u16, path: &str) -> (String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("admin answers");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.expect("read");
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (
-        head.lines().next().unwrap_or_default().to_string(),
-        body.to_string(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn the_admin_endpoint_reports_rows_dead_letters_lag_and_readiness() {
@@ -585,9 +567,9 @@ async fn the_admin_endpoint_reports_rows_dead_letters_lag_and_readiness() {
     let pool = pool(&db).await;
     wait_for_offsets(&pool, &topic, 201, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(admin_get(admin, "/healthz").await.0.contains("200"));
-    assert!(admin_get(admin, "/readyz").await.0.contains("200"));
-    let (_, metrics) = admin_get(admin, "/metrics").await;
+    assert!(http_get(admin, "/healthz").await.0.contains("200"));
+    assert!(http_get(admin, "/readyz").await.0.contains("200"));
+    let (_, metrics) = http_get(admin, "/metrics").await;
     let value = |name: &str| -> f64 {
         metrics
             .lines()
