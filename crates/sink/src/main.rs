@@ -89,7 +89,7 @@ fn parse_since(text: &str) -> Result<std::time::Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
     if let Err(e) = telemetry::init(args.log_format, args.log_file.as_deref()) {
         eprintln!("{e}");
         return ExitCode::FAILURE;
@@ -98,19 +98,30 @@ fn main() -> ExitCode {
         file: args.config.clone(),
         ..SettingsSource::default()
     };
-    let settings = match SinkSettings::load(&source) {
-        Ok(s) => s,
+    let command = args.command.take().unwrap_or(Command::Run);
+    // Commands that only touch PostgreSQL need only the database section.
+    let database_only =
+        !args.check_config && matches!(command, Command::Migrate | Command::Report { .. });
+    let loaded = if database_only {
+        SinkSettings::load_database(&source).map(|database| (database, None))
+    } else {
+        SinkSettings::load(&source).map(|s| (s.database.clone(), Some(s)))
+    };
+    let (database, settings) = match loaded {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
     if args.check_config {
-        println!(
-            "configuration is valid: brokers {}, topic {:?}",
-            settings.kafka.brokers.join(","),
-            settings.kafka.topic
-        );
+        if let Some(s) = &settings {
+            println!(
+                "configuration is valid: brokers {}, topic {:?}",
+                s.kafka.brokers.join(","),
+                s.kafka.topic
+            );
+        }
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -121,13 +132,13 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match args.command.unwrap_or(Command::Run) {
+        match command {
             Command::Report {
                 since,
                 target,
                 format,
             } => {
-                let pool = sink::db::pool(&settings.database)?;
+                let pool = sink::db::pool(&database)?;
                 let summaries = sink::report::summarize(&pool, since, target.as_deref()).await?;
                 if format == "json" {
                     println!(
@@ -140,12 +151,15 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Migrate => {
-                let pool = sink::db::pool(&settings.database)?;
+                let pool = sink::db::pool(&database)?;
                 sink::db::migrate(&pool).await?;
                 info!("migrations applied");
                 Ok(())
             }
             Command::Run => {
+                let Some(settings) = settings else {
+                    return Ok(());
+                };
                 let shutdown = CancellationToken::new();
                 let mut registry = Registry::default();
                 let metrics = SinkMetrics::register(&mut registry);

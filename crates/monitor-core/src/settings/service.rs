@@ -284,6 +284,27 @@ impl SinkSettings {
             _ => Err(problems.into()),
         }
     }
+
+    /// Loads and validates the database settings alone, for commands that only touch
+    /// PostgreSQL (`sink migrate`, `sink report`): other sections are not required.
+    pub fn load_database(source: &SettingsSource) -> Result<DatabaseSettings, ConfigError> {
+        let tree = source.tree()?;
+        let base_dir = source.base_dir();
+        let mut problems = Problems::default();
+        let mut root = Section::root(&tree, &mut problems);
+        let present = root.has("database") || root.has("db");
+        let database = read_database(&mut root, &base_dir, &mut problems);
+        if !present {
+            problems.push(Problem::new(
+                "database",
+                "is missing: set database.url (or WEBMON__DATABASE__URL), or host, name and user",
+            ));
+        }
+        match database {
+            Some(d) if problems.is_empty() => Ok(d),
+            _ => Err(problems.into()),
+        }
+    }
 }
 
 fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSection {
