@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::partitioner::partition_for;
+use monitor_core::backoff::Backoff;
 
 /// How long the Kafka client retries a request inside one round.
 const CLIENT_RETRY_FOR: Duration = Duration::from_secs(5);
@@ -219,21 +220,6 @@ impl ReportTopic {
     }
 }
 
-/// Exponential backoff with jitter, from 100 ms to 10 s.
-#[derive(Debug, Default)]
-struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let base = Duration::from_millis(100).saturating_mul(1 << self.attempt.min(7));
-        self.attempt = self.attempt.saturating_add(1);
-        base.min(Duration::from_secs(10))
-            .mul_f64(rand::random_range(0.5..=1.0))
-    }
-}
-
 /// Delivers the reports of `reports` until the channel closes (all checks done), then flushes
 /// within `settings.shutdown_timeout` and spools whatever remains.
 pub async fn run(
@@ -290,7 +276,7 @@ pub async fn run(
                         }
                     }
                     Err(e) => {
-                        let delay = backoff.next();
+                        let delay = backoff.next_delay();
                         warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Kafka unavailable; reports are spooled");
                         retry_at = Instant::now() + delay;
                     }
@@ -323,7 +309,7 @@ pub async fn run(
             warn!(error = %e, reports = round.len(), "produce round failed: spooling");
             to_spool(spool.as_mut(), &round, &stats);
             spooling = true;
-            retry_at = Instant::now() + backoff.next();
+            retry_at = Instant::now() + backoff.next_delay();
         }
     }
 

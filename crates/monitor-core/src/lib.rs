@@ -3,6 +3,7 @@
 //! What the checker and the sink agree on.
 //!
 //! ## Layout
+//! - [`backoff`]: retry delays (exponential, with jitter) shared by both services.
 //! - [`report`]: the report contract, the JSON object that travels through Kafka, one per
 //!   check; versioned, and described for other readers by `schemas/report.v1.schema.json`.
 //! - [`settings`]: settings of both services: targets, Kafka, PostgreSQL and each service's
@@ -16,6 +17,7 @@
 
 #[cfg(feature = "admin")]
 pub mod admin;
+pub mod backoff;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod report;

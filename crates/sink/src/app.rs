@@ -14,12 +14,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::consumer::{consume, Backoff, ConsumerConfig};
+use crate::consumer::{consume, ConsumerConfig};
 use crate::db;
 use crate::leases::Leases;
 use crate::metrics::SinkMetrics;
 use crate::store::ReportStore;
 use crate::SinkError;
+use monitor_core::backoff::Backoff;
 
 /// How long Kafka requests retry inside the client before the caller's own backoff takes over.
 const KAFKA_RETRY_FOR: Duration = Duration::from_secs(10);
@@ -59,7 +60,7 @@ pub async fn run_with_metrics(
                 }
                 Err(e) => return Err(e),
             }
-            if !backoff.sleep(&shutdown).await {
+            if !backoff.sleep(shutdown.cancelled()).await {
                 return Ok(());
             }
         }
@@ -73,7 +74,7 @@ pub async fn run_with_metrics(
             Ok(c) => break Arc::new(c),
             Err(e) => {
                 warn!(error = %e, "Kafka not reachable; retrying");
-                if !backoff.sleep(&shutdown).await {
+                if !backoff.sleep(shutdown.cancelled()).await {
                     return Ok(());
                 }
             }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use monitor_core::backoff::Backoff;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::Client;
@@ -29,36 +30,6 @@ pub struct ConsumerConfig {
     pub fetch_max_wait: Duration,
 }
 
-/// Exponential backoff with jitter, from 100 ms to 10 s.
-#[derive(Debug, Default)]
-pub struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    /// The next delay: 100 ms × 2ⁿ, capped at 10 s, of which a random 50-100 % is taken.
-    pub fn next_delay(&mut self) -> Duration {
-        let base = Duration::from_millis(100).saturating_mul(1 << self.attempt.min(7));
-        self.attempt = self.attempt.saturating_add(1);
-        let capped = base.min(Duration::from_secs(10));
-        capped.mul_f64(rand::random_range(0.5..=1.0))
-    }
-
-    /// Back to the shortest delay after a success.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-
-    /// Sleeps the next delay; false if `stop` fired first.
-    pub async fn sleep(&mut self, stop: &CancellationToken) -> bool {
-        let delay = self.next_delay();
-        tokio::select! {
-            _ = stop.cancelled() => false,
-            _ = tokio::time::sleep(delay) => true,
-        }
-    }
-}
-
 /// Consumes `partition` until `stop` fires (then stores what it holds and returns `Ok`), or
 /// until another replica is found to own it (`Err(SinkError::OffsetMoved)`).
 #[instrument(skip_all, fields(topic = %topic, partition))]
@@ -80,7 +51,7 @@ pub async fn consume(
             Ok(pc) => break pc,
             Err(e) => {
                 warn!(error = %e, "cannot reach the partition's leader; retrying");
-                if !backoff.sleep(&stop).await {
+                if !backoff.sleep(stop.cancelled()).await {
                     return Ok(());
                 }
             }
@@ -92,7 +63,7 @@ pub async fn consume(
             Ok(o) => break o,
             Err(e) => {
                 warn!(error = %e, "cannot read the stored offset; retrying");
-                if !backoff.sleep(&stop).await {
+                if !backoff.sleep(stop.cancelled()).await {
                     return Ok(());
                 }
             }
@@ -174,7 +145,7 @@ pub async fn consume(
                 }
                 Err(e) => {
                     warn!(error = %e, "fetch failed; retrying");
-                    if !backoff.sleep(&stop).await {
+                    if !backoff.sleep(stop.cancelled()).await {
                         break;
                     }
                 }
@@ -207,7 +178,7 @@ pub async fn consume(
                     Err(e) => {
                         metrics.db_errors.inc();
                         warn!(error = %e, messages = batch.len(), "storing the batch failed; nothing was stored, retrying");
-                        if !backoff.sleep(&stop).await {
+                        if !backoff.sleep(stop.cancelled()).await {
                             // Shutting down: nothing of this batch is stored and the offset did
                             // not move, so the next owner reads it again.
                             return Ok(());
@@ -230,28 +201,10 @@ async fn earliest(partition_client: &PartitionClient, stop: &CancellationToken) 
             Ok(o) => return Some(o),
             Err(e) => {
                 warn!(error = %e, "cannot read the earliest offset; retrying");
-                if !backoff.sleep(stop).await {
+                if !backoff.sleep(stop.cancelled()).await {
                     return None;
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_its_cap_with_jitter_and_resets() {
-        let mut b = Backoff::default();
-        let first = b.next_delay();
-        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
-        for _ in 0..20 {
-            assert!(b.next_delay() <= Duration::from_secs(10));
-        }
-        assert!(b.next_delay() >= Duration::from_secs(5));
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 }

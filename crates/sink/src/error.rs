@@ -37,16 +37,3 @@ pub enum SinkError {
         found: Option<i64>,
     },
 }
-
-impl SinkError {
-    /// Whether retrying later can help (an outage), as opposed to a fault of ours.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            SinkError::Database(e) => !matches!(e, sqlx::Error::Configuration(_)),
-            SinkError::Kafka(_) | SinkError::KafkaConnect(_) => true,
-            SinkError::Migrate(_) | SinkError::OffsetMoved { .. } | SinkError::Admin { .. } => {
-                false
-            }
-        }
-    }
-}
