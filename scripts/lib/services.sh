@@ -40,22 +40,27 @@ wait_for_port() {
 
 # --- Kafka ---------------------------------------------------------------------------------
 
+# memory storage for the shared broker; SQLite (libsql) for the tests whose broker keeps SCRAM
+# users across a restart.
+TANSU_FEATURES="dynostore,libsql"
+
 tansu_bin() {
-  if command -v tansu >/dev/null 2>&1 && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-    command -v tansu
-  else
-    printf '%s' "$WEBMON_TOOLS_DIR/bin/tansu"
-  fi
+  printf '%s' "$WEBMON_TOOLS_DIR/bin/tansu"
 }
 
 install_tansu() {
-  local bin; bin="$(tansu_bin)"
-  if [ -x "$bin" ]; then return 0; fi
+  local bin stamp want
+  bin="$(tansu_bin)"
+  stamp="$WEBMON_TOOLS_DIR/tansu.build"
+  want="tansu $TANSU_VERSION features $TANSU_FEATURES"
+  if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
   command -v cargo >/dev/null 2>&1 || die "no broker answers and cargo is missing to install one: install Rust (rustup) or set KAFKA_BROKERS"
-  log "installing the test broker tansu $TANSU_VERSION into $WEBMON_TOOLS_DIR (once; about 9 minutes)"
+  log "installing the test broker tansu $TANSU_VERSION ($TANSU_FEATURES) into $WEBMON_TOOLS_DIR (once; about 12 minutes)"
   mkdir -p "$WEBMON_TOOLS_DIR"
-  cargo install tansu --locked --version "$TANSU_VERSION" --features dynostore --root "$WEBMON_TOOLS_DIR" >&2 \
+  cargo install tansu --locked --force --version "$TANSU_VERSION" --features "$TANSU_FEATURES" \
+      --root "$WEBMON_TOOLS_DIR" >&2 \
     || die "installing tansu failed: see the output above"
+  printf '%s\n' "$want" > "$stamp"
 }
 
 ensure_kafka() {

@@ -354,6 +354,36 @@ mod tls {
         drop(broker);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+    async fn scram_over_mutual_tls_reaches_a_broker_that_requires_both() {
+        let ca = ca();
+        let tls_port = monitor_core::testing::free_port();
+        let state = tempfile::tempdir().expect("dir");
+        let broker = super::sasl::scram_broker(state.path(), Some(tls_port)).await;
+        terminator_on(&ca, tls_port, broker.port).await;
+
+        let dir = tempfile::tempdir().expect("dir");
+        let (_, client_pem, _, client_key_pem) = leaf(&ca, &["checker.test"]);
+        std::fs::write(dir.path().join("ca.pem"), &ca.pem).expect("write");
+        std::fs::write(dir.path().join("client.pem"), client_pem).expect("write");
+        std::fs::write(dir.path().join("client.key"), client_key_pem).expect("write");
+        let settings = super::sasl::load(
+            dir.path(),
+            &format!("127.0.0.1:{tls_port}"),
+            "sasl-ssl",
+            "[kafka.tls]\nca_file = \"ca.pem\"\ncert_file = \"client.pem\"\n\
+             key_file = \"client.key\"\n[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\n\
+             username = \"checker512\"\n",
+            &[("WEBMON__KAFKA__SASL__PASSWORD", "pw-512")],
+        );
+        assert_eq!(
+            super::sasl::publish_and_count(&settings, "sasl-ssl-target", 15).await,
+            15
+        );
+        drop(broker);
+    }
+
     /// Terminates mutual TLS on `port` (client certificates signed by `ca` only) and forwards
     /// the plain bytes to `upstream`.
     async fn terminator_on(ca: &Ca, port: u16, upstream: u16) {
@@ -393,5 +423,210 @@ mod tls {
                 });
             }
         });
+    }
+}
+
+/// SASL against a broker that requires it. tansu checks SCRAM users against the credentials it
+/// stores (users made with `tansu user create`); it offers no PLAIN, so PLAIN is checked by a
+/// terminator in front of it that speaks the Kafka SASL exchange and verifies the password.
+mod sasl {
+    use super::*;
+    use monitor_core::testing::BrokerOptions;
+
+    /// A broker that requires authentication and knows `checker256` (SCRAM-SHA-256, password
+    /// `pw-256`) and `checker512` (SCRAM-SHA-512, password `pw-512`). The users are created
+    /// while the broker is open, then it restarts on the same state with authentication on.
+    pub(super) async fn scram_broker(
+        state: &std::path::Path,
+        advertised_port: Option<u16>,
+    ) -> OwnBroker {
+        let open = OwnBroker::start_with(BrokerOptions {
+            state_dir: Some(state.to_path_buf()),
+            ..BrokerOptions::default()
+        })
+        .await;
+        open.create_scram_user("checker256", "pw-256", 256);
+        open.create_scram_user("checker512", "pw-512", 512);
+        drop(open);
+        OwnBroker::start_with(BrokerOptions {
+            advertised_port,
+            authentication: true,
+            state_dir: Some(state.to_path_buf()),
+        })
+        .await
+    }
+
+    /// Checker settings for `brokers` with `[kafka.sasl]` set to `sasl` (TOML lines) and the
+    /// environment `env`.
+    pub(super) fn load(
+        dir: &std::path::Path,
+        brokers: &str,
+        topic: &str,
+        kafka_extra: &str,
+        env: &[(&str, &str)],
+    ) -> CheckerSettings {
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "monitored_urls = [\"http://127.0.0.1:9/\"]\n[checker]\nlinger = \"20ms\"\n\
+                 produce_timeout = \"3s\"\n[kafka]\nbrokers = [\"{brokers}\"]\ntopic = \"{topic}\"\n\
+                 partitions = 2\n{kafka_extra}"
+            ),
+        )
+        .expect("write");
+        CheckerSettings::load(
+            &SettingsSource {
+                file: Some(file),
+                env: Some(
+                    env.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                base_dir: Some(dir.to_path_buf()),
+            },
+            true,
+        )
+        .expect("settings")
+    }
+
+    /// Publishes `n` reports of `target` with `settings`, then reads the topic back with the
+    /// same credentials and returns how many records it holds.
+    pub(super) async fn publish_and_count(
+        settings: &CheckerSettings,
+        target: &str,
+        n: i64,
+    ) -> usize {
+        let kafka = settings.kafka.clone().expect("kafka");
+        let (tx, rx) = mpsc::channel(100);
+        let stats = Arc::new(PublisherStats::default());
+        let publisher = tokio::spawn(run(
+            rx,
+            kafka.clone(),
+            settings.checker.producer.clone(),
+            Box::new(MemorySpool::default()),
+            stats.clone(),
+        ));
+        for i in 0..n {
+            tx.send(sample_report(target, i)).await.expect("send");
+        }
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(60), publisher)
+            .await
+            .expect("the publisher ends within 60 s")
+            .expect("publisher ends");
+        assert_eq!(
+            stats.produced.load(std::sync::atomic::Ordering::Relaxed),
+            n as u64,
+            "every report was produced, none left in the spool"
+        );
+        let client = monitor_core::kafka::connect(&kafka, "reader", Duration::from_secs(10))
+            .await
+            .expect("an authenticated reader");
+        read_all(&client, &kafka.topic, 2)
+            .await
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Connecting with `settings` fails, with an error that says why, within 30 s.
+    async fn refused(case: &str, settings: &CheckerSettings) -> String {
+        let kafka = settings.kafka.as_ref().expect("kafka");
+        match tokio::time::timeout(
+            Duration::from_secs(30),
+            checker::publish::ReportTopic::connect(kafka),
+        )
+        .await
+        {
+            Ok(Ok(_)) => panic!("{case}: the broker let in a client it must refuse"),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => panic!("{case}: a refused client must get an error, not hang"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+    async fn reports_reach_a_broker_that_requires_scram_sha_256_or_sha_512() {
+        let state = tempfile::tempdir().expect("dir");
+        let broker = scram_broker(state.path(), None).await;
+        let brokers = format!("127.0.0.1:{}", broker.port);
+        let dir = tempfile::tempdir().expect("dir");
+
+        // SCRAM-SHA-256, the password from the environment.
+        let sha256 = load(
+            dir.path(),
+            &brokers,
+            "scram-256",
+            "[kafka.sasl]\nmechanism = \"SCRAM-SHA-256\"\nusername = \"checker256\"\n",
+            &[("WEBMON__KAFKA__SASL__PASSWORD", "pw-256")],
+        );
+        assert_eq!(publish_and_count(&sha256, "scram-256-target", 25).await, 25);
+
+        // SCRAM-SHA-512, the password from a file (with the newline editors leave).
+        std::fs::write(dir.path().join("kafka-password"), "pw-512\n").expect("write");
+        let sha512 = load(
+            dir.path(),
+            &brokers,
+            "scram-512",
+            "[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"checker512\"\n\
+             password_file = \"kafka-password\"\n",
+            &[],
+        );
+        assert_eq!(publish_and_count(&sha512, "scram-512-target", 25).await, 25);
+
+        drop(broker);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+    async fn a_wrong_password_an_unknown_user_or_no_credentials_are_refused() {
+        let state = tempfile::tempdir().expect("dir");
+        let broker = scram_broker(state.path(), None).await;
+        let brokers = format!("127.0.0.1:{}", broker.port);
+        let dir = tempfile::tempdir().expect("dir");
+
+        let wrong_password = load(
+            dir.path(),
+            &brokers,
+            "t",
+            "[kafka.sasl]\nmechanism = \"SCRAM-SHA-256\"\nusername = \"checker256\"\n",
+            &[("WEBMON__KAFKA__SASL__PASSWORD", "pw-512")],
+        );
+        let why = refused("wrong password", &wrong_password).await;
+        assert!(why.contains(&brokers), "the error names the brokers: {why}");
+
+        // The right password for the other mechanism's user is still wrong for this one.
+        let wrong_mechanism = load(
+            dir.path(),
+            &brokers,
+            "t",
+            "[kafka.sasl]\nmechanism = \"SCRAM-SHA-256\"\nusername = \"checker512\"\n",
+            &[("WEBMON__KAFKA__SASL__PASSWORD", "pw-512")],
+        );
+        refused("other mechanism's user", &wrong_mechanism).await;
+
+        let unknown_user = load(
+            dir.path(),
+            &brokers,
+            "t",
+            "[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"nobody\"\n",
+            &[("WEBMON__KAFKA__SASL__PASSWORD", "pw-512")],
+        );
+        refused("unknown user", &unknown_user).await;
+
+        let anonymous = load(dir.path(), &brokers, "t", "", &[]);
+        refused("no credentials", &anonymous).await;
+
+        // The broker is still up and lets the right user in after all that.
+        let right = load(
+            dir.path(),
+            &brokers,
+            "after-refusals",
+            "[kafka.sasl]\nmechanism = \"SCRAM-SHA-256\"\nusername = \"checker256\"\n",
+            &[("WEBMON__KAFKA__SASL__PASSWORD", "pw-256")],
+        );
+        assert_eq!(publish_and_count(&right, "after-target", 5).await, 5);
+        drop(broker);
     }
 }

@@ -37,6 +37,18 @@ pub enum KafkaConnectError {
         /// Why.
         source: rskafka::client::error::Error,
     },
+    /// A broker accepted the connection but did not finish the handshake.
+    #[error(
+        "brokers {brokers} did not finish the connection handshake within {after:?}: check that \
+         they are Kafka listeners and that kafka.tls and kafka.sasl (mechanism, user, password) \
+         match what they expect"
+    )]
+    NoAnswer {
+        /// The bootstrap brokers.
+        brokers: String,
+        /// How long it waited.
+        after: Duration,
+    },
 }
 
 /// The TLS client configuration for the brokers: their CA (or the public web roots), and the
@@ -120,11 +132,22 @@ pub async fn connect(
             SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
         });
     }
-    builder
-        .build()
-        .await
-        .map_err(|source| KafkaConnectError::Connect {
+    // rskafka bounds reconnecting by the backoff deadline, but waits for an answer forever: a
+    // listener that never answers the TLS or SASL handshake or the metadata request would hang
+    // the caller.
+    let limit = retry_for + HANDSHAKE_SLACK;
+    match tokio::time::timeout(limit, builder.build()).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(source)) => Err(KafkaConnectError::Connect {
             brokers: settings.brokers.join(","),
             source,
-        })
+        }),
+        Err(_) => Err(KafkaConnectError::NoAnswer {
+            brokers: settings.brokers.join(","),
+            after: limit,
+        }),
+    }
 }
+
+/// How long past the retry deadline a connection attempt may take before it is given up.
+const HANDSHAKE_SLACK: Duration = Duration::from_secs(10);

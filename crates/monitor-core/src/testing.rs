@@ -159,9 +159,21 @@ pub fn sample_report(target: &str, n: i64) -> Report {
     }
 }
 
-/// A broker of one test's own: `tansu` from `TANSU_BIN` (which `scripts/test.sh` sets) with
-/// memory storage, advertising `advertised_port` (a proxy's port, for tests that cut the
-/// link). Killed when dropped.
+/// How [`OwnBroker::start_with`] starts a broker.
+#[derive(Debug, Default, Clone)]
+pub struct BrokerOptions {
+    /// The port the broker advertises (a proxy's or a TLS terminator's, for tests that put
+    /// something in front of it); its own port when `None`.
+    pub advertised_port: Option<u16>,
+    /// Require SASL authentication from every client (`tansu broker --authentication`).
+    pub authentication: bool,
+    /// Keep the broker's state (topics, records, SCRAM users) in SQLite under this directory
+    /// instead of memory, so that it outlives a restart of the broker.
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
+/// A broker of one test's own: `tansu` from `TANSU_BIN` (which `scripts/test.sh` sets), by
+/// default with memory storage. Killed when dropped.
 #[derive(Debug)]
 pub struct OwnBroker {
     /// The port the broker listens on.
@@ -170,27 +182,57 @@ pub struct OwnBroker {
 }
 
 impl OwnBroker {
-    /// Starts the broker and waits until it accepts connections.
+    /// Starts a broker with memory storage that advertises `advertised_port` (its own port
+    /// when `None`), and waits until it accepts connections.
     pub async fn start(advertised_port: Option<u16>) -> OwnBroker {
+        OwnBroker::start_with(BrokerOptions {
+            advertised_port,
+            ..BrokerOptions::default()
+        })
+        .await
+    }
+
+    /// Starts a broker as `options` say, and waits until it accepts connections.
+    pub async fn start_with(options: BrokerOptions) -> OwnBroker {
         let bin = required_env("TANSU_BIN");
         let port = free_port();
-        let advertised = advertised_port.unwrap_or(port);
-        let child = std::process::Command::new(&bin)
-            .args([
-                "broker",
-                "--storage-engine",
-                "memory://tansu/",
-                "--listener-url",
-                &format!("tcp://127.0.0.1:{port}"),
-                "--advertised-listener-url",
-                &format!("tcp://127.0.0.1:{advertised}"),
-            ])
+        let advertised = options.advertised_port.unwrap_or(port);
+        let mut command = std::process::Command::new(&bin);
+        command.arg("broker");
+        match &options.state_dir {
+            // tansu resolves a sqlite:// path against its working directory.
+            Some(dir) => {
+                command
+                    .current_dir(dir)
+                    .args(["--storage-engine", "sqlite://tansu.db"]);
+            }
+            None => {
+                command.args(["--storage-engine", "memory://tansu/"]);
+            }
+        }
+        command.args([
+            "--listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{advertised}"),
+        ]);
+        if options.authentication {
+            command.arg("--authentication");
+        }
+        let child = command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        let broker = OwnBroker { port, child };
+        let mut broker = OwnBroker { port, child };
         for _ in 0..200 {
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                panic!(
+                    "tansu exited ({status}) instead of listening on {port}; is TANSU_BIN a \
+                     tansu 0.6 built with the dynostore and libsql features? scripts/test.sh \
+                     installs one"
+                );
+            }
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
@@ -200,6 +242,32 @@ impl OwnBroker {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("tansu did not start listening on {port} within 10 s");
+    }
+
+    /// Creates (or replaces) a SCRAM user with `tansu user create`; `sha` is 256 or 512. The
+    /// broker must not require authentication yet: create the users, then restart it with
+    /// [`BrokerOptions::authentication`] on the same [`BrokerOptions::state_dir`].
+    pub fn create_scram_user(&self, name: &str, password: &str, sha: u16) {
+        let bin = required_env("TANSU_BIN");
+        let output = std::process::Command::new(&bin)
+            .args([
+                "user",
+                "create",
+                "--broker",
+                &format!("tcp://127.0.0.1:{}", self.port),
+                "--mechanism",
+                &format!("scram{sha}"),
+                name,
+                password,
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {bin} user create: {e}"));
+        assert!(
+            output.status.success(),
+            "tansu user create {name} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! KAFKA_BROKERS=127.0.0.1:9092 DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
-//!   cargo run --release -p sink --example bench -- 1000000
+//!   cargo run --release -p sink --example store_bench -- 1000000
 //! ```
 
 use std::collections::{BTreeMap, HashMap};

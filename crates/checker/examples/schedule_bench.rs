@@ -3,8 +3,8 @@
 //! (`started_at − scheduled_at`) percentiles, CPU time, and RSS per target.
 //!
 //! ```sh
-//! cargo run --release -p checker --example bench -- 10000 1s 20s
-//! cargo run --release -p checker --example bench -- 100000 1h 20s   # idle memory per target
+//! cargo run --release -p checker --example schedule_bench -- 10000 1s 20s
+//! cargo run --release -p checker --example schedule_bench -- 100000 1h 20s   # idle memory per target
 //! ```
 
 use std::sync::Arc;
