@@ -595,6 +595,10 @@ mod sasl {
         );
         let why = refused("wrong password", &wrong_password).await;
         assert!(why.contains(&brokers), "the error names the brokers: {why}");
+        assert!(
+            why.contains("kafka.sasl"),
+            "the error says what to check: {why}"
+        );
 
         // The right password for the other mechanism's user is still wrong for this one.
         let wrong_mechanism = load(
@@ -628,5 +632,192 @@ mod sasl {
         );
         assert_eq!(publish_and_count(&right, "after-target", 5).await, 5);
         drop(broker);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+    async fn sasl_plain_sends_the_configured_user_and_password() {
+        let plain_port = monitor_core::testing::free_port();
+        let broker = OwnBroker::start(Some(plain_port)).await;
+        plain_terminator_on(plain_port, broker.port, "plain-user", "plain-pw").await;
+        let brokers = format!("127.0.0.1:{plain_port}");
+        let dir = tempfile::tempdir().expect("dir");
+
+        let right = load(
+            dir.path(),
+            &brokers,
+            "plain",
+            "[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"plain-user\"\n",
+            &[("WEBMON__KAFKA__SASL__PASSWORD", "plain-pw")],
+        );
+        assert_eq!(publish_and_count(&right, "plain-target", 12).await, 12);
+
+        let wrong = load(
+            dir.path(),
+            &brokers,
+            "plain",
+            "[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"plain-user\"\n",
+            &[("WEBMON__KAFKA__SASL__PASSWORD", "plain-pw2")],
+        );
+        let why = refused("wrong PLAIN password", &wrong).await;
+        assert!(
+            why.contains("SaslAuthenticationFailed") && why.contains("kafka.sasl"),
+            "the error says the login was refused and what to check: {why}"
+        );
+        let anonymous = load(dir.path(), &brokers, "plain", "", &[]);
+        refused("no credentials", &anonymous).await;
+        drop(broker);
+    }
+
+    /// Listens on `port` and requires SASL/PLAIN as `user`/`password` before it forwards a
+    /// connection to the broker on `upstream`: the Kafka exchange (ApiVersions passed through,
+    /// SaslHandshake v1, SaslAuthenticate v0 to v2) as a broker with PLAIN enabled runs it. A
+    /// wrong password gets SASL_AUTHENTICATION_FAILED (58); any other request before
+    /// authenticating closes the connection.
+    async fn plain_terminator_on(
+        port: u16,
+        upstream: u16,
+        user: &'static str,
+        password: &'static str,
+    ) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the SASL port");
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(plain_session(client, upstream, user, password));
+            }
+        });
+    }
+
+    async fn plain_session(
+        mut client: tokio::net::TcpStream,
+        upstream: u16,
+        user: &str,
+        password: &str,
+    ) -> io::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut server = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await?;
+        loop {
+            let len = client.read_u32().await? as usize;
+            let mut frame = vec![0; len];
+            client.read_exact(&mut frame).await?;
+            let mut r = Reader(&frame);
+            let (api_key, version, correlation) = (r.i16(), r.i16(), r.i32());
+            let _client_id = r.bytes16();
+            match api_key {
+                // ApiVersions: the broker answers (it lists SaslHandshake and SaslAuthenticate).
+                18 => {
+                    server.write_u32(len as u32).await?;
+                    server.write_all(&frame).await?;
+                    let back = server.read_u32().await? as usize;
+                    let mut answer = vec![0; back];
+                    server.read_exact(&mut answer).await?;
+                    client.write_u32(back as u32).await?;
+                    client.write_all(&answer).await?;
+                }
+                17 => {
+                    let mut out = correlation.to_be_bytes().to_vec();
+                    out.extend(0i16.to_be_bytes());
+                    out.extend(1i32.to_be_bytes());
+                    out.extend(5i16.to_be_bytes());
+                    out.extend(b"PLAIN");
+                    send(&mut client, &out).await?;
+                }
+                36 => {
+                    let flexible = version >= 2;
+                    let token = if flexible {
+                        let _header_tags = r.uvarint();
+                        let n = r.uvarint().saturating_sub(1) as usize;
+                        r.take(n).to_vec()
+                    } else {
+                        let n = r.i32().max(0) as usize;
+                        r.take(n).to_vec()
+                    };
+                    // authzid NUL authcid NUL passwd
+                    let parts: Vec<&[u8]> = token.split(|b| *b == 0).collect();
+                    let ok = parts.len() == 3
+                        && parts[1] == user.as_bytes()
+                        && parts[2] == password.as_bytes();
+                    let mut out = correlation.to_be_bytes().to_vec();
+                    if flexible {
+                        out.push(0); // response header tags
+                    }
+                    out.extend(if ok { 0i16 } else { 58i16 }.to_be_bytes());
+                    let message: &[u8] = if ok {
+                        b""
+                    } else {
+                        b"Authentication failed: invalid credentials"
+                    };
+                    if flexible {
+                        out.push(message.len() as u8 + 1);
+                        out.extend(message);
+                        out.push(1); // empty auth_bytes
+                    } else {
+                        out.extend((message.len() as i16).to_be_bytes());
+                        out.extend(message);
+                        out.extend(0i32.to_be_bytes());
+                    }
+                    if version >= 1 {
+                        out.extend(0i64.to_be_bytes()); // session_lifetime_ms
+                    }
+                    if flexible {
+                        out.push(0); // body tags
+                    }
+                    send(&mut client, &out).await?;
+                    if !ok {
+                        return Ok(());
+                    }
+                    tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+                    return Ok(());
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    async fn send(stream: &mut tokio::net::TcpStream, body: &[u8]) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        stream.write_u32(body.len() as u32).await?;
+        stream.write_all(body).await
+    }
+
+    /// Reads Kafka's big-endian fields off a request; short input reads as zeros.
+    struct Reader<'a>(&'a [u8]);
+
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize) -> &'a [u8] {
+            let n = n.min(self.0.len());
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            head
+        }
+        fn array<const N: usize>(&mut self) -> [u8; N] {
+            let mut a = [0; N];
+            let got = self.take(N);
+            a[..got.len()].copy_from_slice(got);
+            a
+        }
+        fn i16(&mut self) -> i16 {
+            i16::from_be_bytes(self.array())
+        }
+        fn i32(&mut self) -> i32 {
+            i32::from_be_bytes(self.array())
+        }
+        fn bytes16(&mut self) -> &'a [u8] {
+            let n = self.i16();
+            self.take(n.max(0) as usize)
+        }
+        fn uvarint(&mut self) -> u64 {
+            let mut value = 0u64;
+            for shift in (0..64).step_by(7) {
+                let [b] = self.array::<1>();
+                value |= u64::from(b & 0x7f) << shift;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+            value
+        }
     }
 }

@@ -30,7 +30,7 @@ pub enum KafkaConnectError {
     #[error("TLS settings: {0}")]
     Tls(#[from] rustls::Error),
     /// The brokers could not be reached or refused us.
-    #[error("cannot connect to brokers {brokers}: {source}")]
+    #[error("cannot connect to brokers {brokers}: {source}{}", hint_for(source))]
     Connect {
         /// The bootstrap brokers.
         brokers: String,
@@ -146,6 +146,18 @@ pub async fn connect(
             brokers: settings.brokers.join(","),
             after: limit,
         }),
+    }
+}
+
+/// A pointer to the setting to check, for the causes that name one.
+fn hint_for(error: &rskafka::client::error::Error) -> &'static str {
+    let text = error.to_string();
+    if text.contains("Sasl") {
+        " (the broker refused the SASL login: check kafka.sasl.mechanism, username and password)"
+    } else if text.contains("TLS") || text.contains("certificate") {
+        " (check kafka.tls: the CA, and the client certificate and key if the broker asks for one)"
+    } else {
+        ""
     }
 }
 

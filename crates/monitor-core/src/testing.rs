@@ -22,7 +22,7 @@ fn required_env(name: &str) -> String {
         Ok(v) if !v.trim().is_empty() => v,
         _ => panic!(
             "{name} is not set: this test needs a real service. Run `scripts/test.sh`, which \
-             starts a broker and PostgreSQL and sets KAFKA_BROKERS and DATABASE_URL, or set \
+             starts a broker and PostgreSQL and sets KAFKA_BROKERS, DATABASE_URL and TANSU_BIN, or set \
              them yourself"
         ),
     }
