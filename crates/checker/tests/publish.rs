@@ -431,28 +431,18 @@ mod tls {
 /// terminator in front of it that speaks the Kafka SASL exchange and verifies the password.
 mod sasl {
     use super::*;
-    use monitor_core::testing::BrokerOptions;
 
     /// A broker that requires authentication and knows `checker256` (SCRAM-SHA-256, password
-    /// `pw-256`) and `checker512` (SCRAM-SHA-512, password `pw-512`). The users are created
-    /// while the broker is open, then it restarts on the same state with authentication on.
+    /// `pw-256`) and `checker512` (SCRAM-SHA-512, password `pw-512`).
     pub(super) async fn scram_broker(
         state: &std::path::Path,
         advertised_port: Option<u16>,
     ) -> OwnBroker {
-        let open = OwnBroker::start_with(BrokerOptions {
-            state_dir: Some(state.to_path_buf()),
-            ..BrokerOptions::default()
-        })
-        .await;
-        open.create_scram_user("checker256", "pw-256", 256);
-        open.create_scram_user("checker512", "pw-512", 512);
-        drop(open);
-        OwnBroker::start_with(BrokerOptions {
+        OwnBroker::start_with_scram_users(
+            state,
             advertised_port,
-            authentication: true,
-            state_dir: Some(state.to_path_buf()),
-        })
+            &[("checker256", "pw-256", 256), ("checker512", "pw-512", 512)],
+        )
         .await
     }
 

@@ -244,6 +244,31 @@ impl OwnBroker {
         panic!("tansu did not start listening on {port} within 10 s");
     }
 
+    /// A broker that requires SASL and knows `users` (name, password, SCRAM-SHA-`256` or
+    /// `512`), its state kept under `state_dir`: the users are created while a first broker on
+    /// that state is open, then it restarts with authentication on.
+    pub async fn start_with_scram_users(
+        state_dir: &std::path::Path,
+        advertised_port: Option<u16>,
+        users: &[(&str, &str, u16)],
+    ) -> OwnBroker {
+        let open = OwnBroker::start_with(BrokerOptions {
+            state_dir: Some(state_dir.to_path_buf()),
+            ..BrokerOptions::default()
+        })
+        .await;
+        for (name, password, sha) in users {
+            open.create_scram_user(name, password, *sha);
+        }
+        drop(open);
+        OwnBroker::start_with(BrokerOptions {
+            advertised_port,
+            authentication: true,
+            state_dir: Some(state_dir.to_path_buf()),
+        })
+        .await
+    }
+
     /// Creates (or replaces) a SCRAM user with `tansu user create`; `sha` is 256 or 512. The
     /// broker must not require authentication yet: create the users, then restart it with
     /// [`BrokerOptions::authentication`] on the same [`BrokerOptions::state_dir`].

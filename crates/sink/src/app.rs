@@ -68,9 +68,11 @@ pub async fn run_with_metrics(
     }
 
     let client = loop {
-        match monitor_core::kafka::connect(&settings.kafka, "web-monitor-sink", KAFKA_RETRY_FOR)
-            .await
-        {
+        let attempt = tokio::select! {
+            attempt = monitor_core::kafka::connect(&settings.kafka, "web-monitor-sink", KAFKA_RETRY_FOR) => attempt,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        match attempt {
             Ok(c) => break Arc::new(c),
             Err(e) => {
                 warn!(error = %e, "Kafka not reachable; retrying");

@@ -680,3 +680,83 @@ async fn sink_report_summarizes_uptime_latency_and_failures_per_target() {
     pool.close().await;
     db.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn a_sink_with_scram_credentials_stores_and_a_wrong_password_stores_nothing() {
+    let state = tempfile::tempdir().expect("dir");
+    let broker = OwnBroker::start_with_scram_users(
+        state.path(),
+        None,
+        &[("producer", "producer-pw", 256), ("sink", "sink-pw", 512)],
+    )
+    .await;
+    let db = TestDatabase::create().await;
+    let topic = "scram-reports";
+    let with_login = |user: &str, password: &str| {
+        let mut env = env(topic, &db);
+        env.insert(
+            "WEBMON__KAFKA__BROKERS".into(),
+            format!("127.0.0.1:{}", broker.port),
+        );
+        env.insert(
+            "WEBMON__KAFKA__SASL__MECHANISM".into(),
+            "SCRAM-SHA-512".into(),
+        );
+        env.insert("WEBMON__KAFKA__SASL__USERNAME".into(), user.into());
+        env.insert("WEBMON__KAFKA__SASL__PASSWORD".into(), password.into());
+        SinkSettings::load(&SettingsSource {
+            file: None,
+            env: Some(env),
+            base_dir: None,
+        })
+        .expect("settings")
+    };
+
+    let mut producer_settings = with_login("producer", "producer-pw").kafka;
+    producer_settings.sasl = producer_settings.sasl.map(|mut sasl| {
+        sasl.mechanism = monitor_core::settings::SaslMechanism::ScramSha256;
+        sasl
+    });
+    let client =
+        monitor_core::kafka::connect(&producer_settings, "producer", Duration::from_secs(10))
+            .await
+            .expect("the producer logs in");
+    client
+        .controller_client()
+        .expect("controller")
+        .create_topic(topic, 2, 1, 5_000)
+        .await
+        .expect("topic");
+    produce_reports(&client, topic, 2, 0, 150).await;
+    let pool = pool(&db).await;
+
+    // A wrong password: the sink keeps trying and stores nothing, and still stops on request.
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(sink::run(
+        with_login("sink", "not-the-password"),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !task.is_finished(),
+        "a refused login is waited out, not fatal"
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM results").await, 0);
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stops within 5 s while it cannot log in")
+        .expect("joined")
+        .expect("a clean stop");
+
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(sink::run(with_login("sink", "sink-pw"), stop.clone()));
+    wait_for_offsets(&pool, topic, 300, Duration::from_secs(60)).await;
+    assert_exactly_once(&pool, 300).await;
+    stop.cancel();
+    task.await.expect("joined").expect("the sink stops cleanly");
+    pool.close().await;
+    db.drop_database().await;
+    drop(broker);
+}
