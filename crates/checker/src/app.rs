@@ -192,6 +192,9 @@ pub async fn run(
             }
             Some(()) = reload.recv() => match load() {
                 Ok(new) => {
+                    if new.kafka != settings.kafka || new.checker != settings.checker {
+                        warn!("the [checker] and [kafka] sections take effect at the next restart; the targets change now");
+                    }
                     let targets = my_targets(&new, shard);
                     info!(targets = targets.len(), "settings reloaded");
                     targets_tx.send_replace(targets);

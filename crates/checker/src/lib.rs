@@ -4,6 +4,7 @@
 //!
 //! ## Layout
 //! - [`app`]: the modes (once, schedule to stdout, schedule to Kafka), reload and shutdown.
+//! - [`config_watch`]: reload when the settings file changes.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`partitioner`]: Kafka's default partitioner (murmur2), so reports of a target share a partition.
 //! - [`probe`]: one check of one target on a fresh connection, phase by phase, classified.
@@ -14,6 +15,7 @@
 //! - [`spool`]: the on-disk FIFO where reports wait while Kafka cannot take them.
 
 pub mod app;
+pub mod config_watch;
 pub mod metrics;
 pub mod partitioner;
 pub mod probe;

@@ -22,8 +22,8 @@ use std::sync::Mutex;
 /// check to Kafka.
 ///
 /// Settings come from the file given with --config plus environment overrides of the form
-/// WEBMON__SECTION__KEY (for example WEBMON__KAFKA__TOPIC=reports). SIGHUP reloads the
-/// settings; SIGTERM or Ctrl-C stops after the checks in flight, delivering or spooling every
+/// WEBMON__SECTION__KEY (for example WEBMON__KAFKA__TOPIC=reports). A change of the file
+/// (checked every checker.watch_config, default 10 s) or SIGHUP reloads the targets; SIGTERM or Ctrl-C stops after the checks in flight, delivering or spooling every
 /// report.
 #[derive(Debug, Parser)]
 #[command(version)]
@@ -168,6 +168,9 @@ fn main() -> ExitCode {
         });
         let admin_task = tokio::spawn(admin::serve(listener, state, shutdown.clone()));
         let (reload_tx, reload_rx) = mpsc::channel(1);
+        if let (Some(path), Some(every)) = (args.config.clone(), settings.checker.watch_config) {
+            tokio::spawn(checker::config_watch::watch(path, every, reload_tx.clone(), shutdown.clone()));
+        }
         tokio::spawn(signals(shutdown.clone(), reload_tx));
         let load = move || CheckerSettings::load(&source, needs_kafka);
         app::run(settings, shard, load, prober.into_probe(), output, metrics, reload_rx, shutdown).await;

@@ -40,6 +40,49 @@ fn signal(child: &Child, name: &str) {
     assert!(ok, "kill -{name} {pid}");
 }
 
+/// The reports a `--stdout` checker prints, by target: each one's slot and when it was read.
+struct Printed {
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    seen: BTreeMap<String, Vec<(DateTime<Utc>, tokio::time::Instant)>>,
+}
+
+impl Printed {
+    fn of(child: &mut Child) -> Printed {
+        Printed {
+            lines: BufReader::new(child.stdout.take().expect("stdout")).lines(),
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// Reads what is printed for `d`, or until the output ends.
+    async fn read_for(&mut self, d: Duration) {
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(Ok(Some(line))) =
+            tokio::time::timeout_at(deadline, self.lines.next_line()).await
+        {
+            let r = Report::from_json(line.as_bytes()).expect("a report per line");
+            self.seen
+                .entry(r.target_id.clone())
+                .or_default()
+                .push((r.scheduled_at, tokio::time::Instant::now()));
+        }
+    }
+
+    fn slots(&self, target: &str) -> Vec<DateTime<Utc>> {
+        self.seen
+            .get(target)
+            .map(|v| v.iter().map(|(slot, _)| *slot).collect())
+            .unwrap_or_default()
+    }
+
+    fn first_read(&self, target: &str) -> Option<tokio::time::Instant> {
+        self.seen
+            .get(target)
+            .and_then(|v| v.first())
+            .map(|(_, at)| *at)
+    }
+}
+
 #[tokio::test]
 async fn once_prints_a_report_per_target_and_exits_0_only_if_all_are_up() {
     let port = ok_site().await;
@@ -90,37 +133,27 @@ async fn stdout_mode_reloads_on_sighup_keeps_the_old_settings_when_invalid_and_s
     let config = dir.path().join("c.toml");
     let one = format!("[[monitored_urls]]\nid = \"first\"\nurl = \"http://127.0.0.1:{port}/1\"\nperiod = \"200ms\"\ntimeout = \"100ms\"\n");
     std::fs::write(&config, &one).expect("write");
-    let mut child = checker(&config, &["--stdout"]).spawn().expect("starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut seen: BTreeMap<String, Vec<DateTime<Utc>>> = BTreeMap::new();
-    let mut read_for = async |lines: &mut tokio::io::Lines<
-        BufReader<tokio::process::ChildStdout>,
-    >,
-                              d: Duration| {
-        let deadline = tokio::time::Instant::now() + d;
-        while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline, lines.next_line()).await {
-            let r = Report::from_json(line.as_bytes()).expect("a report per line");
-            seen.entry(r.target_id.clone())
-                .or_default()
-                .push(r.scheduled_at);
-        }
-    };
-    read_for(&mut lines, Duration::from_millis(1200)).await;
+    let mut child = checker(&config, &["--stdout"])
+        .env("WEBMON__CHECKER__WATCH_CONFIG", "false")
+        .spawn()
+        .expect("starts");
+    let mut out = Printed::of(&mut child);
+    out.read_for(Duration::from_millis(1200)).await;
 
     let two = format!("{one}[[monitored_urls]]\nid = \"second\"\nurl = \"http://127.0.0.1:{port}/2\"\nperiod = \"200ms\"\ntimeout = \"100ms\"\n");
     std::fs::write(&config, &two).expect("write");
     signal(&child, "HUP");
-    read_for(&mut lines, Duration::from_millis(1200)).await;
+    out.read_for(Duration::from_millis(1200)).await;
     std::fs::write(&config, "monitored_urls = [{ url = \"ftp://nope\" }]\n").expect("write");
     signal(&child, "HUP");
-    read_for(&mut lines, Duration::from_millis(1000)).await;
+    out.read_for(Duration::from_millis(1000)).await;
     signal(&child, "TERM");
-    read_for(&mut lines, Duration::from_secs(5)).await;
+    out.read_for(Duration::from_secs(5)).await;
     let status = child.wait().await.expect("exits");
     assert_eq!(status.code(), Some(0), "SIGTERM is a clean exit");
 
-    let first = seen.get("first").cloned().unwrap_or_default();
-    let second = seen.get("second").cloned().unwrap_or_default();
+    let first = out.slots("first");
+    let second = out.slots("second");
     assert!(first.len() >= 15, "first ran all along: {}", first.len());
     assert!(
         second.len() >= 8,
@@ -139,6 +172,56 @@ async fn stdout_mode_reloads_on_sighup_keeps_the_old_settings_when_invalid_and_s
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_changed_settings_file_is_reloaded_without_a_signal() {
+    let port = ok_site().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("c.toml");
+    let target = |id: &str| {
+        format!("[[monitored_urls]]\nid = \"{id}\"\nurl = \"http://127.0.0.1:{port}/{id}\"\nperiod = \"200ms\"\ntimeout = \"100ms\"\n")
+    };
+    let head = "[checker]\nwatch_config = \"200ms\"\n";
+    std::fs::write(&config, format!("{head}{}", target("first"))).expect("write");
+    let mut child = checker(&config, &["--stdout"]).spawn().expect("starts");
+    let mut out = Printed::of(&mut child);
+    out.read_for(Duration::from_millis(1000)).await;
+
+    // Replaced the way editors and ConfigMaps do: a new file renamed over the old one.
+    let written = tokio::time::Instant::now();
+    let next = dir.path().join("c.toml.new");
+    std::fs::write(
+        &next,
+        format!("{head}{}{}", target("first"), target("second")),
+    )
+    .expect("write");
+    std::fs::rename(&next, &config).expect("rename");
+    out.read_for(Duration::from_millis(1500)).await;
+    // An invalid file is not applied: the running targets go on.
+    std::fs::write(&config, "monitored_urls = [{ url = \"ftp://nope\" }]\n").expect("write");
+    out.read_for(Duration::from_millis(1000)).await;
+    signal(&child, "TERM");
+    out.read_for(Duration::from_secs(5)).await;
+    let status = child.wait().await.expect("exits");
+    assert_eq!(status.code(), Some(0));
+
+    let first = out.slots("first");
+    let second = out.slots("second");
+    assert!(first.len() >= 15, "first ran all along: {}", first.len());
+    let arrived = out
+        .first_read("second")
+        .expect("second was added by the change");
+    assert!(
+        arrived.duration_since(written) < Duration::from_millis(800),
+        "the change took effect within a watch interval and a period: {:?}",
+        arrived.duration_since(written)
+    );
+    assert!(
+        second.len() >= 8,
+        "second stayed after the invalid change: {}",
+        second.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -308,6 +308,35 @@ fn brokers_can_be_given_as_one_comma_separated_environment_variable() {
     assert_eq!(s.kafka.expect("kafka").brokers, ["a:9092", "b:9092"]);
 }
 
+#[test]
+fn watching_the_settings_file_is_on_by_default_and_can_be_tuned_or_turned_off() {
+    let dir = Dir::new();
+    let load = |checker: &str, env: &[(&str, &str)]| {
+        let file = dir.write(
+            "w.toml",
+            &format!("[checker]\n{checker}\n[[monitored_urls]]\nurl = \"http://a\"\n"),
+        );
+        CheckerSettings::load(&dir.source(&file, env), false).map(|s| s.checker.watch_config)
+    };
+    assert_eq!(load("", &[]).expect("valid"), Some(Duration::from_secs(10)));
+    assert_eq!(
+        load("watch_config = \"2s\"", &[]).expect("valid"),
+        Some(Duration::from_secs(2))
+    );
+    assert_eq!(load("watch_config = false", &[]).expect("valid"), None);
+    assert_eq!(
+        load("", &[("WEBMON__CHECKER__WATCH_CONFIG", "false")]).expect("valid"),
+        None
+    );
+    let refused = problems(load("watch_config = \"soon\"", &[]).expect_err("refused"));
+    assert!(
+        refused
+            .iter()
+            .any(|p| p.starts_with("checker.watch_config:")),
+        "{refused:?}"
+    );
+}
+
 /// A minimal valid checker file with `targets` as the monitored_urls list and `kafka` as the
 /// kafka table's body.
 fn checker_file(kafka: &str, targets: &str) -> String {

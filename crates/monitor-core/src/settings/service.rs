@@ -39,7 +39,13 @@ pub struct CheckerSection {
     pub producer: ProducerSettings,
     /// Address of the admin endpoint (`/metrics`, `/healthz`, `/readyz`).
     pub admin_listen: String,
+    /// How often the settings file is read for changes, which then take effect as on SIGHUP;
+    /// `None` (`watch_config = false`): on SIGHUP only.
+    pub watch_config: Option<Duration>,
 }
+
+/// How often the checker looks for changes of its settings file, by default.
+pub const DEFAULT_WATCH_CONFIG: Duration = Duration::from_secs(10);
 
 /// Default admin address of the checker.
 pub const CHECKER_ADMIN_LISTEN: &str = "0.0.0.0:9101";
@@ -208,6 +214,15 @@ fn read_checker_section(
             .unwrap_or(Duration::from_secs(10)),
     };
     let admin_listen = read_admin_listen(&mut s, CHECKER_ADMIN_LISTEN, problems);
+    let watch_config = match s.raw("watch_config") {
+        Some(serde_json::Value::Bool(false)) => None,
+        Some(serde_json::Value::String(off)) if off.eq_ignore_ascii_case("false") => None,
+        Some(serde_json::Value::Bool(true)) => Some(DEFAULT_WATCH_CONFIG),
+        Some(serde_json::Value::String(on)) if on.eq_ignore_ascii_case("true") => {
+            Some(DEFAULT_WATCH_CONFIG)
+        }
+        _ => s.duration("watch_config", DEFAULT_WATCH_CONFIG, problems),
+    };
     s.finish(problems);
     CheckerSection {
         id,
@@ -215,6 +230,7 @@ fn read_checker_section(
         shard,
         producer,
         admin_listen,
+        watch_config,
     }
 }
 
