@@ -317,10 +317,14 @@ mod tls {
             checker::publish::ReportTopic::connect(no_cert.kafka.as_ref().expect("kafka")),
         )
         .await;
-        assert!(
-            !matches!(refused, Ok(Ok(_))),
-            "a client without a certificate must not get in"
-        );
+        match refused {
+            Ok(Ok(_)) => panic!("a client without a certificate must not get in"),
+            Ok(Err(e)) => assert!(
+                e.to_string().contains("check kafka.tls"),
+                "the refusal says what to check: {e}"
+            ),
+            Err(_) => panic!("a refused client must get an error, not hang"),
+        }
 
         let settings = load("cert_file = \"client.pem\"\nkey_file = \"client.key\"\n");
         let kafka = settings.kafka.clone().expect("kafka");

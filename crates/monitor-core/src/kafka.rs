@@ -151,10 +151,13 @@ pub async fn connect(
 
 /// A pointer to the setting to check, for the causes that name one.
 fn hint_for(error: &rskafka::client::error::Error) -> &'static str {
-    let text = error.to_string();
-    if text.contains("Sasl") {
+    let text = error.to_string().to_lowercase();
+    if text.contains("sasl") {
         " (the broker refused the SASL login: check kafka.sasl.mechanism, username and password)"
-    } else if text.contains("TLS") || text.contains("certificate") {
+    } else if ["tls", "certificate", "alert"]
+        .iter()
+        .any(|w| text.contains(w))
+    {
         " (check kafka.tls: the CA, and the client certificate and key if the broker asks for one)"
     } else {
         ""
