@@ -7,7 +7,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use checker::publish::{self, Message, PublisherStats, Spool};
 use checker::spool::FileSpool;
@@ -15,12 +15,19 @@ use monitor_core::settings::{CheckerSettings, SettingsSource};
 use monitor_core::testing::{create_topic, kafka_brokers, kafka_client, sample_report};
 use tokio::sync::mpsc;
 
+/// Rounds measured for each size of small rounds.
+const ROUNDS: usize = 100;
+
 #[tokio::main]
 async fn main() {
     let total: i64 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    // BENCH_COMPRESSION: none (default, the figures in docs/benchmarks.md), gzip, lz4, ...
+    let compression = std::env::var("BENCH_COMPRESSION").unwrap_or_else(|_| "none".into());
+    // BENCH_RELAY=false: connect to the broker directly, without the nodelay relay.
+    let relay = std::env::var("BENCH_RELAY").unwrap_or_else(|_| "true".into());
     let client = kafka_client().await;
     let topic = create_topic(&client, 6).await;
     let dir = tempfile::tempdir().expect("dir");
@@ -29,7 +36,7 @@ async fn main() {
         &file,
         format!(
             "monitored_urls = [\"http://127.0.0.1:9/\"]\n\
-             [kafka]\nbrokers = [{}]\ntopic = \"{topic}\"\ncompression = \"none\"\n\
+             [kafka]\nbrokers = [{}]\ntopic = \"{topic}\"\ncompression = \"{compression}\"\nnodelay_relay = {relay}\n\
              [checker]\nlinger = \"20ms\"\nbatch_max_reports = 20000\nproduce_timeout = \"10s\"\n",
             kafka_brokers()
                 .iter()
@@ -48,7 +55,7 @@ async fn main() {
         true,
     )
     .expect("settings");
-    let kafka = settings.kafka.expect("kafka");
+    let kafka = settings.kafka.clone().expect("kafka");
     let reports: Vec<_> = (0..total)
         .map(|n| sample_report(&format!("target-{}", n % 5000), n / 5000))
         .collect();
@@ -113,4 +120,75 @@ async fn main() {
         "spool replay (read + commit): {replayed} reports in {secs:.2} s = {:.0} reports/s",
         replayed as f64 / secs
     );
+
+    // Small rounds: one report, or a handful, at a time, so every produce request is far
+    // smaller than a TCP segment. How long from a round entering the publisher to the broker's
+    // acknowledgement, linger included.
+    for (per_round, gap_ms) in [
+        (1, 50),
+        (1, 0),
+        (20, 0),
+        (100, 0),
+        (200, 0),
+        (500, 0),
+        (1000, 0),
+        (2000, 0),
+    ] {
+        let gap = std::time::Duration::from_millis(gap_ms);
+        let (p50, p99, max) = small_rounds(&settings, &reports, per_round, gap, dir.path()).await;
+        println!(
+            "small rounds: {per_round} report(s) per round, {gap:?} apart, linger {:?}: \
+             round → acknowledged p50 {p50:?}, p99 {p99:?}, max {max:?}",
+            settings.checker.producer.linger
+        );
+    }
+}
+
+/// Sends `ROUNDS` rounds of `per_round` reports, `gap` apart, each once the previous one is
+/// acknowledged; returns p50, p99 and max of round → acknowledged.
+async fn small_rounds(
+    settings: &CheckerSettings,
+    reports: &[monitor_core::report::Report],
+    per_round: usize,
+    gap: Duration,
+    dir: &std::path::Path,
+) -> (Duration, Duration, Duration) {
+    let spool = FileSpool::open(
+        &dir.join(format!("spool-small-{per_round}-{}", gap.as_millis())),
+        u64::MAX,
+    )
+    .expect("spool");
+    let stats = Arc::new(PublisherStats::default());
+    let (tx, rx) = mpsc::channel(per_round.max(16));
+    let publisher = tokio::spawn(publish::run(
+        rx,
+        settings.kafka.clone().expect("kafka"),
+        settings.checker.producer.clone(),
+        Box::new(spool),
+        stats.clone(),
+    ));
+    let mut latencies = Vec::new();
+    let mut sent_total = 0u64;
+    for (i, round) in reports.chunks(per_round).take(ROUNDS + 1).enumerate() {
+        let sent = Instant::now();
+        for r in round {
+            if tx.send(r.clone()).await.is_err() {
+                break;
+            }
+        }
+        sent_total += round.len() as u64;
+        while stats.produced.load(Ordering::Relaxed) < sent_total {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        // The first round also connects.
+        if i > 0 {
+            latencies.push(sent.elapsed());
+        }
+        tokio::time::sleep(gap).await;
+    }
+    drop(tx);
+    let _ = publisher.await;
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    (at(0.5), at(0.99), at(1.0))
 }

@@ -37,6 +37,9 @@ pub enum KafkaConnectError {
         /// Why.
         source: rskafka::client::error::Error,
     },
+    /// The in-process relay to the brokers could not start.
+    #[error("cannot start the broker connection relay (set kafka.nodelay_relay = false to connect directly): {0}")]
+    Relay(io::Error),
     /// A broker accepted the connection but did not finish the handshake.
     #[error(
         "brokers {brokers} did not finish the connection handshake within {after:?}: check that \
@@ -122,6 +125,10 @@ pub async fn connect(
         });
     if let Some(tls) = &settings.tls {
         builder = builder.tls_config(Arc::new(tls_config(tls)?));
+    }
+    if settings.nodelay_relay {
+        let relay = crate::kafka_relay::address().map_err(KafkaConnectError::Relay)?;
+        builder = builder.socks5_proxy(relay.to_string());
     }
     if let Some(sasl) = &settings.sasl {
         let credentials =

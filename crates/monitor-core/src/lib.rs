@@ -20,6 +20,8 @@ pub mod admin;
 pub mod backoff;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "kafka")]
+pub mod kafka_relay;
 pub mod report;
 pub mod settings;
 #[cfg(feature = "telemetry")]

@@ -28,6 +28,10 @@ pub struct KafkaSettings {
     pub sasl: Option<SaslSettings>,
     /// Compression of produced batches.
     pub compression: Compression,
+    /// Route broker connections through the in-process relay that turns off Nagle's
+    /// algorithm and delayed acknowledgements (`kafka.nodelay_relay`, default true); false
+    /// connects directly.
+    pub nodelay_relay: bool,
 }
 
 /// Compression of produced record batches.
@@ -194,6 +198,7 @@ pub(crate) fn read_kafka(
             }
         },
     };
+    let nodelay_relay = s.bool("nodelay_relay", true, problems);
     s.finish(problems);
 
     (problems.len() == before).then_some(KafkaSettings {
@@ -205,6 +210,7 @@ pub(crate) fn read_kafka(
         tls,
         sasl,
         compression,
+        nodelay_relay,
     })
 }
 
