@@ -337,6 +337,28 @@ fn watching_the_settings_file_is_on_by_default_and_can_be_tuned_or_turned_off() 
     );
 }
 
+#[test]
+fn the_nodelay_relay_is_on_by_default_and_can_be_turned_off() {
+    let dir = Dir::new();
+    let load = |line: &str| {
+        let file = dir.write(
+            "r.toml",
+            &format!("[kafka]\ntopic = \"t\"\nbrokers = [\"x:1\"]\n{line}\n[[monitored_urls]]\nurl = \"http://a\"\n"),
+        );
+        CheckerSettings::load(&dir.source(&file, &[]), true)
+            .map(|s| s.kafka.expect("kafka").nodelay_relay)
+    };
+    assert!(load("").expect("valid"));
+    assert!(!load("nodelay_relay = false").expect("valid"));
+    let refused = problems(load("nodelay_relay = \"maybe\"").expect_err("refused"));
+    assert!(
+        refused
+            .iter()
+            .any(|p| p.starts_with("kafka.nodelay_relay:")),
+        "{refused:?}"
+    );
+}
+
 /// A minimal valid checker file with `targets` as the monitored_urls list and `kafka` as the
 /// kafka table's body.
 fn checker_file(kafka: &str, targets: &str) -> String {
