@@ -4,7 +4,7 @@
 #
 # Services: uses KAFKA_BROKERS / DATABASE_URL when they answer. Otherwise it starts its own:
 # the broker `tansu` (installed once into $WEBMON_TOOLS_DIR, default ~/.cache/web-monitor/tools,
-# about 12 minutes to build the first time) with in-memory storage on a free loopback port, and
+# 10 to 35 minutes to build the first time) with in-memory storage on a free loopback port, and
 # PostgreSQL from the system's binaries (initdb + pg_ctl in a temporary directory) when none
 # answers on 127.0.0.1:5432. Whatever it starts is stopped on exit, failure or Ctrl-C.
 #

@@ -55,7 +55,7 @@ install_tansu() {
   want="tansu $TANSU_VERSION features $TANSU_FEATURES"
   if [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
   command -v cargo >/dev/null 2>&1 || die "no broker answers and cargo is missing to install one: install Rust (rustup) or set KAFKA_BROKERS"
-  log "installing the test broker tansu $TANSU_VERSION ($TANSU_FEATURES) into $WEBMON_TOOLS_DIR (once; about 12 minutes)"
+  log "installing the test broker tansu $TANSU_VERSION ($TANSU_FEATURES) into $WEBMON_TOOLS_DIR (once; 10 to 35 minutes)"
   mkdir -p "$WEBMON_TOOLS_DIR"
   cargo install tansu --locked --force --version "$TANSU_VERSION" --features "$TANSU_FEATURES" \
       --root "$WEBMON_TOOLS_DIR" >&2 \
