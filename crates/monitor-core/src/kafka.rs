@@ -126,6 +126,8 @@ pub async fn connect(
     if let Some(tls) = &settings.tls {
         builder = builder.tls_config(Arc::new(tls_config(tls)?));
     }
+    // The relay needs Linux (TCP_QUICKACK, /proc); elsewhere the brokers are reached directly.
+    #[cfg(target_os = "linux")]
     if settings.nodelay_relay {
         let relay = crate::kafka_relay::address().map_err(KafkaConnectError::Relay)?;
         builder = builder.socks5_proxy(relay.to_string());

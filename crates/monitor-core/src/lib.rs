@@ -20,7 +20,7 @@ pub mod admin;
 pub mod backoff;
 #[cfg(feature = "kafka")]
 pub mod kafka;
-#[cfg(feature = "kafka")]
+#[cfg(all(feature = "kafka", target_os = "linux"))]
 pub mod kafka_relay;
 pub mod report;
 pub mod settings;
