@@ -23,8 +23,8 @@ use std::sync::Mutex;
 ///
 /// Settings come from the file given with --config plus environment overrides of the form
 /// WEBMON__SECTION__KEY (for example WEBMON__KAFKA__TOPIC=reports). A change of the file
-/// (checked every checker.watch_config, default 10 s) or SIGHUP reloads the targets; SIGTERM or Ctrl-C stops after the checks in flight, delivering or spooling every
-/// report.
+/// (checked every checker.watch_config, default 10 s) or SIGHUP reloads the targets; SIGTERM
+/// or Ctrl-C stops after the checks in flight, delivering or spooling every report.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {

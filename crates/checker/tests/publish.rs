@@ -296,24 +296,13 @@ mod tls {
         std::fs::write(dir.path().join("client.key"), client_key_pem).expect("write");
         let brokers = format!("127.0.0.1:{tls_port}");
         let load = |extra: &str| {
-            let file = dir.path().join("c.toml");
-            std::fs::write(
-                &file,
-                format!(
-                    "monitored_urls = [\"http://127.0.0.1:9/\"]\n[checker]\nlinger = \"20ms\"\nproduce_timeout = \"3s\"\n\
-                     [kafka]\nbrokers = [\"{brokers}\"]\ntopic = \"secure\"\npartitions = 2\n[kafka.tls]\nca_file = \"ca.pem\"\n{extra}"
-                ),
+            super::sasl::load(
+                dir.path(),
+                &brokers,
+                "secure",
+                &format!("[kafka.tls]\nca_file = \"ca.pem\"\n{extra}"),
+                &[],
             )
-            .expect("write");
-            CheckerSettings::load(
-                &SettingsSource {
-                    file: Some(file),
-                    env: Some(Default::default()),
-                    base_dir: Some(dir.path().to_path_buf()),
-                },
-                true,
-            )
-            .expect("settings")
         };
 
         // Without a client certificate the terminator refuses the handshake.
@@ -359,9 +348,11 @@ mod tls {
             dir.path(),
             &format!("127.0.0.1:{tls_port}"),
             "sasl-ssl",
-            "[kafka.tls]\nca_file = \"ca.pem\"\ncert_file = \"client.pem\"\n\
-             key_file = \"client.key\"\n[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\n\
-             username = \"checker512\"\n",
+            &format!(
+                "[kafka.tls]\nca_file = \"ca.pem\"\ncert_file = \"client.pem\"\n\
+                 key_file = \"client.key\"\n{}",
+                super::sasl::login("SCRAM-SHA-512", "checker512")
+            ),
             &[("WEBMON__KAFKA__SASL__PASSWORD", "pw-512")],
         );
         assert_eq!(
@@ -433,8 +424,8 @@ mod sasl {
         .await
     }
 
-    /// Checker settings for `brokers` with `[kafka.sasl]` set to `sasl` (TOML lines) and the
-    /// environment `env`.
+    /// Checker settings for `brokers` and `topic`, with `kafka_extra` (TOML lines: the
+    /// `[kafka.tls]` and `[kafka.sasl]` tables) and the environment `env`.
     pub(super) fn load(
         dir: &std::path::Path,
         brokers: &str,
@@ -465,6 +456,11 @@ mod sasl {
             true,
         )
         .expect("settings")
+    }
+
+    /// The `[kafka.sasl]` table for `mechanism` and `user` (the password comes separately).
+    pub(super) fn login(mechanism: &str, user: &str) -> String {
+        format!("[kafka.sasl]\nmechanism = \"{mechanism}\"\nusername = \"{user}\"\n")
     }
 
     /// Publishes `n` reports of `target` with `settings`, then reads the topic back with the
@@ -545,7 +541,7 @@ mod sasl {
             dir.path(),
             &brokers,
             "scram-256",
-            "[kafka.sasl]\nmechanism = \"SCRAM-SHA-256\"\nusername = \"checker256\"\n",
+            &login("SCRAM-SHA-256", "checker256"),
             &[("WEBMON__KAFKA__SASL__PASSWORD", "pw-256")],
         );
         assert_eq!(publish_and_count(&sha256, "scram-256-target", 25).await, 25);
@@ -556,8 +552,10 @@ mod sasl {
             dir.path(),
             &brokers,
             "scram-512",
-            "[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"checker512\"\n\
-             password_file = \"kafka-password\"\n",
+            &format!(
+                "{}password_file = \"kafka-password\"\n",
+                login("SCRAM-SHA-512", "checker512")
+            ),
             &[],
         );
         assert_eq!(publish_and_count(&sha512, "scram-512-target", 25).await, 25);
@@ -577,7 +575,7 @@ mod sasl {
             dir.path(),
             &brokers,
             "t",
-            "[kafka.sasl]\nmechanism = \"SCRAM-SHA-256\"\nusername = \"checker256\"\n",
+            &login("SCRAM-SHA-256", "checker256"),
             &[("WEBMON__KAFKA__SASL__PASSWORD", "pw-512")],
         );
         let why = refused("wrong password", &wrong_password).await;
@@ -592,7 +590,7 @@ mod sasl {
             dir.path(),
             &brokers,
             "t",
-            "[kafka.sasl]\nmechanism = \"SCRAM-SHA-256\"\nusername = \"checker512\"\n",
+            &login("SCRAM-SHA-256", "checker512"),
             &[("WEBMON__KAFKA__SASL__PASSWORD", "pw-512")],
         );
         refused("other mechanism's user", &wrong_mechanism).await;
@@ -601,7 +599,7 @@ mod sasl {
             dir.path(),
             &brokers,
             "t",
-            "[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"nobody\"\n",
+            &login("SCRAM-SHA-512", "nobody"),
             &[("WEBMON__KAFKA__SASL__PASSWORD", "pw-512")],
         );
         refused("unknown user", &unknown_user).await;
@@ -614,7 +612,7 @@ mod sasl {
             dir.path(),
             &brokers,
             "after-refusals",
-            "[kafka.sasl]\nmechanism = \"SCRAM-SHA-256\"\nusername = \"checker256\"\n",
+            &login("SCRAM-SHA-256", "checker256"),
             &[("WEBMON__KAFKA__SASL__PASSWORD", "pw-256")],
         );
         assert_eq!(publish_and_count(&right, "after-target", 5).await, 5);
@@ -634,7 +632,7 @@ mod sasl {
             dir.path(),
             &brokers,
             "plain",
-            "[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"plain-user\"\n",
+            &login("PLAIN", "plain-user"),
             &[("WEBMON__KAFKA__SASL__PASSWORD", "plain-pw")],
         );
         assert_eq!(publish_and_count(&right, "plain-target", 12).await, 12);
@@ -643,7 +641,7 @@ mod sasl {
             dir.path(),
             &brokers,
             "plain",
-            "[kafka.sasl]\nmechanism = \"PLAIN\"\nusername = \"plain-user\"\n",
+            &login("PLAIN", "plain-user"),
             &[("WEBMON__KAFKA__SASL__PASSWORD", "plain-pw2")],
         );
         let why = refused("wrong PLAIN password", &wrong).await;
