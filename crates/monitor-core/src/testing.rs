@@ -315,12 +315,20 @@ pub fn free_port() -> u16 {
 }
 
 /// A TCP proxy on loopback whose link can be cut (every connection dropped, new ones closed at
-/// once) and restored, to play a network outage between a client and a server.
+/// once) and restored, to play a network outage between a client and a server, or turned into
+/// a black hole ([`Proxy::black_hole`]) to play a half-open connection.
 #[derive(Debug)]
 pub struct Proxy {
     /// The port clients connect to.
     pub port: u16,
     up: tokio::sync::watch::Sender<bool>,
+    silent: tokio::sync::watch::Sender<bool>,
+}
+
+/// Keeps `sockets` open, silent, until the link is cut or the proxy dropped.
+async fn hold<T>(mut link: tokio::sync::watch::Receiver<bool>, sockets: T) {
+    let _ = link.wait_for(|up| !*up).await;
+    drop(sockets);
 }
 
 impl Proxy {
@@ -331,12 +339,14 @@ impl Proxy {
             .unwrap_or_else(|e| panic!("cannot bind a proxy: {e}"));
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let (up, _) = tokio::sync::watch::channel(true);
-        (Proxy { port, up }, listener)
+        let (silent, _) = tokio::sync::watch::channel(false);
+        (Proxy { port, up, silent }, listener)
     }
 
     /// Forwards connections accepted on `listener` to `upstream_port` while the link is up.
     pub fn forward_to(&self, listener: tokio::net::TcpListener, upstream_port: u16) {
         let up = self.up.subscribe();
+        let silent = self.silent.subscribe();
         tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
@@ -346,7 +356,12 @@ impl Proxy {
                     drop(client);
                     continue;
                 }
+                if *silent.borrow() {
+                    tokio::spawn(hold(up.clone(), client));
+                    continue;
+                }
                 let mut link = up.clone();
+                let mut quiet = silent.clone();
                 tokio::spawn(async move {
                     let Ok(mut server) =
                         tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
@@ -355,9 +370,13 @@ impl Proxy {
                     };
                     let _ = client.set_nodelay(true);
                     let _ = server.set_nodelay(true);
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = link.wait_for(|up| !*up) => {}
+                    let black_hole = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+                        _ = link.wait_for(|up| !*up) => false,
+                        _ = quiet.wait_for(|silent| *silent) => true,
+                    };
+                    if black_hole {
+                        hold(link, (client, server)).await;
                     }
                 });
             }
@@ -369,9 +388,17 @@ impl Proxy {
         self.up.send_replace(false);
     }
 
-    /// Restores the link.
+    /// Restores the link (new connections are forwarded again).
     pub fn restore(&self) {
+        self.silent.send_replace(false);
         self.up.send_replace(true);
+    }
+
+    /// Turns the link into a black hole, as a network that drops every packet: connections
+    /// stay open at both ends but nothing more is forwarded either way (no FIN, no RST), and
+    /// new connections are accepted and left silent. [`Proxy::cut`] closes them all.
+    pub fn black_hole(&self) {
+        self.silent.send_replace(true);
     }
 }
 
