@@ -36,4 +36,16 @@ pub enum SinkError {
         /// The offset found.
         found: Option<i64>,
     },
+    /// A batch needs more new day partitions than one call creates; the rest follow on the
+    /// next attempts.
+    #[error("{missing} day partitions of results are missing; {created} were created, the rest follow on the next attempt")]
+    TooManyNewDays {
+        /// Days missing before this call.
+        missing: usize,
+        /// Days created by this call.
+        created: usize,
+    },
+    /// The lease connection did not answer in time: its leases are treated as lost.
+    #[error("the lease connection did not answer within {0:?}; its partitions are given up")]
+    LeaseUnresponsive(std::time::Duration),
 }

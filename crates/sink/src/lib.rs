@@ -7,6 +7,8 @@
 //!   can stop the sink.
 //! - [`store`]: [`store::ReportStore`], the only code that writes SQL: one transaction per
 //!   batch holds its rows, its dead letters and the partition's next offset.
+//! - [`partitions`]: the day partitions of `results`, created on demand and dropped past the
+//!   retention, with bounded waits for their locks.
 //! - [`leases`]: partition ownership through PostgreSQL advisory locks, so replicas share a
 //!   topic's partitions without consumer groups.
 //! - [`metrics`]: the Prometheus metrics and readiness.
@@ -29,6 +31,7 @@ pub mod decode;
 pub mod error;
 pub mod leases;
 pub mod metrics;
+pub mod partitions;
 pub mod report;
 pub mod store;
 

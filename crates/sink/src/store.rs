@@ -3,15 +3,15 @@
 //! wholly or not at all.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
 
-use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, Utc};
 use monitor_core::report::Report;
 use sqlx::{PgPool, Postgres, Transaction};
-use tracing::{info, warn};
+use tracing::warn;
 use uuid::Uuid;
 
 use crate::decode::decode;
+use crate::partitions::{is_missing_partition, DayPartitions};
 use crate::SinkError;
 
 /// A message that is not a valid report, kept as received.
@@ -105,8 +105,8 @@ pub struct Stored {
 #[derive(Debug)]
 pub struct ReportStore {
     pool: PgPool,
-    /// Days whose results partition is known to exist.
-    days: Mutex<HashSet<NaiveDate>>,
+    /// The day partitions of `results`.
+    partitions: DayPartitions,
 }
 
 impl ReportStore {
@@ -114,7 +114,7 @@ impl ReportStore {
     pub fn new(pool: PgPool) -> ReportStore {
         ReportStore {
             pool,
-            days: Mutex::new(HashSet::new()),
+            partitions: DayPartitions::default(),
         }
     }
 
@@ -137,15 +137,28 @@ impl ReportStore {
 
     /// Stores a batch in one transaction: the targets, the rows (skipping stored
     /// `report_id`s), the dead letters, and the partition's next offset, which must still be the
-    /// one the batch started from.
+    /// one the batch started from. The day partitions its reports need are created first, and
+    /// again when another replica dropped one this replica believed existed.
     pub async fn store(&self, batch: &Batch) -> Result<Stored, SinkError> {
         let days: HashSet<NaiveDate> = batch
             .reports
             .iter()
             .map(|(_, r)| r.scheduled_at.date_naive())
             .collect();
-        self.ensure_days(days).await?;
+        self.partitions.ensure(&self.pool, &days).await?;
+        match self.store_once(batch).await {
+            Err(e) if is_missing_partition(&e) => {
+                warn!(topic = %batch.topic, partition = batch.partition, error = %e,
+                    "a day partition was dropped elsewhere; creating it again");
+                self.partitions.forget();
+                self.partitions.ensure(&self.pool, &days).await?;
+                self.store_once(batch).await
+            }
+            stored => stored,
+        }
+    }
 
+    async fn store_once(&self, batch: &Batch) -> Result<Stored, SinkError> {
         let mut tx = self.pool.begin().await?;
         advance_offset(&mut tx, batch).await?;
         let rows = insert_reports(&mut tx, batch).await?;
@@ -169,22 +182,7 @@ impl ReportStore {
         let days = (-days_back..=days_ahead)
             .filter_map(|d| today.checked_add_signed(ChronoDuration::days(d)))
             .collect();
-        self.ensure_days(days).await
-    }
-
-    async fn ensure_days(&self, days: HashSet<NaiveDate>) -> Result<(), SinkError> {
-        let missing: Vec<NaiveDate> = {
-            let known = self.days.lock().unwrap_or_else(|p| p.into_inner());
-            days.into_iter().filter(|d| !known.contains(d)).collect()
-        };
-        for day in missing {
-            create_day_partition(&self.pool, day).await?;
-            self.days
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(day);
-        }
-        Ok(())
+        self.partitions.ensure(&self.pool, &days).await
     }
 
     /// Drops the day partitions of `results` that end before `older_than`. Returns their names.
@@ -192,59 +190,7 @@ impl ReportStore {
         &self,
         older_than: DateTime<Utc>,
     ) -> Result<Vec<String>, SinkError> {
-        let children: Vec<(String,)> = sqlx::query_as(
-            "SELECT c.relname::text FROM pg_inherits i \
-             JOIN pg_class c ON c.oid = i.inhrelid \
-             JOIN pg_class p ON p.oid = i.inhparent \
-             WHERE p.relname = 'results' AND c.relname ~ '^results_p[0-9]{8}$'",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut dropped = Vec::new();
-        for (name,) in children {
-            let Ok(day) = NaiveDate::parse_from_str(&name["results_p".len()..], "%Y%m%d") else {
-                continue;
-            };
-            let end = day.succ_opt().and_then(|d| d.and_hms_opt(0, 0, 0));
-            let Some(end) = end.map(|e| Utc.from_utc_datetime(&e)) else {
-                continue;
-            };
-            if end <= older_than {
-                sqlx::query(&format!("DROP TABLE IF EXISTS {name}"))
-                    .execute(&self.pool)
-                    .await?;
-                self.days
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&day);
-                info!(partition = %name, "dropped results past the retention");
-                dropped.push(name);
-            }
-        }
-        Ok(dropped)
-    }
-}
-
-/// `CREATE TABLE results_pYYYYMMDD PARTITION OF results`, tolerating another replica doing the
-/// same at the same time.
-async fn create_day_partition(pool: &PgPool, day: NaiveDate) -> Result<(), SinkError> {
-    let Some(next) = day.succ_opt() else {
-        return Ok(());
-    };
-    let sql = format!(
-        "CREATE TABLE IF NOT EXISTS results_p{} PARTITION OF results \
-         FOR VALUES FROM ('{} 00:00:00+00') TO ('{} 00:00:00+00')",
-        day.format("%Y%m%d"),
-        day.format("%Y-%m-%d"),
-        next.format("%Y-%m-%d"),
-    );
-    match sqlx::query(&sql).execute(pool).await {
-        Ok(_) => Ok(()),
-        // duplicate_table / unique_violation: another replica created it first.
-        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P07" | "23505")) => {
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
+        self.partitions.drop_before(&self.pool, older_than).await
     }
 }
 
