@@ -1,6 +1,12 @@
 //! Wiring: connect, migrate, then a coordinator that takes a fair share of the topic's
 //! partitions through leases, runs one consumer per owned partition, gives partitions back
 //! when more replicas join, and stops everything on shutdown.
+//!
+//! The coordinator keeps the leases alive (it pings the lock connection once per rebalance
+//! interval, and the server ends a silent lock session after [`crate::leases::lease_timeout`]),
+//! so nothing slow runs on its path: housekeeping (creating day partitions ahead, dropping
+//! those past the retention; DDL that can wait for a lock behind a long query) and the topic's
+//! metadata (a Kafka request) each run in a task of their own.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -9,6 +15,7 @@ use std::time::Duration;
 
 use monitor_core::settings::SinkSettings;
 use rskafka::client::Client;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -26,8 +33,17 @@ use monitor_core::backoff::Backoff;
 const KAFKA_RETRY_FOR: Duration = Duration::from_secs(10);
 /// How often partitions are created ahead and old ones dropped.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
+/// How soon housekeeping that failed (a long query held its lock, the database was away) is
+/// tried again.
+const HOUSEKEEPING_RETRY: Duration = Duration::from_secs(10);
+/// Days of partitions created behind and ahead of today by housekeeping.
+const DAYS_BACK: i64 = 1;
+const DAYS_AHEAD: i64 = 3;
 /// How long consumers get to store their last batch at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long a consumer giving its partition back gets to store its last batch; the lease is
+/// then released anyway (the stored offset keeps a late batch from being stored twice).
+const GIVE_BACK_WAIT: Duration = Duration::from_secs(5);
 
 struct Running {
     stop: CancellationToken,
@@ -46,106 +62,116 @@ pub async fn run_with_metrics(
     metrics: Arc<SinkMetrics>,
     shutdown: CancellationToken,
 ) -> Result<(), SinkError> {
-    let options = db::connect_options(&settings.database)?;
     let pool = db::pool(&settings.database)?;
     let store = Arc::new(ReportStore::new(pool));
-    let mut backoff = Backoff::default();
-
-    if settings.sink.migrate_on_start {
-        loop {
-            match db::migrate(store.pool()).await {
-                Ok(()) => break,
-                Err(SinkError::Migrate(sqlx::migrate::MigrateError::Execute(e))) => {
-                    warn!(error = %e, "database not reachable for migrations; retrying");
-                }
-                Err(e) => return Err(e),
-            }
-            if !backoff.sleep(shutdown.cancelled()).await {
-                return Ok(());
-            }
-        }
-        info!("migrations applied");
+    if settings.sink.migrate_on_start && !migrate(&store, &shutdown).await? {
+        return Ok(());
     }
+    let Some(client) = connect_kafka(&settings, &shutdown).await else {
+        return Ok(());
+    };
 
-    let client = loop {
+    let stop_tasks = shutdown.child_token();
+    let housekeeping = tokio::spawn(housekeeping_loop(
+        store.clone(),
+        settings.sink.retention,
+        stop_tasks.clone(),
+    ));
+    let (partitions_tx, partitions) = watch::channel(0);
+    let metadata = tokio::spawn(watch_partitions(
+        client.clone(),
+        settings.clone(),
+        partitions_tx,
+        stop_tasks.clone(),
+    ));
+    let result = coordinate(&settings, client, store, partitions, &metrics, &shutdown).await;
+    stop_tasks.cancel();
+    let _ = housekeeping.await;
+    let _ = metadata.await;
+    result
+}
+
+/// Applies the migrations, waiting for the database. False when shut down first.
+async fn migrate(store: &ReportStore, shutdown: &CancellationToken) -> Result<bool, SinkError> {
+    let mut backoff = Backoff::default();
+    loop {
+        match db::migrate(store.pool()).await {
+            Ok(()) => break,
+            Err(SinkError::Migrate(sqlx::migrate::MigrateError::Execute(e))) => {
+                warn!(error = %e, "database not reachable for migrations; retrying");
+            }
+            Err(e) => return Err(e),
+        }
+        if !backoff.sleep(shutdown.cancelled()).await {
+            return Ok(false);
+        }
+    }
+    info!("migrations applied");
+    Ok(true)
+}
+
+/// A Kafka client, waiting for the brokers. `None` when shut down first.
+async fn connect_kafka(
+    settings: &SinkSettings,
+    shutdown: &CancellationToken,
+) -> Option<Arc<Client>> {
+    let mut backoff = Backoff::default();
+    loop {
         let attempt = tokio::select! {
             attempt = monitor_core::kafka::connect(&settings.kafka, "web-monitor-sink", KAFKA_RETRY_FOR) => attempt,
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return None,
         };
         match attempt {
-            Ok(c) => break Arc::new(c),
+            Ok(c) => return Some(Arc::new(c)),
             Err(e) => {
                 warn!(error = %e, "Kafka not reachable; retrying");
                 if !backoff.sleep(shutdown.cancelled()).await {
-                    return Ok(());
+                    return None;
                 }
             }
         }
-    };
+    }
+}
+
+/// The coordinator: keeps the leases alive and this replica's share of partitions consumed,
+/// until `shutdown`.
+async fn coordinate(
+    settings: &SinkSettings,
+    client: Arc<Client>,
+    store: Arc<ReportStore>,
+    mut partitions: watch::Receiver<i32>,
+    metrics: &Arc<SinkMetrics>,
+    shutdown: &CancellationToken,
+) -> Result<(), SinkError> {
+    let options = db::connect_options(&settings.database)?;
     let topic = settings.kafka.topic.clone();
     let config = ConsumerConfig {
         batch_size: settings.sink.batch_size,
         batch_linger: settings.sink.batch_linger,
         fetch_max_wait: settings.sink.fetch_max_wait,
     };
-
+    let interval = settings.sink.rebalance_interval;
     let mut running: HashMap<i32, Running> = HashMap::new();
     let mut leases: Option<Leases> = None;
-    let mut partitions = 0i32;
-    let mut last_housekeeping: Option<Instant> = None;
-    let mut tick = tokio::time::interval(settings.sink.rebalance_interval);
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
+            Ok(()) = partitions.changed() => {}
         }
-        if last_housekeeping.is_none_or(|t| t.elapsed() >= HOUSEKEEPING_EVERY)
-            && housekeeping(&store, &settings).await
-        {
-            last_housekeeping = Some(Instant::now());
-        }
-        match topic_partitions(&client, &settings).await {
-            Ok(n) if n > 0 => partitions = n,
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "cannot read the topic's metadata; retrying"),
-        }
-
-        // Consumers that ended by themselves lost their partition or failed: give it back.
-        let ended: Vec<i32> = running
-            .iter()
-            .filter(|(_, r)| r.task.is_finished())
-            .map(|(p, _)| *p)
-            .collect();
-        for partition in ended {
-            if let Some(r) = running.remove(&partition) {
-                match r.task.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => warn!(partition, error = %e, "consumer stopped"),
-                    Err(e) => error!(partition, error = %e, "consumer panicked"),
-                }
-            }
-            if let Some(l) = leases.as_mut() {
-                if let Err(e) = l.release(partition).await {
-                    warn!(error = %e, "releasing a lease failed");
-                }
-            }
-        }
+        reap_ended(&mut running, &mut leases).await;
 
         if let Some(l) = leases.as_mut() {
             if let Err(e) = l.ping().await {
-                metrics.ready.store(false, Ordering::Relaxed);
-                metrics.db_errors.inc();
                 warn!(error = %e, "lost the lease connection: stopping every consumer");
-                stop_all(&mut running).await;
-                if let Some(l) = leases.take() {
-                    l.leave().await;
-                }
+                lose_leases(&mut running, &mut leases, metrics).await;
             }
         }
         if leases.is_none() {
-            match Leases::join(&options, &topic).await {
+            match Leases::join(&options, &topic, interval).await {
                 Ok(l) => {
                     info!(slot = ?l.slot(), "joined");
                     leases = Some(l);
@@ -159,31 +185,33 @@ pub async fn run_with_metrics(
             }
         }
         let Some(l) = leases.as_mut() else { continue };
-        if partitions == 0 {
+        let count = *partitions.borrow_and_update();
+        if count == 0 {
             continue;
         }
-        match rebalance(
-            l,
-            &mut running,
-            partitions,
-            &client,
-            &store,
-            &topic,
+        let target = Target {
+            client: &client,
+            store: &store,
+            topic: &topic,
             config,
-            &metrics,
-        )
-        .await
-        {
+            metrics,
+        };
+        match rebalance(l, &mut running, count, &target).await {
             Ok(()) => metrics.ready.store(true, Ordering::Relaxed),
+            Err(e @ SinkError::LeaseUnresponsive(_)) => {
+                warn!(error = %e, "the lease connection stopped answering: stopping every consumer");
+                lose_leases(&mut running, &mut leases, metrics).await;
+            }
             Err(e) => {
                 metrics.ready.store(false, Ordering::Relaxed);
                 metrics.db_errors.inc();
                 warn!(error = %e, "rebalancing failed; retrying");
             }
         }
+        let owned = leases.as_ref().map_or(0, |l| l.owned().len());
         metrics
             .owned_partitions
-            .set(i64::try_from(l.owned().len()).unwrap_or(0));
+            .set(i64::try_from(owned).unwrap_or(0));
     }
 
     metrics.ready.store(false, Ordering::Relaxed);
@@ -195,17 +223,59 @@ pub async fn run_with_metrics(
     Ok(())
 }
 
+/// Consumers that ended by themselves lost their partition or failed: give it back.
+async fn reap_ended(running: &mut HashMap<i32, Running>, leases: &mut Option<Leases>) {
+    let ended: Vec<i32> = running
+        .iter()
+        .filter(|(_, r)| r.task.is_finished())
+        .map(|(p, _)| *p)
+        .collect();
+    for partition in ended {
+        if let Some(r) = running.remove(&partition) {
+            match r.task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(partition, error = %e, "consumer stopped"),
+                Err(e) => error!(partition, error = %e, "consumer panicked"),
+            }
+        }
+        if let Some(l) = leases.as_mut() {
+            if let Err(e) = l.release(partition).await {
+                warn!(error = %e, "releasing a lease failed");
+            }
+        }
+    }
+}
+
+/// The lease connection is gone or does not answer: stop every consumer and drop it.
+async fn lose_leases(
+    running: &mut HashMap<i32, Running>,
+    leases: &mut Option<Leases>,
+    metrics: &SinkMetrics,
+) {
+    metrics.ready.store(false, Ordering::Relaxed);
+    metrics.db_errors.inc();
+    metrics.owned_partitions.set(0);
+    stop_all(running).await;
+    if let Some(l) = leases.take() {
+        l.leave().await;
+    }
+}
+
+/// What a consumer of a newly taken partition needs.
+struct Target<'a> {
+    client: &'a Arc<Client>,
+    store: &'a Arc<ReportStore>,
+    topic: &'a str,
+    config: ConsumerConfig,
+    metrics: &'a Arc<SinkMetrics>,
+}
+
 /// Takes or gives back partitions so this replica owns its fair share.
-#[allow(clippy::too_many_arguments)]
 async fn rebalance(
     leases: &mut Leases,
     running: &mut HashMap<i32, Running>,
     partitions: i32,
-    client: &Arc<Client>,
-    store: &Arc<ReportStore>,
-    topic: &str,
-    config: ConsumerConfig,
-    metrics: &Arc<SinkMetrics>,
+    target: &Target<'_>,
 ) -> Result<(), SinkError> {
     let members = leases.members().await?;
     let total = usize::try_from(partitions).unwrap_or(0);
@@ -217,7 +287,12 @@ async fn rebalance(
         };
         if let Some(r) = running.remove(&partition) {
             r.stop.cancel();
-            let _ = r.task.await;
+            if tokio::time::timeout(GIVE_BACK_WAIT, r.task).await.is_err() {
+                warn!(
+                    partition,
+                    "consumer still storing its last batch; giving the partition back anyway"
+                );
+            }
         }
         leases.release(partition).await?;
         info!(partition, members, "gave a partition back");
@@ -239,12 +314,12 @@ async fn rebalance(
                 info!(partition, members, "took a partition");
                 let stop = CancellationToken::new();
                 let task = tokio::spawn(consume(
-                    client.clone(),
-                    store.clone(),
-                    topic.to_string(),
+                    target.client.clone(),
+                    target.store.clone(),
+                    target.topic.to_string(),
                     partition,
-                    config,
-                    metrics.clone(),
+                    target.config,
+                    target.metrics.clone(),
                     stop.clone(),
                 ));
                 running.insert(partition, Running { stop, task });
@@ -301,21 +376,76 @@ async fn topic_partitions(client: &Client, settings: &SinkSettings) -> Result<i3
     Ok(0)
 }
 
+/// Keeps the topic's partition count in `partitions`, read every rebalance interval, until
+/// `stop`.
+async fn watch_partitions(
+    client: Arc<Client>,
+    settings: SinkSettings,
+    partitions: watch::Sender<i32>,
+    stop: CancellationToken,
+) {
+    loop {
+        let read = tokio::select! {
+            _ = stop.cancelled() => return,
+            read = topic_partitions(&client, &settings) => read,
+        };
+        match read {
+            Ok(n) if n > 0 => {
+                partitions.send_if_modified(|p| std::mem::replace(p, n) != n);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot read the topic's metadata; retrying"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(settings.sink.rebalance_interval) => {}
+        }
+    }
+}
+
+/// Housekeeping at start, then every [`HOUSEKEEPING_EVERY`] (every [`HOUSEKEEPING_RETRY`] while
+/// it fails), until `stop`.
+async fn housekeeping_loop(
+    store: Arc<ReportStore>,
+    retention: Option<Duration>,
+    stop: CancellationToken,
+) {
+    loop {
+        let done = tokio::select! {
+            _ = stop.cancelled() => return,
+            done = housekeeping(&store, retention) => done,
+        };
+        let next = if done {
+            HOUSEKEEPING_EVERY
+        } else {
+            HOUSEKEEPING_RETRY
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(next) => {}
+        }
+    }
+}
+
 /// Creates the day partitions ahead and drops those past the retention. True when done.
-async fn housekeeping(store: &ReportStore, settings: &SinkSettings) -> bool {
-    if let Err(e) = store.create_partitions_around_now(1, 3).await {
-        warn!(error = %e, "cannot create the table partitions ahead; retrying");
+async fn housekeeping(store: &ReportStore, retention: Option<Duration>) -> bool {
+    if let Err(e) = store
+        .create_partitions_around_now(DAYS_BACK, DAYS_AHEAD)
+        .await
+    {
+        warn!(error = %e, retry_in = ?HOUSEKEEPING_RETRY, "cannot create the table partitions ahead; retrying");
         return false;
     }
-    if let Some(retention) = settings.sink.retention {
-        let Ok(retention) = chrono::Duration::from_std(retention) else {
-            return true;
-        };
-        let cutoff = chrono::Utc::now() - retention;
-        if let Err(e) = store.drop_partitions_before(cutoff).await {
-            warn!(error = %e, "cannot drop partitions past the retention; retrying");
-            return false;
-        }
+    let Some(retention) = retention else {
+        return true;
+    };
+    let Ok(retention) = chrono::Duration::from_std(retention) else {
+        return true;
+    };
+    let cutoff = chrono::Utc::now() - retention;
+    if let Err(e) = store.drop_partitions_before(cutoff).await {
+        warn!(error = %e, retry_in = ?HOUSEKEEPING_RETRY, "cannot drop partitions past the retention; retrying");
+        return false;
     }
     true
 }

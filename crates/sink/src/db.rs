@@ -1,13 +1,77 @@
 //! Connecting to PostgreSQL as the settings say, and the embedded migrations.
+//!
+//! Every connection also asks the server to notice a dead or cut-off sink: TCP keepalives and
+//! a bound on unacknowledged data on the server's side of the socket, and (for the batch pool)
+//! an end to transactions left idle, so a sink that vanished mid-batch cannot keep its
+//! partition's offset row locked. The client cannot set socket options through sqlx, so these
+//! are the server's settings, set per session.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use monitor_core::settings::{DatabaseSettings, SslMode};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
+use tracing::warn;
 
 use crate::SinkError;
+
+/// Server-side TCP keepalive: silence on a connection before the first probe.
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+/// Server-side TCP keepalive: time between two probes.
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Server-side TCP keepalive: unanswered probes before the server closes the connection.
+pub const TCP_KEEPALIVE_COUNT: u32 = 3;
+/// Longest the server lets data it sent go unacknowledged before closing the connection.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a batch transaction may sit idle on the server (its statements follow each other at
+/// once) before the server ends it, releasing its locks.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server-side TCP bounds every sink connection sets.
+pub fn tcp_bounds() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "tcp_keepalives_idle",
+            format!("{}s", TCP_KEEPALIVE_IDLE.as_secs()),
+        ),
+        (
+            "tcp_keepalives_interval",
+            format!("{}s", TCP_KEEPALIVE_INTERVAL.as_secs()),
+        ),
+        ("tcp_keepalives_count", TCP_KEEPALIVE_COUNT.to_string()),
+        (
+            "tcp_user_timeout",
+            format!("{}ms", TCP_USER_TIMEOUT.as_millis()),
+        ),
+    ]
+}
+
+/// Sets each `(parameter, value)` for the session. A parameter this server does not know (an
+/// older PostgreSQL) or may not set is skipped with a warning: the bound it gives is lost, the
+/// connection is not.
+pub async fn bound_session(
+    conn: &mut PgConnection,
+    bounds: &[(&str, String)],
+) -> Result<(), sqlx::Error> {
+    for (name, value) in bounds {
+        let set = sqlx::query("SELECT set_config($1, $2, false)")
+            .bind(name)
+            .bind(value)
+            .execute(&mut *conn)
+            .await;
+        match set {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42704" | "42501")) =>
+            {
+                warn!(parameter = name, error = %e, "the server does not take this session bound; going on without it");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
 
 /// The migrations of `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -45,11 +109,22 @@ pub fn connect_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, 
 }
 
 /// A pool for the batches. Connections are made lazily, so a database that is down at start
-/// is waited for by the callers' retries rather than failing here.
+/// is waited for by the callers' retries rather than failing here. Each connection gets
+/// [`tcp_bounds`] and [`IDLE_IN_TRANSACTION_TIMEOUT`].
 pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, SinkError> {
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                let mut bounds = tcp_bounds();
+                bounds.push((
+                    "idle_in_transaction_session_timeout",
+                    format!("{}ms", IDLE_IN_TRANSACTION_TIMEOUT.as_millis()),
+                ));
+                bound_session(conn, &bounds).await
+            })
+        })
         .connect_lazy_with(connect_options(settings)?))
 }
 
