@@ -106,11 +106,15 @@ impl DayPartitions {
 }
 
 /// Whether `error` is PostgreSQL finding no partition of `results` for a row: the day's
-/// partition was dropped (or never created) behind this replica's back.
+/// partition was dropped (or never created) behind this replica's back. That error is a
+/// `check_violation` without a constraint name (a CHECK constraint always names itself); the
+/// message is not compared, since servers may translate it.
 pub fn is_missing_partition(error: &SinkError) -> bool {
     match error {
         SinkError::Database(sqlx::Error::Database(e)) => {
-            e.code().as_deref() == Some(CHECK_VIOLATION) && e.message().starts_with("no partition")
+            e.code().as_deref() == Some(CHECK_VIOLATION)
+                && e.constraint().is_none()
+                && e.table() == Some("results")
         }
         _ => false,
     }
