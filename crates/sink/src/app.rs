@@ -281,22 +281,14 @@ async fn rebalance(
     let total = usize::try_from(partitions).unwrap_or(0);
     let fair = total.div_ceil(members).max(1);
 
-    while leases.owned().len() > fair {
-        let Some(&partition) = leases.owned().iter().next_back() else {
-            break;
-        };
-        if let Some(r) = running.remove(&partition) {
-            r.stop.cancel();
-            if tokio::time::timeout(GIVE_BACK_WAIT, r.task).await.is_err() {
-                warn!(
-                    partition,
-                    "consumer still storing its last batch; giving the partition back anyway"
-                );
-            }
-        }
-        leases.release(partition).await?;
-        info!(partition, members, "gave a partition back");
-    }
+    let surplus: Vec<i32> = leases
+        .owned()
+        .iter()
+        .rev()
+        .take(leases.owned().len().saturating_sub(fair))
+        .copied()
+        .collect();
+    give_back(leases, running, &surplus, members).await?;
 
     if leases.owned().len() < fair {
         // Start looking at a different place per replica, so they do not all race for the
@@ -325,6 +317,37 @@ async fn rebalance(
                 running.insert(partition, Running { stop, task });
             }
         }
+    }
+    Ok(())
+}
+
+/// Stops the consumers of `surplus` (each may store its last batch, all within
+/// [`GIVE_BACK_WAIT`]) and releases their leases.
+async fn give_back(
+    leases: &mut Leases,
+    running: &mut HashMap<i32, Running>,
+    surplus: &[i32],
+    members: usize,
+) -> Result<(), SinkError> {
+    let stopping: Vec<(i32, Running)> = surplus
+        .iter()
+        .filter_map(|p| running.remove(p).map(|r| (*p, r)))
+        .collect();
+    for (_, r) in &stopping {
+        r.stop.cancel();
+    }
+    let deadline = Instant::now() + GIVE_BACK_WAIT;
+    for (partition, r) in stopping {
+        if tokio::time::timeout_at(deadline, r.task).await.is_err() {
+            warn!(
+                partition,
+                "consumer still storing its last batch; giving the partition back anyway"
+            );
+        }
+    }
+    for &partition in surplus {
+        leases.release(partition).await?;
+        info!(partition, members, "gave a partition back");
     }
     Ok(())
 }
