@@ -627,3 +627,78 @@ fn the_sink_needs_kafka_and_a_database_and_checks_sslmode() {
         "the URL holds a password: keep it out of Debug"
     );
 }
+
+/// Every duration and size of both services, set to huge values: each is refused with its
+/// path and its maximum, none panics, none overflows into a small value.
+#[test]
+fn huge_durations_and_sizes_are_refused_naming_the_field_and_the_maximum() {
+    let dir = Dir::new();
+    let checker = dir.write(
+        "huge.json",
+        r#"{"kafka": {"brokers": ["k:9092"], "topic": "t"},
+            "checker": {"linger": "99999999999d", "produce_timeout": 1e300,
+                        "shutdown_timeout": "18446744073709551615s", "watch_config": "400000000h",
+                        "spool_max_bytes": "99999999999999TiB"},
+            "monitored_urls": [
+                {"url": "http://a", "period": "400000000h", "timeout": "99999999999d"},
+                {"url": "http://b", "period": "18446744073709551615s", "body_limit": "1000000TiB"},
+                {"url": "http://c", "period": "25h", "timeout": "2h", "body_limit": 1e30}]}"#,
+    );
+    let err = CheckerSettings::load(&dir.source(&checker, &[]), true).expect_err("refused");
+    let all = problems(err);
+    for expected in [
+        "checker.linger: \"99999999999d\" is above the maximum 1m",
+        "checker.produce_timeout: 1e+300 is above the maximum 5m",
+        "checker.shutdown_timeout: \"18446744073709551615s\" is above the maximum 10m",
+        "checker.watch_config: \"400000000h\" is above the maximum 1d",
+        "checker.spool_max_bytes: \"99999999999999TiB\" is above the maximum 1 TiB",
+        "monitored_urls[0].period: \"400000000h\" is above the maximum 1d",
+        "monitored_urls[0].timeout: \"99999999999d\" is above the maximum 1h",
+        "monitored_urls[1].period: \"18446744073709551615s\" is above the maximum 1d",
+        "monitored_urls[1].body_limit: \"1000000TiB\" is above the maximum 64 MiB",
+        "monitored_urls[2].period: \"25h\" is above the maximum 1d",
+        "monitored_urls[2].timeout: \"2h\" is above the maximum 1h",
+        "monitored_urls[2].body_limit: 1e+30 is above the maximum 64 MiB",
+    ] {
+        assert!(
+            all.iter().any(|p| p.starts_with(expected)),
+            "{expected:?} in {all:#?}"
+        );
+    }
+    assert_eq!(all.len(), 12, "{all:#?}");
+
+    let sink = dir.write(
+        "huge.toml",
+        "[kafka]\nbrokers=[\"k:1\"]\ntopic=\"t\"\n[database]\nurl=\"postgres://u@h/db\"\n\
+         [sink]\nbatch_linger=\"99999999999d\"\nfetch_max_wait=\"2m\"\nretention=\"36501d\"\n\
+         rebalance_interval=\"18446744073709551615s\"\n",
+    );
+    let all = problems(SinkSettings::load(&dir.source(&sink, &[])).expect_err("refused"));
+    for expected in [
+        "sink.batch_linger: \"99999999999d\" is above the maximum 1m",
+        "sink.fetch_max_wait: \"2m\" is above the maximum 1m",
+        "sink.retention: \"36501d\" is above the maximum 36500d",
+        "sink.rebalance_interval: \"18446744073709551615s\" is above the maximum 10m",
+    ] {
+        assert!(
+            all.iter().any(|p| p.starts_with(expected)),
+            "{expected:?} in {all:#?}"
+        );
+    }
+}
+
+#[test]
+fn durations_and_sizes_at_their_maximum_are_accepted() {
+    let dir = Dir::new();
+    let file = dir.write(
+        "max.json",
+        r#"{"kafka": {"brokers": ["k:9092"], "topic": "t"},
+            "checker": {"linger": "1m", "shutdown_timeout": "10m", "spool_max_bytes": "1TiB"},
+            "monitored_urls": [{"url": "http://a", "period": "1d", "timeout": "1h", "body_limit": "64MiB"}]}"#,
+    );
+    let s = CheckerSettings::load(&dir.source(&file, &[]), true).expect("valid");
+    assert_eq!(s.targets[0].period, Duration::from_secs(86_400));
+    assert_eq!(s.targets[0].timeout, Duration::from_secs(3600));
+    assert_eq!(s.targets[0].body_limit, 64 << 20);
+    assert_eq!(s.checker.producer.spool_max_bytes, 1 << 40);
+}

@@ -29,9 +29,9 @@ pub use service::{
 };
 pub use target::{
     Pattern, StatusSet, TargetSettings, DEFAULT_BODY_LIMIT, DEFAULT_MAX_REDIRECTS, DEFAULT_PERIOD,
-    DEFAULT_TIMEOUT, MAX_BODY_LIMIT,
+    DEFAULT_TIMEOUT, MAX_BODY_LIMIT, MAX_PERIOD, MAX_TIMEOUT,
 };
-pub use units::{format_duration, parse_duration, parse_size};
+pub use units::{format_duration, format_size, parse_duration, parse_size, MAX_DURATION};
 
 /// Prefix of environment overrides: `WEBMON__SECTION__KEY`.
 pub const ENV_PREFIX: &str = "WEBMON";

@@ -18,8 +18,12 @@ use super::{Problem, Problems};
 
 /// Default time between two checks of a target (the original service's default).
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(60);
+/// Longest configurable period: a target checked less than once a day is not monitored.
+pub const MAX_PERIOD: Duration = Duration::from_secs(86_400);
 /// Default bound on a whole check (the original service's default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest configurable timeout of a check (which must also be less than its period).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default number of redirects followed before the check fails as `redirect`.
 pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
 /// Highest configurable number of redirects.
@@ -218,8 +222,8 @@ fn read_target(
     let url = s
         .required_string("url", "the http:// or https:// URL to check", problems)
         .and_then(|text| parse_url(&text, &s.path_of("url"), problems));
-    let period = s.duration("period", DEFAULT_PERIOD, problems);
-    let timeout = s.duration("timeout", DEFAULT_TIMEOUT, problems);
+    let period = s.duration_within("period", DEFAULT_PERIOD, MAX_PERIOD, problems);
+    let timeout = s.duration_within("timeout", DEFAULT_TIMEOUT, MAX_TIMEOUT, problems);
     if let (Some(period), Some(timeout)) = (period, timeout) {
         if timeout >= period {
             problems.push(Problem::new(
