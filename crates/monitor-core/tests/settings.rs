@@ -702,3 +702,43 @@ fn durations_and_sizes_at_their_maximum_are_accepted() {
     assert_eq!(s.targets[0].body_limit, 64 << 20);
     assert_eq!(s.checker.producer.spool_max_bytes, 1 << 40);
 }
+
+#[test]
+fn secret_headers_are_marked_and_a_name_not_among_the_headers_is_refused() {
+    let dir = Dir::new();
+    let file = dir.write(
+        "secret.json",
+        r#"{"monitored_urls": [{"url": "http://a", "headers": {"Authorization": "Bearer tok3n", "X-Api-Key": "k3y", "X-Trace": "1"}, "secret_headers": ["x-api-key"]}]}"#,
+    );
+    let s = CheckerSettings::load(&dir.source(&file, &[]), false).expect("valid");
+    let t = &s.targets[0];
+    for name in [
+        "authorization",
+        "cookie",
+        "proxy-authorization",
+        "x-api-key",
+    ] {
+        assert!(t.is_credential(&name.parse().expect("name")), "{name}");
+    }
+    assert!(!t.is_credential(&"x-trace".parse().expect("name")));
+    let debug = format!("{t:?}");
+    assert!(
+        !debug.contains("tok3n") && !debug.contains("k3y"),
+        "{debug}"
+    );
+
+    let bad = dir.write(
+        "typo.json",
+        r#"{"monitored_urls": [{"url": "http://a", "headers": {"X-Api-Key": "k"}, "secret_headers": ["X-Api-Kye", "bad name"]}]}"#,
+    );
+    let all = problems(CheckerSettings::load(&dir.source(&bad, &[]), false).expect_err("typo"));
+    for expected in [
+        "monitored_urls[0].secret_headers[0]: \"X-Api-Kye\" is not one of this target's headers",
+        "monitored_urls[0].secret_headers[1]: \"bad name\" is not a valid header name",
+    ] {
+        assert!(
+            all.iter().any(|p| p.starts_with(expected)),
+            "{expected:?} in {all:#?}"
+        );
+    }
+}

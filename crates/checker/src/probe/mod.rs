@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use http::header::{HOST, LOCATION, USER_AGENT};
+use http::header::{HeaderName, HOST, LOCATION, USER_AGENT};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -96,37 +96,32 @@ impl Prober {
     }
 
     /// Requests the target's URL, following redirects as configured.
+    ///
+    /// Credentials ([`TargetSettings::is_credential`]) and a configured `Host` go only to the
+    /// target's own origin (scheme, host and port), as browsers and curl do: a redirect to
+    /// another host or port, or from https to http, drops them. A 307/308 resends the body
+    /// within the origin only; one that would carry it elsewhere fails as `redirect`.
     async fn follow(
         &self,
         target: &TargetSettings,
         deadline: Instant,
         out: &mut Outcome,
     ) -> Result<(), Failure> {
-        let mut url = target.url.clone();
-        let mut method = target.method.clone();
-        let mut body = target.body.clone();
-        let mut visited: HashSet<Url> = HashSet::from([url.clone()]);
+        let origin = target.url.origin();
+        let mut request = HopRequest {
+            url: target.url.clone(),
+            method: target.method.clone(),
+            body: target.body.clone(),
+            same_origin: true,
+        };
+        let mut visited: HashSet<Url> = HashSet::from([request.url.clone()]);
         let mut redirects = 0u32;
         loop {
-            let location = self
-                .hop(target, &url, &method, body.as_deref(), deadline, out)
-                .await?;
-            let Some(location) = location else {
+            let Some(location) = self.hop(target, &request, deadline, out).await? else {
                 return Ok(());
             };
             let status = out.http_status.unwrap_or(0);
-            let next = url.join(&location).map_err(|e| {
-                (
-                    FailureClass::Redirect,
-                    format!("status {status} with an unusable Location {location:?}: {e}"),
-                )
-            })?;
-            if !matches!(next.scheme(), "http" | "https") {
-                return Err((
-                    FailureClass::Redirect,
-                    format!("redirect to unsupported scheme: {next}"),
-                ));
-            }
+            let next = next_url(&request.url, &location, status)?;
             redirects += 1;
             if redirects > target.max_redirects {
                 return Err((
@@ -143,11 +138,20 @@ impl Prober {
                     format!("redirect loop: {next} was already visited"),
                 ));
             }
-            if status == 303 || (matches!(status, 301 | 302) && method == Method::POST) {
-                method = Method::GET;
-                body = None;
+            if status == 303 || (matches!(status, 301 | 302) && request.method == Method::POST) {
+                request.method = Method::GET;
+                request.body = None;
             }
-            url = next;
+            request.same_origin = next.origin() == origin;
+            if request.body.is_some() && !request.same_origin {
+                return Err((
+                    FailureClass::Redirect,
+                    format!(
+                        "status {status} would resend the request body to {next}, outside the target's origin; point the target at the final URL"
+                    ),
+                ));
+            }
+            request.url = next;
         }
     }
 
@@ -155,12 +159,11 @@ impl Prober {
     async fn hop(
         &self,
         target: &TargetSettings,
-        url: &Url,
-        method: &Method,
-        body: Option<&str>,
+        request: &HopRequest,
         deadline: Instant,
         out: &mut Outcome,
     ) -> Result<Option<String>, Failure> {
+        let url = &request.url;
         let host = url.host_str().unwrap_or_default().to_string();
         let port = url.port_or_known_default().unwrap_or(80);
         let bare_host = host
@@ -276,26 +279,23 @@ impl Prober {
                     tls::describe_failure(&e, &bare_host, out.cert_not_after),
                 )),
                 Ok(Ok(stream)) => {
-                    self.exchange(target, stream, url, &host, method, body, deadline, out)
+                    self.exchange(target, stream, request, &host, deadline, out)
                         .await
                 }
             }
         } else {
-            self.exchange(target, tcp, url, &host, method, body, deadline, out)
+            self.exchange(target, tcp, request, &host, deadline, out)
                 .await
         }
     }
 
     /// The HTTP exchange on an established connection.
-    #[allow(clippy::too_many_arguments)]
     async fn exchange<S>(
         &self,
         target: &TargetSettings,
         stream: S,
-        url: &Url,
+        hop: &HopRequest,
         host: &str,
-        method: &Method,
-        body: Option<&str>,
         deadline: Instant,
         out: &mut Outcome,
     ) -> Result<Option<String>, Failure>
@@ -323,32 +323,12 @@ impl Prober {
             let _ = connection.await;
         }));
 
-        let authority = match url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_string(),
-        };
-        let path = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_string(),
-        };
-        let mut request = Request::builder().method(method.clone()).uri(path);
-        if !target.headers.contains_key(HOST) {
-            request = request.header(HOST, authority);
-        }
-        if !target.headers.contains_key(USER_AGENT) {
-            request = request.header(USER_AGENT, USER_AGENT_VALUE);
-        }
-        for (name, value) in &target.headers {
-            request = request.header(name, value);
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default().to_string())))
-            .map_err(|e| {
-                (
-                    FailureClass::Protocol,
-                    format!("cannot build the request: {e}"),
-                )
-            })?;
+        let request = build_request(target, hop, host).map_err(|e| {
+            (
+                FailureClass::Protocol,
+                format!("cannot build the request: {e}"),
+            )
+        })?;
 
         let t = Instant::now();
         let response = tokio::time::timeout_at(deadline, sender.send_request(request)).await;
@@ -508,6 +488,63 @@ impl Prober {
         }
         report
     }
+}
+
+/// One request of a check: the target's, or one a redirect leads to.
+#[derive(Debug)]
+struct HopRequest {
+    url: Url,
+    method: Method,
+    body: Option<String>,
+    /// Whether `url` has the target's origin: only then are credentials sent.
+    same_origin: bool,
+}
+
+/// Where a redirect's `Location` leads, if it can be followed.
+fn next_url(current: &Url, location: &str, status: u16) -> Result<Url, Failure> {
+    let next = current.join(location).map_err(|e| {
+        (
+            FailureClass::Redirect,
+            format!("status {status} with an unusable Location {location:?}: {e}"),
+        )
+    })?;
+    if !matches!(next.scheme(), "http" | "https") {
+        return Err((
+            FailureClass::Redirect,
+            format!("redirect to unsupported scheme: {next}"),
+        ));
+    }
+    Ok(next)
+}
+
+/// The request of one hop: the target's headers, without credentials and a configured `Host`
+/// when the hop left the target's origin.
+fn build_request(
+    target: &TargetSettings,
+    hop: &HopRequest,
+    host: &str,
+) -> Result<Request<Full<Bytes>>, http::Error> {
+    let url = &hop.url;
+    let authority = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    let sent = |name: &HeaderName| hop.same_origin || !(target.is_credential(name) || name == HOST);
+    let mut request = Request::builder().method(hop.method.clone()).uri(path);
+    if !(hop.same_origin && target.headers.contains_key(HOST)) {
+        request = request.header(HOST, authority);
+    }
+    if !target.headers.contains_key(USER_AGENT) {
+        request = request.header(USER_AGENT, USER_AGENT_VALUE);
+    }
+    for (name, value) in target.headers.iter().filter(|(n, _)| sent(n)) {
+        request = request.header(name, value);
+    }
+    request.body(Full::new(Bytes::from(hop.body.clone().unwrap_or_default())))
 }
 
 fn is_redirect(status: StatusCode) -> bool {

@@ -28,7 +28,7 @@ pub use service::{
     CheckerSection, CheckerSettings, ProducerSettings, Shard, SinkSection, SinkSettings,
 };
 pub use target::{
-    Pattern, StatusSet, TargetSettings, DEFAULT_BODY_LIMIT, DEFAULT_MAX_REDIRECTS, DEFAULT_PERIOD,
+    Pattern, StatusSet, TargetSettings, ALWAYS_SECRET_HEADERS, DEFAULT_BODY_LIMIT, DEFAULT_MAX_REDIRECTS, DEFAULT_PERIOD,
     DEFAULT_TIMEOUT, MAX_BODY_LIMIT, MAX_PERIOD, MAX_TIMEOUT,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size, MAX_DURATION};

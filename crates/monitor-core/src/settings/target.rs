@@ -32,6 +32,13 @@ pub const MAX_REDIRECTS_LIMIT: u32 = 30;
 pub const DEFAULT_BODY_LIMIT: u64 = 1024 * 1024;
 /// Highest configurable body cap: the checker holds up to this much per in-flight check.
 pub const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+/// Headers that always carry credentials: never sent to another origin than the target's on
+/// a redirect (as browsers and curl do).
+pub const ALWAYS_SECRET_HEADERS: [HeaderName; 3] = [
+    http::header::AUTHORIZATION,
+    http::header::COOKIE,
+    http::header::PROXY_AUTHORIZATION,
+];
 /// Compiled-program size limit for body patterns, so a pathological pattern cannot eat memory.
 pub const REGEX_SIZE_LIMIT: usize = 1024 * 1024;
 
@@ -148,8 +155,12 @@ pub struct TargetSettings {
     pub negative_regexp: Option<Pattern>,
     /// HTTP method.
     pub method: Method,
-    /// Extra request headers.
+    /// Extra request headers. Credentials among them (see [`TargetSettings::is_credential`])
+    /// are marked sensitive, so `Debug` does not show their values.
     pub headers: HeaderMap,
+    /// Configured headers the user marked secret (`secret_headers`), besides those that are
+    /// always credentials ([`ALWAYS_SECRET_HEADERS`]).
+    pub secret_headers: Vec<HeaderName>,
     /// Request body.
     pub body: Option<String>,
     /// Status codes that count as up.
@@ -162,6 +173,14 @@ pub struct TargetSettings {
     pub body_limit: u64,
     /// Extra CA certificates (PEM) trusted for this target, besides the system's.
     pub ca_file: Option<PathBuf>,
+}
+
+impl TargetSettings {
+    /// Whether the header `name` carries credentials: `Authorization`, `Cookie`,
+    /// `Proxy-Authorization`, or one listed in `secret_headers`.
+    pub fn is_credential(&self, name: &HeaderName) -> bool {
+        ALWAYS_SECRET_HEADERS.contains(name) || self.secret_headers.contains(name)
+    }
 }
 
 /// Reads the `monitored_urls` list. Each problem names the entry (`monitored_urls[2].timeout`).
@@ -251,7 +270,8 @@ fn read_target(
             }
         },
     };
-    let headers = headers(&mut s, problems);
+    let mut headers = headers(&mut s, problems);
+    let secret_headers = secret_headers(&mut s, &mut headers, problems);
     let body = s.string("body", problems);
     let expected_status = match s.raw("expected_status") {
         None => StatusSet::default(),
@@ -313,6 +333,7 @@ fn read_target(
         negative_regexp,
         method,
         headers,
+        secret_headers,
         body,
         expected_status,
         follow_redirects,
@@ -405,6 +426,42 @@ fn headers(s: &mut Section<'_>, problems: &mut Problems) -> HeaderMap {
         }
     }
     map
+}
+
+/// Reads `secret_headers`, the names of configured headers that carry credentials, and marks
+/// every credential's value sensitive. A name that is not among the target's headers is
+/// refused: it is most likely a typo that would leave the real secret unmarked.
+fn secret_headers(
+    s: &mut Section<'_>,
+    headers: &mut HeaderMap,
+    problems: &mut Problems,
+) -> Vec<HeaderName> {
+    let path = s.path_of("secret_headers");
+    let mut names = Vec::new();
+    for (i, text) in s
+        .string_list("secret_headers", problems)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        match HeaderName::from_bytes(text.trim().as_bytes()) {
+            Ok(name) if headers.contains_key(&name) => names.push(name),
+            Ok(_) => problems.push(Problem::new(
+                &format!("{path}[{i}]"),
+                format!("{text:?} is not one of this target's headers: list names from `headers`"),
+            )),
+            Err(_) => problems.push(Problem::new(
+                &format!("{path}[{i}]"),
+                format!("{text:?} is not a valid header name"),
+            )),
+        }
+    }
+    for (name, value) in headers.iter_mut() {
+        if ALWAYS_SECRET_HEADERS.contains(name) || names.contains(name) {
+            value.set_sensitive(true);
+        }
+    }
+    names
 }
 
 /// A stable id from what defines the request: method, URL (normalised by the URL parser:
