@@ -1080,3 +1080,121 @@ async fn a_307_or_308_resends_the_body_within_the_origin_only() {
     );
     assert_credentials(&landed[0], false);
 }
+
+/// Peak resident memory (`VmHWM`) of a process, in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib * 1024
+}
+
+/// Runs `checker --stdout` on `settings` until it has reported every one of `ids` once, and
+/// returns its peak memory then.
+async fn peak_memory_of_one_round(settings: &str, ids: &[String]) -> u64 {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("checker.json");
+    std::fs::write(&file, settings).expect("write");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_checker"))
+        .args(["--stdout", "--config"])
+        .arg(&file)
+        .env_remove("WEBMON_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("checker starts");
+    let pid = child.id().expect("pid");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut waiting: std::collections::HashSet<&String> = ids.iter().collect();
+    let round = async {
+        while !waiting.is_empty() {
+            let line = lines.next_line().await.expect("read").expect("a report");
+            let report = Report::from_json(line.as_bytes()).expect("a valid report");
+            waiting.remove(&report.target_id);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), round)
+        .await
+        .expect("one report per target within a minute");
+    let peak = peak_memory(pid);
+    child.kill().await.expect("kill");
+    peak
+}
+
+/// Checker settings for `ids`, all at `url`, half of them with a pattern.
+fn memory_settings(ids: &[String], url: &str, budget: &str, body_limit: &str) -> String {
+    let targets: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let pattern = if i % 2 == 0 { r#", "regexp": "needle""# } else { "" };
+            format!(
+                r#"{{"id": "{id}", "url": "{url}", "period": "4s", "timeout": "3s", "body_limit": "{body_limit}"{pattern}}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"checker": {{"max_in_flight": 200, "max_body_memory": "{budget}", "admin_listen": "127.0.0.1:0", "watch_config": false}},
+            "monitored_urls": [{}]}}"#,
+        targets.join(",")
+    )
+}
+
+/// Many checks of endless bodies at once, with and without a pattern, each allowed 8 MiB:
+/// the checker's peak memory stays within the body memory budget (plus a bounded allowance
+/// for connection buffers and the allocator) over the same checks of tiny bodies. Every check
+/// buffering up to its cap would take 40 × 8 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_in_flight_hold_no_more_body_memory_than_the_budget() {
+    const TARGETS: usize = 40;
+    const BUDGET: u64 = 8 << 20;
+    /// Connection buffers of 40 checks (hyper's read buffer is bounded) and allocator slack.
+    const ALLOWANCE: u64 = 24 << 20;
+    // Ids whose slots fall in the same 300 ms of every 4 s period, so the checks overlap.
+    let period = Duration::from_secs(4);
+    let ids: Vec<String> = (0..)
+        .map(|i| format!("memory-{i}"))
+        .filter(|id| checker::schedule::offset(id, period) < Duration::from_millis(300))
+        .take(TARGETS)
+        .collect();
+    let endless = endless().await;
+    let tiny =
+        answer("HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nneedle").await;
+
+    let baseline = peak_memory_of_one_round(
+        &memory_settings(&ids, &format!("http://127.0.0.1:{tiny}/"), "8MiB", "8MiB"),
+        &ids,
+    )
+    .await;
+    let peak = peak_memory_of_one_round(
+        &memory_settings(
+            &ids,
+            &format!("http://127.0.0.1:{endless}/"),
+            "8MiB",
+            "8MiB",
+        ),
+        &ids,
+    )
+    .await;
+    let over = peak.saturating_sub(baseline);
+    eprintln!(
+        "peak memory: {} MiB with tiny bodies, {} MiB with endless ones (+{} MiB; budget {} MiB)",
+        baseline >> 20,
+        peak >> 20,
+        over >> 20,
+        BUDGET >> 20
+    );
+    assert!(
+        over <= BUDGET + ALLOWANCE,
+        "endless bodies took {} MiB over the tiny-body baseline of {} MiB: more than the {} MiB budget + {} MiB",
+        over >> 20,
+        baseline >> 20,
+        BUDGET >> 20,
+        ALLOWANCE >> 20
+    );
+}

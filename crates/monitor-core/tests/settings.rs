@@ -742,3 +742,33 @@ fn secret_headers_are_marked_and_a_name_not_among_the_headers_is_refused() {
         );
     }
 }
+
+#[test]
+fn the_body_memory_budget_has_a_default_and_must_hold_every_body_limit() {
+    let dir = Dir::new();
+    let file = dir.write("default.json", r#"{"monitored_urls": ["http://a"]}"#);
+    let s = CheckerSettings::load(&dir.source(&file, &[]), false).expect("valid");
+    assert_eq!(
+        s.checker.max_body_memory,
+        monitor_core::settings::DEFAULT_MAX_BODY_MEMORY
+    );
+    let file = dir.write(
+        "small.json",
+        r#"{"checker": {"max_body_memory": "4MiB"},
+            "monitored_urls": [{"url": "http://a", "body_limit": "4MiB"}, {"url": "http://b", "body_limit": "8MiB"}]}"#,
+    );
+    let all = problems(CheckerSettings::load(&dir.source(&file, &[]), false).expect_err("refused"));
+    assert_eq!(
+        all,
+        ["monitored_urls[1].body_limit: 8 MiB is above checker.max_body_memory 4 MiB: lower it or raise the budget"]
+    );
+    let file = dir.write(
+        "huge.json",
+        r#"{"checker": {"max_body_memory": "1000000TiB"}, "monitored_urls": ["http://a"]}"#,
+    );
+    let all = problems(CheckerSettings::load(&dir.source(&file, &[]), false).expect_err("refused"));
+    assert!(
+        all[0].starts_with("checker.max_body_memory: \"1000000TiB\" is above the maximum 64 GiB"),
+        "{all:?}"
+    );
+}

@@ -26,6 +26,7 @@ pub use kafka::{
 };
 pub use service::{
     CheckerSection, CheckerSettings, ProducerSettings, Shard, SinkSection, SinkSettings,
+    DEFAULT_MAX_BODY_MEMORY,
 };
 pub use target::{
     Pattern, StatusSet, TargetSettings, ALWAYS_SECRET_HEADERS, DEFAULT_BODY_LIMIT, DEFAULT_MAX_REDIRECTS, DEFAULT_PERIOD,

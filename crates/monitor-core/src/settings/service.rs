@@ -8,12 +8,18 @@ use std::time::Duration;
 use super::database::{read_database, DatabaseSettings};
 use super::kafka::{read_kafka, KafkaSettings};
 use super::target::{read_targets, TargetSettings};
+use super::units::format_size;
 use super::walk::{resolve, Section};
 use super::{ConfigError, Problem, Problems, SettingsSource};
 
 /// Default bound on checks running at once in one checker.
 pub const DEFAULT_MAX_IN_FLIGHT: i64 = 1000;
 
+/// Default `checker.max_body_memory`: the bytes all checks in flight together may hold of
+/// response bodies they match patterns against.
+pub const DEFAULT_MAX_BODY_MEMORY: u64 = 256 << 20;
+/// Largest `checker.max_body_memory`.
+pub const MAX_MAX_BODY_MEMORY: u64 = 64 << 30;
 /// Longest `checker.linger`: reports wait in memory at most this long to fill a round.
 pub const MAX_LINGER: Duration = Duration::from_secs(60);
 /// Longest `checker.produce_timeout`.
@@ -50,6 +56,9 @@ pub struct CheckerSection {
     pub id: String,
     /// Bound on checks running at once.
     pub max_in_flight: usize,
+    /// Bound on the body bytes all checks in flight hold at once, for their patterns. At least
+    /// every target's `body_limit`.
+    pub max_body_memory: u64,
     /// Which share of the targets this replica checks.
     pub shard: Shard,
     /// How the reports reach Kafka.
@@ -174,6 +183,9 @@ impl CheckerSettings {
         }
         let targets = read_targets(&mut root, &base_dir, &mut problems);
         root.finish(&mut problems);
+        if problems.is_empty() {
+            check_body_memory(&checker, &targets, &mut problems);
+        }
 
         if problems.is_empty() {
             Ok(CheckerSettings {
@@ -183,6 +195,28 @@ impl CheckerSettings {
             })
         } else {
             Err(problems.into())
+        }
+    }
+}
+
+/// A check holds up to its `body_limit` of the body memory budget at once: a target whose
+/// limit is above the whole budget could never run. (Called when every target was read, so
+/// `targets[i]` is `monitored_urls[i]`.)
+fn check_body_memory(
+    checker: &CheckerSection,
+    targets: &[TargetSettings],
+    problems: &mut Problems,
+) {
+    for (i, t) in targets.iter().enumerate() {
+        if t.body_limit > checker.max_body_memory {
+            problems.push(Problem::new(
+                &format!("monitored_urls[{i}].body_limit"),
+                format!(
+                    "{} is above checker.max_body_memory {}: lower it or raise the budget",
+                    format_size(t.body_limit),
+                    format_size(checker.max_body_memory)
+                ),
+            ));
         }
     }
 }
@@ -205,6 +239,12 @@ fn read_checker_section(
         1_000_000,
         problems,
     ) as usize;
+    let max_body_memory = s.size(
+        "max_body_memory",
+        DEFAULT_MAX_BODY_MEMORY,
+        MAX_MAX_BODY_MEMORY,
+        problems,
+    );
     let shard = match s.string("shard", problems) {
         None => Shard::default(),
         Some(text) => text.parse().unwrap_or_else(|why: String| {
@@ -264,6 +304,7 @@ fn read_checker_section(
     CheckerSection {
         id,
         max_in_flight,
+        max_body_memory,
         shard,
         producer,
         admin_listen,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use regex::Regex;
+use regex::bytes::Regex;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
@@ -42,7 +42,9 @@ pub const ALWAYS_SECRET_HEADERS: [HeaderName; 3] = [
 /// Compiled-program size limit for body patterns, so a pathological pattern cannot eat memory.
 pub const REGEX_SIZE_LIMIT: usize = 1024 * 1024;
 
-/// A compiled body pattern that remembers its source text (for reports and comparisons).
+/// A compiled body pattern that remembers its source text (for reports and comparisons). It
+/// matches the body's bytes as they are (UTF-8 text matches as text), so no decoded copy of
+/// the body is needed.
 #[derive(Debug, Clone)]
 pub struct Pattern {
     source: String,
@@ -52,7 +54,7 @@ pub struct Pattern {
 impl Pattern {
     /// Compiles `source` with the size limit.
     pub fn new(source: &str) -> Result<Pattern, regex::Error> {
-        let regex = regex::RegexBuilder::new(source)
+        let regex = regex::bytes::RegexBuilder::new(source)
             .size_limit(REGEX_SIZE_LIMIT)
             .build()?;
         Ok(Pattern {
