@@ -1198,3 +1198,63 @@ async fn checks_in_flight_hold_no_more_body_memory_than_the_budget() {
         ALLOWANCE >> 20
     );
 }
+
+/// A check that finds the body memory budget held by another waits for it within its own
+/// timeout, and says so when it runs out; without a pattern it needs none of it.
+#[tokio::test]
+async fn a_check_waits_for_body_memory_within_its_timeout() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // A body that trickles for 3 s: the first check holds its reservation all that time.
+    let port = serve(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n")
+            .await;
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if s.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let keys = |pattern: &str| {
+        format!(
+            r#""url": "http://127.0.0.1:{port}/", "body_limit": 30, "timeout": "1500ms", "period": 5{pattern}"#
+        )
+    };
+    let (holder, _d1) = target(
+        &format!(
+            r#""url": "http://127.0.0.1:{port}/", "body_limit": 30, "timeout": 4, "period": 5, "id": "holder", "regexp": "x{{30}}""#
+        ),
+        &[],
+    );
+    let (waiter, _d2) = target(&keys(r#", "id": "waiter", "regexp": "x""#), &[]);
+    let (counter, _d3) = target(&keys(r#", "id": "counter""#), &[]);
+    let prober = Arc::new(Prober::new("test").with_body_memory(30));
+    let first = {
+        let prober = prober.clone();
+        tokio::spawn(async move { prober.check(&holder, Utc::now()).await })
+    };
+    // Time for the first check to get its headers and the budget (its body lasts 3 s; the
+    // others end by 0.8 + 1.5 s).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (waiting, counting) = tokio::join!(
+        prober.check(&waiter, Utc::now()),
+        prober.check(&counter, Utc::now())
+    );
+    assert_down(&waiting, FailureClass::Timeout, "no room for the body");
+    assert_eq!(waiting.body_bytes, None, "{waiting:?}");
+    // The check without a pattern read what came, needing no budget.
+    assert_down(&counting, FailureClass::Timeout, "body not complete");
+    assert!(
+        counting.body_bytes.unwrap_or_default() >= 10,
+        "{counting:?}"
+    );
+    let first = first.await.expect("first check");
+    assert_eq!(
+        (first.status, first.body_bytes, first.regexp_matched),
+        (Status::Up, Some(30), Some(true)),
+        "{first:?}"
+    );
+}
