@@ -1258,3 +1258,19 @@ async fn a_check_waits_for_body_memory_within_its_timeout() {
         "{first:?}"
     );
 }
+
+#[tokio::test]
+async fn a_response_head_larger_than_the_read_buffer_is_protocol() {
+    let port = serve(|mut s| async move {
+        read_head(&mut s).await;
+        let filler = "a".repeat(2 * checker::probe::READ_BUFFER_MAX);
+        let head = format!("HTTP/1.1 200 OK\r\nX-Filler: {filler}\r\nContent-Length: 2\r\n\r\nok");
+        let _ = s.write_all(head.as_bytes()).await;
+    })
+    .await;
+    let (t, _d) = target(
+        &format!(r#""url": "http://127.0.0.1:{port}/", "timeout": 2, "period": 5"#),
+        &[],
+    );
+    assert_down(&check(&t).await, FailureClass::Protocol, "too large");
+}

@@ -48,8 +48,9 @@ pub const USER_AGENT_VALUE: &str = concat!(
     " (availability check)"
 );
 
-/// Most bytes hyper buffers from one connection (response head included): bounds the memory
-/// of a check besides the body it keeps.
+/// Bound on hyper's read buffer for one connection: it grows no further once it holds this
+/// much (so it holds at most this plus one read), and a response head that does not fit is
+/// refused (`protocol`). Bounds the memory of a check besides the body it keeps.
 pub const READ_BUFFER_MAX: usize = 64 * 1024;
 
 /// Runs checks; cheap to share.
