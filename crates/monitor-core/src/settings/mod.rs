@@ -29,8 +29,9 @@ pub use service::{
     DEFAULT_MAX_BODY_MEMORY,
 };
 pub use target::{
-    Pattern, StatusSet, TargetSettings, ALWAYS_SECRET_HEADERS, DEFAULT_BODY_LIMIT, DEFAULT_MAX_REDIRECTS, DEFAULT_PERIOD,
-    DEFAULT_TIMEOUT, MAX_BODY_LIMIT, MAX_PERIOD, MAX_TIMEOUT,
+    Pattern, StatusSet, TargetSettings, ALWAYS_SECRET_HEADERS, DEFAULT_BODY_LIMIT,
+    DEFAULT_MAX_REDIRECTS, DEFAULT_PERIOD, DEFAULT_TIMEOUT, MAX_BODY_LIMIT, MAX_PERIOD,
+    MAX_TIMEOUT,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size, MAX_DURATION};
 
