@@ -900,6 +900,28 @@ async fn credentials_go_to_the_targets_origin_only_when_redirected() {
         Some(format!("127.0.0.1:{other}").as_str())
     );
 
+    // A configured Host names the target's server: it is not sent to another origin.
+    let (t, _d) = target(
+        &format!(
+            r#""url": "http://127.0.0.1:{port}/to-port/{other}", "headers": {{"Host": "internal.example"}}, "timeout": 3, "period": 5"#
+        ),
+        &[],
+    );
+    let r = check(&t).await;
+    assert_eq!((r.status, r.http_status), (Status::Up, Some(200)), "{r:?}");
+    let first = log.lock().expect("log").last().cloned().expect("first hop");
+    assert_eq!(first.header("host"), Some("internal.example"));
+    let landed = other_log
+        .lock()
+        .expect("log")
+        .last()
+        .cloned()
+        .expect("second hop");
+    assert_eq!(
+        landed.header("host"),
+        Some(format!("127.0.0.1:{other}").as_str())
+    );
+
     // Another host name for the same address and port is another origin too.
     let (t, _d) = target(
         &format!(
