@@ -117,7 +117,10 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let prober = Arc::new(Prober::new(settings.checker.id.clone()));
+        let prober = Arc::new(
+            Prober::new(settings.checker.id.clone())
+                .with_body_memory(settings.checker.max_body_memory),
+        );
         if args.once {
             let targets = app::my_targets(&settings, shard);
             let reports = app::check_once(targets, prober.into_probe(), settings.checker.max_in_flight).await;

@@ -102,8 +102,54 @@ pub fn missed_report(
 struct Due {
     at: DateTime<Utc>,
     target_id: String,
-    /// The period the slot was computed with: a reload that changes it reschedules.
-    period: Duration,
+    /// Which queue entry of the target this is: only the one [`Live`] names is acted on.
+    generation: u64,
+}
+
+/// The one queue entry of each target that is acted on, by target id: its period and
+/// generation. Entries the heap still holds for the same id under another generation are
+/// stale (left by a reload) and are dropped when they come up, so however targets are removed,
+/// added back or have their period changed, a target has exactly one live entry.
+#[derive(Debug, Default)]
+struct Live {
+    entries: HashMap<String, (Duration, u64)>,
+    next_generation: u64,
+}
+
+impl Live {
+    /// Applies a new target list: a target whose live entry has the same period keeps it
+    /// (and its slots), even if it was removed and added back meanwhile; any other gets a
+    /// new entry, returned to be queued. Entries of removed targets stay live until they come
+    /// up, so that adding the target back within a period does not add a second entry.
+    fn reload(&mut self, list: &[Arc<TargetSettings>], now: DateTime<Utc>) -> Vec<Due> {
+        let mut fresh = Vec::new();
+        for t in list {
+            if self.entries.get(&t.id).is_some_and(|(p, _)| *p == t.period) {
+                continue;
+            }
+            self.next_generation += 1;
+            self.entries
+                .insert(t.id.clone(), (t.period, self.next_generation));
+            fresh.push(Due {
+                at: next_slot(&t.id, t.period, now),
+                target_id: t.id.clone(),
+                generation: self.next_generation,
+            });
+        }
+        fresh
+    }
+
+    /// Whether `due` is the target's live entry.
+    fn is_live(&self, due: &Due) -> bool {
+        self.entries
+            .get(&due.target_id)
+            .is_some_and(|(_, g)| *g == due.generation)
+    }
+
+    /// The live entry came up for a target no longer configured: it ends here.
+    fn retire(&mut self, target_id: &str) {
+        self.entries.remove(target_id);
+    }
 }
 
 /// Runs the schedule until `stop` fires: checks go to `reports`, one report per slot.
@@ -131,6 +177,7 @@ pub async fn run_with(
     stop: CancellationToken,
 ) {
     let mut current: HashMap<String, Arc<TargetSettings>> = HashMap::new();
+    let mut live = Live::default();
     let mut queue: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
     let mut reload = true;
     let tasks = tokio_util::task::TaskTracker::new();
@@ -139,21 +186,14 @@ pub async fn run_with(
         if reload {
             reload = false;
             let list = targets.borrow_and_update().clone();
-            let now = Utc::now();
-            let mut next: HashMap<String, Arc<TargetSettings>> = HashMap::new();
-            for t in list {
-                let unchanged_slot = current.get(&t.id).is_some_and(|old| old.period == t.period);
-                if !unchanged_slot {
-                    queue.push(Reverse(Due {
-                        at: next_slot(&t.id, t.period, now),
-                        target_id: t.id.clone(),
-                        period: t.period,
-                    }));
-                }
-                next.insert(t.id.clone(), t);
-            }
-            info!(targets = next.len(), "schedule loaded");
-            current = next;
+            let fresh = live.reload(&list, Utc::now());
+            queue.extend(fresh.into_iter().map(Reverse));
+            current = list.into_iter().map(|t| (t.id.clone(), t)).collect();
+            info!(
+                targets = current.len(),
+                queued = queue.len(),
+                "schedule loaded"
+            );
         }
 
         let now = Utc::now();
@@ -175,13 +215,14 @@ pub async fn run_with(
         let Some(Reverse(due)) = queue.pop() else {
             continue;
         };
-        // Dropped or rescheduled by a reload: this entry is stale.
-        let Some(target) = current.get(&due.target_id).cloned() else {
-            continue;
-        };
-        if target.period != due.period {
+        // Superseded by a reload: this entry is stale.
+        if !live.is_live(&due) {
             continue;
         }
+        let Some(target) = current.get(&due.target_id).cloned() else {
+            live.retire(&due.target_id);
+            continue;
+        };
 
         // Backpressure: wait for a free slot rather than spawn without bound.
         let permit = tokio::select! {
@@ -210,7 +251,7 @@ pub async fn run_with(
         queue.push(Reverse(Due {
             at: scheduled + period,
             target_id: target.id.clone(),
-            period: target.period,
+            generation: due.generation,
         }));
         let probe = probe.clone();
         let reports = reports.clone();
@@ -336,6 +377,33 @@ mod tests {
         out
     }
 
+    /// Runs the scheduler for `run_for`, sending each target list of `changes` at its time
+    /// (from the start).
+    async fn collect_with_reloads(
+        list: Vec<Arc<TargetSettings>>,
+        probe: Probe,
+        run_for: Duration,
+        changes: Vec<(Duration, Vec<Arc<TargetSettings>>)>,
+    ) -> Vec<Report> {
+        let (tx, rx) = watch::channel(list);
+        let (reports_tx, mut reports_rx) = mpsc::channel(10_000);
+        let stop = CancellationToken::new();
+        let start = tokio::time::Instant::now();
+        let task = tokio::spawn(run(rx, probe, "test".into(), 10, reports_tx, stop.clone()));
+        for (at, list) in changes {
+            tokio::time::sleep_until(start + at).await;
+            tx.send(list).expect("scheduler listening");
+        }
+        tokio::time::sleep_until(start + run_for).await;
+        stop.cancel();
+        task.await.expect("scheduler ends");
+        let mut out = Vec::new();
+        while let Ok(r) = reports_rx.try_recv() {
+            out.push(r);
+        }
+        out
+    }
+
     fn slots_of(reports: &[Report], id: &str) -> Vec<DateTime<Utc>> {
         let mut s: Vec<_> = reports
             .iter()
@@ -436,5 +504,66 @@ mod tests {
         assert!(changed.len() >= 7, "{changed:?}");
         let added = slots_of(&reports, "added");
         assert!((5..=7).contains(&added.len()), "{}", added.len());
+    }
+
+    #[tokio::test]
+    async fn any_sequence_of_reloads_leaves_one_check_per_slot() {
+        let all = || targets(&[("steady", "100ms"), ("flap", "100ms"), ("ab", "100ms")]);
+        let without_flap = || targets(&[("steady", "100ms"), ("ab", "100ms")]);
+        let ab_at_b = || targets(&[("steady", "100ms"), ("flap", "100ms"), ("ab", "150ms")]);
+        // Each list is sent 40 ms after the previous one: "flap" is removed and added back
+        // three times, each time within its period, and "ab" goes 100 ms → 150 ms → 100 ms
+        // twice, all within 520 ms; then the schedule runs on unchanged.
+        let sequence = [
+            without_flap(),
+            all(),
+            without_flap(),
+            all(),
+            ab_at_b(),
+            all(),
+            without_flap(),
+            all(),
+            ab_at_b(),
+            all(),
+            without_flap(),
+            ab_at_b(),
+            all(),
+        ];
+        let changes = sequence
+            .into_iter()
+            .enumerate()
+            .map(|(i, list)| (Duration::from_millis(40 * (i as u64 + 1)), list))
+            .collect();
+        let reports = collect_with_reloads(
+            all(),
+            up_probe(Duration::from_millis(5)),
+            Duration::from_millis(1500),
+            changes,
+        )
+        .await;
+        for id in ["steady", "flap", "ab"] {
+            let slots = slots_of(&reports, id);
+            assert!(slots.len() >= 10, "{id}: {slots:?}");
+            let mut per_slot: HashMap<DateTime<Utc>, usize> = HashMap::new();
+            for s in &slots {
+                *per_slot.entry(*s).or_default() += 1;
+            }
+            let repeated: Vec<_> = per_slot.iter().filter(|(_, n)| **n > 1).collect();
+            assert!(
+                repeated.is_empty(),
+                "{id}: slots checked more than once: {repeated:?}"
+            );
+        }
+        // A slot that falls while "flap" is removed is not checked; the others keep to its
+        // grid, and the target that never changed keeps every slot.
+        let offset_us = offset("flap", Duration::from_millis(100)).as_micros() as i64;
+        for s in slots_of(&reports, "flap") {
+            assert_eq!(
+                (s.timestamp_micros() - offset_us).rem_euclid(100_000),
+                0,
+                "{s}"
+            );
+        }
+        assert_contiguous(&slots_of(&reports, "steady"), TimeDelta::milliseconds(100));
     }
 }

@@ -61,3 +61,33 @@ fn an_unreadable_file_exits_2() {
         "{stderr}"
     );
 }
+
+/// Huge durations and sizes: exit 2 naming each field and its maximum, never a panic.
+#[test]
+fn huge_durations_and_sizes_exit_2_naming_the_field_and_the_maximum() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("huge.json");
+    std::fs::write(
+        &file,
+        r#"{"kafka": {"brokers": ["k:9092"], "topic": "t"},
+            "checker": {"shutdown_timeout": "18446744073709551615s"},
+            "monitored_urls": [
+                {"url": "http://a", "period": "99999999999d", "timeout": "99999999998d"},
+                {"url": "http://b", "period": "18446744073709551615s"},
+                {"url": "http://c", "body_limit": "1000000TiB"}]}"#,
+    )
+    .expect("write");
+    let (code, _, stderr) = check_config(&file.to_string_lossy());
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for expected in [
+        "checker.shutdown_timeout: \"18446744073709551615s\" is above the maximum 10m",
+        "monitored_urls[0].period: \"99999999999d\" is above the maximum 1d",
+        "monitored_urls[0].timeout: \"99999999998d\" is above the maximum 1h",
+        "monitored_urls[1].period: \"18446744073709551615s\" is above the maximum 1d",
+        "monitored_urls[2].body_limit: \"1000000TiB\" is above the maximum 64 MiB",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} in {stderr}");
+    }
+    assert!(stderr.contains("5 problems"), "{stderr}");
+}

@@ -739,3 +739,560 @@ async fn hostile_targets_do_not_delay_the_others() {
         );
     }
 }
+
+/// One request as a server received it.
+#[derive(Debug, Clone)]
+struct Received {
+    /// Over TLS or not.
+    tls: bool,
+    method: String,
+    path: String,
+    /// Header names in lower case, with their values.
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Log = Arc<std::sync::Mutex<Vec<Received>>>;
+
+/// Reads one request (head and `Content-Length` body) and records it in `log`.
+async fn receive<S: AsyncReadExt + Unpin>(stream: &mut S, tls: bool, log: &Log) -> Received {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = text.split("\r\n");
+    let mut first = lines.next().unwrap_or_default().split_whitespace();
+    let method = first.next().unwrap_or_default().to_string();
+    let path = first.next().unwrap_or_default().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    let _ = stream.read_exact(&mut body).await;
+    let request = Received {
+        tls,
+        method,
+        path,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    log.lock().expect("log").push(request.clone());
+    request
+}
+
+/// A plain HTTP server that records every request and answers with `respond(path)`.
+async fn recorder(respond: fn(&Received) -> String) -> (u16, Log) {
+    let log: Log = Arc::default();
+    let seen = log.clone();
+    let port = serve(move |mut s| {
+        let seen = seen.clone();
+        async move {
+            let request = receive(&mut s, false, &seen).await;
+            let _ = s.write_all(respond(&request).as_bytes()).await;
+            let _ = s.shutdown().await;
+        }
+    })
+    .await;
+    (port, log)
+}
+
+fn redirect(status: &str, location: &str) -> String {
+    format!("HTTP/1.1 {status}\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+}
+
+const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+
+/// The credentials of the redirect tests: three that always are, one marked secret, and a
+/// header that is not a secret.
+const CREDENTIALS: &str = r#""headers": {"Authorization": "Bearer s3cret", "Cookie": "session=s3cret", "Proxy-Authorization": "Basic czNjcmV0", "X-Api-Key": "s3cret", "X-Trace": "visible"}, "secret_headers": ["X-Api-Key"]"#;
+
+fn assert_credentials(request: &Received, sent: bool) {
+    for name in [
+        "authorization",
+        "cookie",
+        "proxy-authorization",
+        "x-api-key",
+    ] {
+        assert_eq!(
+            request.header(name).is_some(),
+            sent,
+            "{name} {} to {} {}: {request:?}",
+            if sent { "missing" } else { "leaked" },
+            request.method,
+            request.path
+        );
+    }
+    assert!(
+        !format!("{:?}", request.headers).contains("s3cret") || sent,
+        "{request:?}"
+    );
+    assert_eq!(request.header("x-trace"), Some("visible"), "{request:?}");
+}
+
+#[tokio::test]
+async fn credentials_go_to_the_targets_origin_only_when_redirected() {
+    // Two origins on 127.0.0.1: two ports. "localhost" on the first port is a third origin
+    // (another host name), though the same server.
+    let (other, other_log) = recorder(|_| OK.to_string()).await;
+    let (port, log) = recorder(|r| match r.path.as_str() {
+        "/same" => redirect("302 Found", "/final"),
+        "/to-ip" => {
+            let host = r.header("host").unwrap_or_default();
+            let port = host.rsplit(':').next().unwrap_or_default();
+            redirect("302 Found", &format!("http://127.0.0.1:{port}/final"))
+        }
+        p if p.starts_with("/to-port/") => redirect(
+            "302 Found",
+            &format!("http://127.0.0.1:{}/landing", &p[9..]),
+        ),
+        _ => OK.to_string(),
+    })
+    .await;
+
+    let (t, _d) = target(
+        &format!(
+            r#""url": "http://127.0.0.1:{port}/same", {CREDENTIALS}, "timeout": 3, "period": 5"#
+        ),
+        &[],
+    );
+    let r = check(&t).await;
+    assert_eq!((r.status, r.http_status), (Status::Up, Some(200)), "{r:?}");
+    let seen = log.lock().expect("log").clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for request in &seen {
+        assert_credentials(request, true);
+    }
+
+    let (t, _d) = target(
+        &format!(
+            r#""url": "http://127.0.0.1:{port}/to-port/{other}", {CREDENTIALS}, "timeout": 3, "period": 5"#
+        ),
+        &[],
+    );
+    let r = check(&t).await;
+    assert_eq!((r.status, r.http_status), (Status::Up, Some(200)), "{r:?}");
+    assert_credentials(log.lock().expect("log").last().expect("first hop"), true);
+    let landed = other_log.lock().expect("log").clone();
+    assert_eq!(landed.len(), 1, "{landed:?}");
+    assert_credentials(&landed[0], false);
+    assert_eq!(
+        landed[0].header("host"),
+        Some(format!("127.0.0.1:{other}").as_str())
+    );
+
+    // A configured Host names the target's server: it is not sent to another origin.
+    let (t, _d) = target(
+        &format!(
+            r#""url": "http://127.0.0.1:{port}/to-port/{other}", "headers": {{"Host": "internal.example"}}, "timeout": 3, "period": 5"#
+        ),
+        &[],
+    );
+    let r = check(&t).await;
+    assert_eq!((r.status, r.http_status), (Status::Up, Some(200)), "{r:?}");
+    let first = log.lock().expect("log").last().cloned().expect("first hop");
+    assert_eq!(first.header("host"), Some("internal.example"));
+    let landed = other_log
+        .lock()
+        .expect("log")
+        .last()
+        .cloned()
+        .expect("second hop");
+    assert_eq!(
+        landed.header("host"),
+        Some(format!("127.0.0.1:{other}").as_str())
+    );
+
+    // Another host name for the same address and port is another origin too.
+    let (t, _d) = target(
+        &format!(
+            r#""url": "http://localhost:{port}/to-ip", {CREDENTIALS}, "timeout": 3, "period": 5"#
+        ),
+        &[],
+    );
+    let before = log.lock().expect("log").len();
+    let r = check(&t).await;
+    assert_eq!((r.status, r.http_status), (Status::Up, Some(200)), "{r:?}");
+    let seen = log.lock().expect("log")[before..].to_vec();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        seen[0].header("host"),
+        Some(format!("localhost:{port}").as_str())
+    );
+    assert_credentials(&seen[0], true);
+    assert_eq!(
+        seen[1].header("host"),
+        Some(format!("127.0.0.1:{port}").as_str())
+    );
+    assert_credentials(&seen[1], false);
+}
+
+/// A server speaking both HTTPS and plain HTTP on one port (it looks at the first byte), so a
+/// redirect from https to http keeps host and port and changes only the scheme.
+async fn https_and_http(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> (u16, Log) {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let log: Log = Arc::default();
+    let seen = log.clone();
+    let port = serve(move |s| {
+        let acceptor = acceptor.clone();
+        let seen = seen.clone();
+        async move {
+            let mut first = [0u8; 1];
+            if s.peek(&mut first).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let answer = |r: &Received| match r.path.as_str() {
+                "/downgrade" => {
+                    let host = r.header("host").unwrap_or_default().to_string();
+                    redirect("302 Found", &format!("http://{host}/plain"))
+                }
+                "/secure-hop" => redirect("307 Temporary Redirect", "/final"),
+                _ => OK.to_string(),
+            };
+            if first[0] == 0x16 {
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let r = receive(&mut tls, true, &seen).await;
+                let _ = tls.write_all(answer(&r).as_bytes()).await;
+                let _ = tls.shutdown().await;
+            } else {
+                let mut s = s;
+                let r = receive(&mut s, false, &seen).await;
+                let _ = s.write_all(answer(&r).as_bytes()).await;
+                let _ = s.shutdown().await;
+            }
+        }
+    })
+    .await;
+    (port, log)
+}
+
+#[tokio::test]
+async fn credentials_never_follow_a_downgrade_from_https_to_http() {
+    let pki = pki();
+    let (chain, key) = leaf(Some(&pki), &["localhost"], 2090);
+    let (port, log) = https_and_http(chain, key).await;
+    let (t, _d) = target(
+        &format!(
+            r#""url": "https://localhost:{port}/downgrade", {CREDENTIALS}, "ca_file": "ca.pem", "timeout": 3, "period": 5"#
+        ),
+        &[("ca.pem", pki.ca_pem.clone())],
+    );
+    let r = check(&t).await;
+    assert_eq!((r.status, r.http_status), (Status::Up, Some(200)), "{r:?}");
+    let seen = log.lock().expect("log").clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[0].tls && seen[0].path == "/downgrade", "{seen:?}");
+    assert_credentials(&seen[0], true);
+    assert!(!seen[1].tls && seen[1].path == "/plain", "{seen:?}");
+    assert_credentials(&seen[1], false);
+
+    // Within the https origin they are kept, and a 307 resends the body there.
+    let (t, _d) = target(
+        &format!(
+            r#""url": "https://localhost:{port}/secure-hop", "method": "POST", "body": "form=1", {CREDENTIALS}, "ca_file": "ca.pem", "timeout": 3, "period": 5"#
+        ),
+        &[("ca.pem", pki.ca_pem.clone())],
+    );
+    let r = check(&t).await;
+    assert_eq!((r.status, r.http_status), (Status::Up, Some(200)), "{r:?}");
+    let seen = log.lock().expect("log")[2..].to_vec();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for request in &seen {
+        assert!(request.tls, "{request:?}");
+        assert_credentials(request, true);
+        assert_eq!(
+            (request.method.as_str(), request.body.as_str()),
+            ("POST", "form=1")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_307_or_308_resends_the_body_within_the_origin_only() {
+    let (other, other_log) = recorder(|_| OK.to_string()).await;
+    let (port, log) = recorder(|r| match r.path.as_str() {
+        "/307" => redirect("307 Temporary Redirect", "/echo"),
+        "/308" => redirect("308 Permanent Redirect", "/echo"),
+        p if p.starts_with("/307-to/") => redirect(
+            "307 Temporary Redirect",
+            &format!("http://127.0.0.1:{}/landing", &p[8..]),
+        ),
+        p if p.starts_with("/308-to/") => redirect(
+            "308 Permanent Redirect",
+            &format!("http://127.0.0.1:{}/landing", &p[8..]),
+        ),
+        p if p.starts_with("/303-to/") => redirect(
+            "303 See Other",
+            &format!("http://127.0.0.1:{}/landing", &p[8..]),
+        ),
+        _ => OK.to_string(),
+    })
+    .await;
+    let post = |path: String| {
+        target(
+            &format!(
+                r#""url": "http://127.0.0.1:{port}{path}", "method": "POST", "body": "password=s3cret", {CREDENTIALS}, "timeout": 3, "period": 5"#
+            ),
+            &[],
+        )
+    };
+    for code in ["307", "308"] {
+        let before = log.lock().expect("log").len();
+        let (t, _d) = post(format!("/{code}"));
+        let r = check(&t).await;
+        assert_eq!((r.status, r.http_status), (Status::Up, Some(200)), "{r:?}");
+        let seen = log.lock().expect("log")[before..].to_vec();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[1].path, "/echo");
+        assert_eq!(
+            (seen[1].method.as_str(), seen[1].body.as_str()),
+            ("POST", "password=s3cret")
+        );
+        assert_credentials(&seen[1], true);
+
+        let (t, _d) = post(format!("/{code}-to/{other}"));
+        let r = check(&t).await;
+        assert_down(&r, FailureClass::Redirect, "would resend the request body");
+        assert!(
+            other_log.lock().expect("log").is_empty(),
+            "{code}: the other origin must receive nothing"
+        );
+    }
+    // A 303 turns the request into a GET without a body: followed, without the credentials.
+    let (t, _d) = post(format!("/303-to/{other}"));
+    let r = check(&t).await;
+    assert_eq!((r.status, r.http_status), (Status::Up, Some(200)), "{r:?}");
+    let landed = other_log.lock().expect("log").clone();
+    assert_eq!(landed.len(), 1, "{landed:?}");
+    assert_eq!(
+        (landed[0].method.as_str(), landed[0].body.as_str()),
+        ("GET", "")
+    );
+    assert_credentials(&landed[0], false);
+}
+
+/// Peak resident memory (`VmHWM`) of a process, in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib * 1024
+}
+
+/// Runs `checker --stdout` on `settings` until it has reported every one of `ids` once, and
+/// returns its peak memory then.
+async fn peak_memory_of_one_round(settings: &str, ids: &[String]) -> u64 {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("checker.json");
+    std::fs::write(&file, settings).expect("write");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_checker"))
+        .args(["--stdout", "--config"])
+        .arg(&file)
+        .env_remove("WEBMON_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("checker starts");
+    let pid = child.id().expect("pid");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut waiting: std::collections::HashSet<&String> = ids.iter().collect();
+    let round = async {
+        while !waiting.is_empty() {
+            let line = lines.next_line().await.expect("read").expect("a report");
+            let report = Report::from_json(line.as_bytes()).expect("a valid report");
+            waiting.remove(&report.target_id);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), round)
+        .await
+        .expect("one report per target within a minute");
+    let peak = peak_memory(pid);
+    child.kill().await.expect("kill");
+    peak
+}
+
+/// Checker settings for `ids`, all at `url`, half of them with a pattern.
+fn memory_settings(ids: &[String], url: &str, budget: &str, body_limit: &str) -> String {
+    let targets: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let pattern = if i % 2 == 0 { r#", "regexp": "needle""# } else { "" };
+            format!(
+                r#"{{"id": "{id}", "url": "{url}", "period": "4s", "timeout": "3s", "body_limit": "{body_limit}"{pattern}}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"checker": {{"max_in_flight": 200, "max_body_memory": "{budget}", "admin_listen": "127.0.0.1:0", "watch_config": false}},
+            "monitored_urls": [{}]}}"#,
+        targets.join(",")
+    )
+}
+
+/// Many checks of endless bodies at once, with and without a pattern, each allowed 8 MiB:
+/// the checker's peak memory stays within the body memory budget (plus a bounded allowance
+/// for connection buffers and the allocator) over the same checks of tiny bodies. Every check
+/// buffering up to its cap would take 40 × 8 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_in_flight_hold_no_more_body_memory_than_the_budget() {
+    const TARGETS: usize = 40;
+    const BUDGET: u64 = 8 << 20;
+    /// Connection buffers of 40 checks (hyper's read buffer is bounded) and allocator slack.
+    const ALLOWANCE: u64 = 24 << 20;
+    // Ids whose slots fall in the same 300 ms of every 4 s period, so the checks overlap.
+    let period = Duration::from_secs(4);
+    let ids: Vec<String> = (0..)
+        .map(|i| format!("memory-{i}"))
+        .filter(|id| checker::schedule::offset(id, period) < Duration::from_millis(300))
+        .take(TARGETS)
+        .collect();
+    let endless = endless().await;
+    let tiny =
+        answer("HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nneedle").await;
+
+    let baseline = peak_memory_of_one_round(
+        &memory_settings(&ids, &format!("http://127.0.0.1:{tiny}/"), "8MiB", "8MiB"),
+        &ids,
+    )
+    .await;
+    let peak = peak_memory_of_one_round(
+        &memory_settings(
+            &ids,
+            &format!("http://127.0.0.1:{endless}/"),
+            "8MiB",
+            "8MiB",
+        ),
+        &ids,
+    )
+    .await;
+    let over = peak.saturating_sub(baseline);
+    eprintln!(
+        "peak memory: {} MiB with tiny bodies, {} MiB with endless ones (+{} MiB; budget {} MiB)",
+        baseline >> 20,
+        peak >> 20,
+        over >> 20,
+        BUDGET >> 20
+    );
+    assert!(
+        over <= BUDGET + ALLOWANCE,
+        "endless bodies took {} MiB over the tiny-body baseline of {} MiB: more than the {} MiB budget + {} MiB",
+        over >> 20,
+        baseline >> 20,
+        BUDGET >> 20,
+        ALLOWANCE >> 20
+    );
+}
+
+/// A check that finds the body memory budget held by another waits for it within its own
+/// timeout, and says so when it runs out; without a pattern it needs none of it.
+#[tokio::test]
+async fn a_check_waits_for_body_memory_within_its_timeout() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // A body that trickles for 3 s: the first check holds its reservation all that time.
+    let port = serve(|mut s| async move {
+        read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n")
+            .await;
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if s.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let keys = |pattern: &str| {
+        format!(
+            r#""url": "http://127.0.0.1:{port}/", "body_limit": 30, "timeout": "1500ms", "period": 5{pattern}"#
+        )
+    };
+    let (holder, _d1) = target(
+        &format!(
+            r#""url": "http://127.0.0.1:{port}/", "body_limit": 30, "timeout": 4, "period": 5, "id": "holder", "regexp": "x{{30}}""#
+        ),
+        &[],
+    );
+    let (waiter, _d2) = target(&keys(r#", "id": "waiter", "regexp": "x""#), &[]);
+    let (counter, _d3) = target(&keys(r#", "id": "counter""#), &[]);
+    let prober = Arc::new(Prober::new("test").with_body_memory(30));
+    let first = {
+        let prober = prober.clone();
+        tokio::spawn(async move { prober.check(&holder, Utc::now()).await })
+    };
+    // Time for the first check to get its headers and the budget (its body lasts 3 s; the
+    // others end by 0.8 + 1.5 s).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (waiting, counting) = tokio::join!(
+        prober.check(&waiter, Utc::now()),
+        prober.check(&counter, Utc::now())
+    );
+    assert_down(&waiting, FailureClass::Timeout, "no room for the body");
+    assert_eq!(waiting.body_bytes, None, "{waiting:?}");
+    // The check without a pattern read what came, needing no budget.
+    assert_down(&counting, FailureClass::Timeout, "body not complete");
+    assert!(
+        counting.body_bytes.unwrap_or_default() >= 10,
+        "{counting:?}"
+    );
+    let first = first.await.expect("first check");
+    assert_eq!(
+        (first.status, first.body_bytes, first.regexp_matched),
+        (Status::Up, Some(30), Some(true)),
+        "{first:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_response_head_larger_than_the_read_buffer_is_protocol() {
+    let port = serve(|mut s| async move {
+        read_head(&mut s).await;
+        let filler = "a".repeat(2 * checker::probe::READ_BUFFER_MAX);
+        let head = format!("HTTP/1.1 200 OK\r\nX-Filler: {filler}\r\nContent-Length: 2\r\n\r\nok");
+        let _ = s.write_all(head.as_bytes()).await;
+    })
+    .await;
+    let (t, _d) = target(
+        &format!(r#""url": "http://127.0.0.1:{port}/", "timeout": 2, "period": 5"#),
+        &[],
+    );
+    assert_down(&check(&t).await, FailureClass::Protocol, "too large");
+}

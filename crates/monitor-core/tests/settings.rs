@@ -627,3 +627,148 @@ fn the_sink_needs_kafka_and_a_database_and_checks_sslmode() {
         "the URL holds a password: keep it out of Debug"
     );
 }
+
+/// Every duration and size of both services, set to huge values: each is refused with its
+/// path and its maximum, none panics, none overflows into a small value.
+#[test]
+fn huge_durations_and_sizes_are_refused_naming_the_field_and_the_maximum() {
+    let dir = Dir::new();
+    let checker = dir.write(
+        "huge.json",
+        r#"{"kafka": {"brokers": ["k:9092"], "topic": "t"},
+            "checker": {"linger": "99999999999d", "produce_timeout": 1e300,
+                        "shutdown_timeout": "18446744073709551615s", "watch_config": "400000000h",
+                        "spool_max_bytes": "99999999999999TiB"},
+            "monitored_urls": [
+                {"url": "http://a", "period": "400000000h", "timeout": "99999999999d"},
+                {"url": "http://b", "period": "18446744073709551615s", "body_limit": "1000000TiB"},
+                {"url": "http://c", "period": "25h", "timeout": "2h", "body_limit": 1e30}]}"#,
+    );
+    let err = CheckerSettings::load(&dir.source(&checker, &[]), true).expect_err("refused");
+    let all = problems(err);
+    for expected in [
+        "checker.linger: \"99999999999d\" is above the maximum 1m",
+        "checker.produce_timeout: 1e+300 is above the maximum 5m",
+        "checker.shutdown_timeout: \"18446744073709551615s\" is above the maximum 10m",
+        "checker.watch_config: \"400000000h\" is above the maximum 1d",
+        "checker.spool_max_bytes: \"99999999999999TiB\" is above the maximum 1 TiB",
+        "monitored_urls[0].period: \"400000000h\" is above the maximum 1d",
+        "monitored_urls[0].timeout: \"99999999999d\" is above the maximum 1h",
+        "monitored_urls[1].period: \"18446744073709551615s\" is above the maximum 1d",
+        "monitored_urls[1].body_limit: \"1000000TiB\" is above the maximum 64 MiB",
+        "monitored_urls[2].period: \"25h\" is above the maximum 1d",
+        "monitored_urls[2].timeout: \"2h\" is above the maximum 1h",
+        "monitored_urls[2].body_limit: 1e+30 is above the maximum 64 MiB",
+    ] {
+        assert!(
+            all.iter().any(|p| p.starts_with(expected)),
+            "{expected:?} in {all:#?}"
+        );
+    }
+    assert_eq!(all.len(), 12, "{all:#?}");
+
+    let sink = dir.write(
+        "huge.toml",
+        "[kafka]\nbrokers=[\"k:1\"]\ntopic=\"t\"\n[database]\nurl=\"postgres://u@h/db\"\n\
+         [sink]\nbatch_linger=\"99999999999d\"\nfetch_max_wait=\"2m\"\nretention=\"36501d\"\n\
+         rebalance_interval=\"18446744073709551615s\"\n",
+    );
+    let all = problems(SinkSettings::load(&dir.source(&sink, &[])).expect_err("refused"));
+    for expected in [
+        "sink.batch_linger: \"99999999999d\" is above the maximum 1m",
+        "sink.fetch_max_wait: \"2m\" is above the maximum 1m",
+        "sink.retention: \"36501d\" is above the maximum 36500d",
+        "sink.rebalance_interval: \"18446744073709551615s\" is above the maximum 10m",
+    ] {
+        assert!(
+            all.iter().any(|p| p.starts_with(expected)),
+            "{expected:?} in {all:#?}"
+        );
+    }
+}
+
+#[test]
+fn durations_and_sizes_at_their_maximum_are_accepted() {
+    let dir = Dir::new();
+    let file = dir.write(
+        "max.json",
+        r#"{"kafka": {"brokers": ["k:9092"], "topic": "t"},
+            "checker": {"linger": "1m", "shutdown_timeout": "10m", "spool_max_bytes": "1TiB"},
+            "monitored_urls": [{"url": "http://a", "period": "1d", "timeout": "1h", "body_limit": "64MiB"}]}"#,
+    );
+    let s = CheckerSettings::load(&dir.source(&file, &[]), true).expect("valid");
+    assert_eq!(s.targets[0].period, Duration::from_secs(86_400));
+    assert_eq!(s.targets[0].timeout, Duration::from_secs(3600));
+    assert_eq!(s.targets[0].body_limit, 64 << 20);
+    assert_eq!(s.checker.producer.spool_max_bytes, 1 << 40);
+}
+
+#[test]
+fn secret_headers_are_marked_and_a_name_not_among_the_headers_is_refused() {
+    let dir = Dir::new();
+    let file = dir.write(
+        "secret.json",
+        r#"{"monitored_urls": [{"url": "http://a", "headers": {"Authorization": "Bearer tok3n", "X-Api-Key": "k3y", "X-Trace": "1"}, "secret_headers": ["x-api-key"]}]}"#,
+    );
+    let s = CheckerSettings::load(&dir.source(&file, &[]), false).expect("valid");
+    let t = &s.targets[0];
+    for name in [
+        "authorization",
+        "cookie",
+        "proxy-authorization",
+        "x-api-key",
+    ] {
+        assert!(t.is_credential(&name.parse().expect("name")), "{name}");
+    }
+    assert!(!t.is_credential(&"x-trace".parse().expect("name")));
+    let debug = format!("{t:?}");
+    assert!(
+        !debug.contains("tok3n") && !debug.contains("k3y"),
+        "{debug}"
+    );
+
+    let bad = dir.write(
+        "typo.json",
+        r#"{"monitored_urls": [{"url": "http://a", "headers": {"X-Api-Key": "k"}, "secret_headers": ["X-Api-Kye", "bad name"]}]}"#,
+    );
+    let all = problems(CheckerSettings::load(&dir.source(&bad, &[]), false).expect_err("typo"));
+    for expected in [
+        "monitored_urls[0].secret_headers[0]: \"X-Api-Kye\" is not one of this target's headers",
+        "monitored_urls[0].secret_headers[1]: \"bad name\" is not a valid header name",
+    ] {
+        assert!(
+            all.iter().any(|p| p.starts_with(expected)),
+            "{expected:?} in {all:#?}"
+        );
+    }
+}
+
+#[test]
+fn the_body_memory_budget_has_a_default_and_must_hold_every_body_limit() {
+    let dir = Dir::new();
+    let file = dir.write("default.json", r#"{"monitored_urls": ["http://a"]}"#);
+    let s = CheckerSettings::load(&dir.source(&file, &[]), false).expect("valid");
+    assert_eq!(
+        s.checker.max_body_memory,
+        monitor_core::settings::DEFAULT_MAX_BODY_MEMORY
+    );
+    let file = dir.write(
+        "small.json",
+        r#"{"checker": {"max_body_memory": "4MiB"},
+            "monitored_urls": [{"url": "http://a", "body_limit": "4MiB"}, {"url": "http://b", "body_limit": "8MiB"}]}"#,
+    );
+    let all = problems(CheckerSettings::load(&dir.source(&file, &[]), false).expect_err("refused"));
+    assert_eq!(
+        all,
+        ["monitored_urls[1].body_limit: 8 MiB is above checker.max_body_memory 4 MiB: lower it or raise the budget"]
+    );
+    let file = dir.write(
+        "huge.json",
+        r#"{"checker": {"max_body_memory": "1000000TiB"}, "monitored_urls": ["http://a"]}"#,
+    );
+    let all = problems(CheckerSettings::load(&dir.source(&file, &[]), false).expect_err("refused"));
+    assert!(
+        all[0].starts_with("checker.max_body_memory: \"1000000TiB\" is above the maximum 64 GiB"),
+        "{all:?}"
+    );
+}

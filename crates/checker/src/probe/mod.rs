@@ -4,6 +4,14 @@
 //! TCP connect and the TLS handshake. The whole check, redirects and body included, is bounded
 //! by the target's timeout. A failed check is data: the report says which phase failed and
 //! why ([`FailureClass`] and an error text); `Err` never leaves this module.
+//!
+//! Memory is bounded whatever the servers send, so that `max_in_flight` checks fit in the
+//! container: a body is kept only when a pattern needs it (otherwise it is counted up to
+//! `body_limit` and dropped frame by frame), and what is kept comes out of one budget shared
+//! by every check ([`Prober::with_body_memory`], `checker.max_body_memory`): a check reserves
+//! its `body_limit` (or the `Content-Length`, if smaller) before reading, and waits, within its
+//! timeout, while other checks hold the budget. Each connection's read buffer is bounded too
+//! ([`READ_BUFFER_MAX`]).
 
 mod tls;
 
@@ -14,17 +22,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use http::header::{HOST, LOCATION, USER_AGENT};
+use http::header::{HeaderName, HOST, LOCATION, USER_AGENT};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 use monitor_core::report::{
     report_id, to_micros, FailureClass, Report, Status, Timings, SCHEMA_VERSION,
 };
-use monitor_core::settings::TargetSettings;
+use monitor_core::settings::{TargetSettings, DEFAULT_MAX_BODY_MEMORY};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use url::Url;
 
@@ -38,11 +48,20 @@ pub const USER_AGENT_VALUE: &str = concat!(
     " (availability check)"
 );
 
+/// Bound on hyper's read buffer for one connection: it grows no further once it holds this
+/// much (so it holds at most this plus one read), and a response head that does not fit is
+/// refused (`protocol`). Bounds the memory of a check besides the body it keeps.
+pub const READ_BUFFER_MAX: usize = 64 * 1024;
+
 /// Runs checks; cheap to share.
 #[derive(Debug)]
 pub struct Prober {
     checker_id: String,
     trust: TrustStore,
+    /// Body bytes checks may keep at once, shared by all, one permit per byte.
+    body_memory: Arc<Semaphore>,
+    /// The size of `body_memory`, for messages.
+    body_memory_bytes: u64,
 }
 
 /// What a check learned, phase by phase (sums over redirect hops).
@@ -54,9 +73,14 @@ struct Outcome {
     ttfb: Option<f64>,
     transfer: Option<f64>,
     http_status: Option<u16>,
+    /// The body kept for the patterns (empty when no pattern needs it).
     body: Vec<u8>,
+    /// Body bytes read, kept or not (at most the cap).
+    body_len: u64,
     truncated: bool,
     body_read: bool,
+    /// The share of the body memory budget `body` may use, held until the verdict.
+    body_memory: Option<OwnedSemaphorePermit>,
     cert_not_after: Option<DateTime<Utc>>,
 }
 
@@ -73,7 +97,17 @@ impl Prober {
         Prober {
             checker_id: checker_id.into(),
             trust: TrustStore::default(),
+            body_memory: Arc::new(Semaphore::new(budget_permits(DEFAULT_MAX_BODY_MEMORY))),
+            body_memory_bytes: DEFAULT_MAX_BODY_MEMORY,
         }
+    }
+
+    /// This prober with a budget of `bytes` for the bodies all its checks keep at once
+    /// (`checker.max_body_memory`; [`DEFAULT_MAX_BODY_MEMORY`] by default).
+    pub fn with_body_memory(mut self, bytes: u64) -> Prober {
+        self.body_memory = Arc::new(Semaphore::new(budget_permits(bytes)));
+        self.body_memory_bytes = bytes;
+        self
     }
 
     /// This prober as the scheduler's [`Probe`].
@@ -96,37 +130,32 @@ impl Prober {
     }
 
     /// Requests the target's URL, following redirects as configured.
+    ///
+    /// Credentials ([`TargetSettings::is_credential`]) and a configured `Host` go only to the
+    /// target's own origin (scheme, host and port), as browsers and curl do: a redirect to
+    /// another host or port, or from https to http, drops them. A 307/308 resends the body
+    /// within the origin only; one that would carry it elsewhere fails as `redirect`.
     async fn follow(
         &self,
         target: &TargetSettings,
         deadline: Instant,
         out: &mut Outcome,
     ) -> Result<(), Failure> {
-        let mut url = target.url.clone();
-        let mut method = target.method.clone();
-        let mut body = target.body.clone();
-        let mut visited: HashSet<Url> = HashSet::from([url.clone()]);
+        let origin = target.url.origin();
+        let mut request = HopRequest {
+            url: target.url.clone(),
+            method: target.method.clone(),
+            body: target.body.clone(),
+            same_origin: true,
+        };
+        let mut visited: HashSet<Url> = HashSet::from([request.url.clone()]);
         let mut redirects = 0u32;
         loop {
-            let location = self
-                .hop(target, &url, &method, body.as_deref(), deadline, out)
-                .await?;
-            let Some(location) = location else {
+            let Some(location) = self.hop(target, &request, deadline, out).await? else {
                 return Ok(());
             };
             let status = out.http_status.unwrap_or(0);
-            let next = url.join(&location).map_err(|e| {
-                (
-                    FailureClass::Redirect,
-                    format!("status {status} with an unusable Location {location:?}: {e}"),
-                )
-            })?;
-            if !matches!(next.scheme(), "http" | "https") {
-                return Err((
-                    FailureClass::Redirect,
-                    format!("redirect to unsupported scheme: {next}"),
-                ));
-            }
+            let next = next_url(&request.url, &location, status)?;
             redirects += 1;
             if redirects > target.max_redirects {
                 return Err((
@@ -143,11 +172,20 @@ impl Prober {
                     format!("redirect loop: {next} was already visited"),
                 ));
             }
-            if status == 303 || (matches!(status, 301 | 302) && method == Method::POST) {
-                method = Method::GET;
-                body = None;
+            if status == 303 || (matches!(status, 301 | 302) && request.method == Method::POST) {
+                request.method = Method::GET;
+                request.body = None;
             }
-            url = next;
+            request.same_origin = next.origin() == origin;
+            if request.body.is_some() && !request.same_origin {
+                return Err((
+                    FailureClass::Redirect,
+                    format!(
+                        "status {status} would resend the request body to {next}, outside the target's origin; point the target at the final URL"
+                    ),
+                ));
+            }
+            request.url = next;
         }
     }
 
@@ -155,12 +193,11 @@ impl Prober {
     async fn hop(
         &self,
         target: &TargetSettings,
-        url: &Url,
-        method: &Method,
-        body: Option<&str>,
+        request: &HopRequest,
         deadline: Instant,
         out: &mut Outcome,
     ) -> Result<Option<String>, Failure> {
+        let url = &request.url;
         let host = url.host_str().unwrap_or_default().to_string();
         let port = url.port_or_known_default().unwrap_or(80);
         let bare_host = host
@@ -276,26 +313,23 @@ impl Prober {
                     tls::describe_failure(&e, &bare_host, out.cert_not_after),
                 )),
                 Ok(Ok(stream)) => {
-                    self.exchange(target, stream, url, &host, method, body, deadline, out)
+                    self.exchange(target, stream, request, &host, deadline, out)
                         .await
                 }
             }
         } else {
-            self.exchange(target, tcp, url, &host, method, body, deadline, out)
+            self.exchange(target, tcp, request, &host, deadline, out)
                 .await
         }
     }
 
     /// The HTTP exchange on an established connection.
-    #[allow(clippy::too_many_arguments)]
     async fn exchange<S>(
         &self,
         target: &TargetSettings,
         stream: S,
-        url: &Url,
+        hop: &HopRequest,
         host: &str,
-        method: &Method,
-        body: Option<&str>,
         deadline: Instant,
         out: &mut Outcome,
     ) -> Result<Option<String>, Failure>
@@ -304,7 +338,9 @@ impl Prober {
     {
         let handshake = tokio::time::timeout_at(
             deadline,
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+            hyper::client::conn::http1::Builder::new()
+                .max_buf_size(READ_BUFFER_MAX)
+                .handshake(TokioIo::new(stream)),
         )
         .await;
         let (mut sender, connection) = match handshake {
@@ -323,32 +359,12 @@ impl Prober {
             let _ = connection.await;
         }));
 
-        let authority = match url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_string(),
-        };
-        let path = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_string(),
-        };
-        let mut request = Request::builder().method(method.clone()).uri(path);
-        if !target.headers.contains_key(HOST) {
-            request = request.header(HOST, authority);
-        }
-        if !target.headers.contains_key(USER_AGENT) {
-            request = request.header(USER_AGENT, USER_AGENT_VALUE);
-        }
-        for (name, value) in &target.headers {
-            request = request.header(name, value);
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default().to_string())))
-            .map_err(|e| {
-                (
-                    FailureClass::Protocol,
-                    format!("cannot build the request: {e}"),
-                )
-            })?;
+        let request = build_request(target, hop, host).map_err(|e| {
+            (
+                FailureClass::Protocol,
+                format!("cannot build the request: {e}"),
+            )
+        })?;
 
         let t = Instant::now();
         let response = tokio::time::timeout_at(deadline, sender.send_request(request)).await;
@@ -373,42 +389,52 @@ impl Prober {
             }
         }
 
-        // The body, never more than the cap.
-        let cap = usize::try_from(target.body_limit).unwrap_or(usize::MAX);
-        let mut body = response.into_body();
-        out.body.clear();
-        out.truncated = false;
-        out.body_read = true;
-        let t = Instant::now();
-        let result = loop {
-            match tokio::time::timeout_at(deadline, body.frame()).await {
-                Err(_) => {
-                    break Err((
-                        FailureClass::Timeout,
-                        format!(
-                            "body not complete within the timeout ({} bytes read)",
-                            out.body.len()
-                        ),
-                    ))
-                }
-                Ok(None) => break Ok(None),
-                Ok(Some(Err(e))) => break Err(classify(&e, "reading the body")),
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        let room = cap - out.body.len();
-                        if data.len() > room {
-                            out.body.extend_from_slice(&data[..room]);
-                            out.truncated = true;
-                            break Ok(None);
-                        }
-                        out.body.extend_from_slice(&data);
-                    }
-                }
+        let body = response.into_body();
+        let result = match self.reserve(target, &body, deadline).await {
+            Ok(permit) => {
+                let t = Instant::now();
+                let result = read_body(target, body, permit, deadline, out).await;
+                add(&mut out.transfer, t.elapsed());
+                result
             }
+            Err(failure) => Err(failure),
         };
-        add(&mut out.transfer, t.elapsed());
         drop(connection);
-        result
+        result.map(|()| None)
+    }
+
+    /// The share of the body memory budget a check needs: none without a pattern, else its
+    /// cap or the announced length if smaller. Waits for it within the check's deadline.
+    async fn reserve(
+        &self,
+        target: &TargetSettings,
+        body: &Incoming,
+        deadline: Instant,
+    ) -> Result<Option<OwnedSemaphorePermit>, Failure> {
+        if target.regexp.is_none() && target.negative_regexp.is_none() {
+            return Ok(None);
+        }
+        let bytes = body
+            .size_hint()
+            .exact()
+            .map_or(target.body_limit, |n| n.min(target.body_limit))
+            .min(self.body_memory_bytes);
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+        let waited = tokio::time::timeout_at(
+            deadline,
+            self.body_memory.clone().acquire_many_owned(permits),
+        )
+        .await;
+        match waited {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            Err(_) | Ok(Err(_)) => Err((
+                FailureClass::Timeout,
+                format!(
+                    "no room for the body within the timeout: the checks in flight hold the whole body memory budget ({} bytes, checker.max_body_memory)",
+                    self.body_memory_bytes
+                ),
+            )),
+        }
     }
 
     fn report(
@@ -420,12 +446,12 @@ impl Prober {
         out: Outcome,
         failure: Option<Failure>,
     ) -> Report {
-        let text = out.body_read.then(|| String::from_utf8_lossy(&out.body));
-        let regexp_matched = match (&target.regexp, &text) {
+        let text = out.body_read.then_some(out.body.as_slice());
+        let regexp_matched = match (&target.regexp, text) {
             (Some(p), Some(t)) => Some(p.regex().is_match(t)),
             _ => None,
         };
-        let negative_matched = match (&target.negative_regexp, &text) {
+        let negative_matched = match (&target.negative_regexp, text) {
             (Some(p), Some(t)) => Some(p.regex().is_match(t)),
             _ => None,
         };
@@ -448,7 +474,7 @@ impl Prober {
                 } else {
                     (
                         FailureClass::BodyMismatch,
-                        format!("regexp {pattern:?} not found in the body ({} bytes)", out.body.len()),
+                        format!("regexp {pattern:?} not found in the body ({} bytes)", out.body_len),
                     )
                 });
             }
@@ -495,7 +521,7 @@ impl Prober {
                 ttfb: out.ttfb,
                 transfer: out.transfer,
             },
-            body_bytes: out.body_read.then_some(out.body.len() as u64),
+            body_bytes: out.body_read.then_some(out.body_len),
             regexp: target.regexp.as_ref().map(|p| p.as_str().to_string()),
             regexp_matched,
             tls_cert_not_after: out.cert_not_after.map(to_micros),
@@ -508,6 +534,129 @@ impl Prober {
         }
         report
     }
+}
+
+/// Reads the body up to the target's cap: kept in `out.body` when `permit` (a share of the
+/// body memory budget, sized for it) is given, otherwise only counted. `out.body_len` is the
+/// bytes read; `out.truncated` says the body went on past the cap.
+async fn read_body(
+    target: &TargetSettings,
+    mut body: Incoming,
+    permit: Option<OwnedSemaphorePermit>,
+    deadline: Instant,
+    out: &mut Outcome,
+) -> Result<(), Failure> {
+    let cap = target.body_limit;
+    out.body = Vec::new();
+    if let Some(p) = &permit {
+        // Exactly the reserved size: the buffer never grows past what the budget granted.
+        let reserved = p.num_permits();
+        out.body.try_reserve_exact(reserved).map_err(|e| {
+            (
+                FailureClass::Io,
+                format!("cannot allocate {reserved} bytes for the body: {e}"),
+            )
+        })?;
+    }
+    let limit = permit.as_ref().map_or(cap, |p| p.num_permits() as u64);
+    out.body_memory = permit;
+    out.body_len = 0;
+    out.truncated = false;
+    out.body_read = true;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err((
+                    FailureClass::Timeout,
+                    format!(
+                        "body not complete within the timeout ({} bytes read)",
+                        out.body_len
+                    ),
+                ))
+            }
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(e))) => return Err(classify(&e, "reading the body")),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let room = cap - out.body_len;
+        let take = usize::try_from(room).map_or(data.len(), |r| r.min(data.len()));
+        if out.body_memory.is_some() {
+            let kept_room = usize::try_from(limit).unwrap_or(usize::MAX) - out.body.len();
+            out.body.extend_from_slice(&data[..take.min(kept_room)]);
+        }
+        out.body_len += take as u64;
+        if data.len() > take {
+            out.truncated = true;
+            return Ok(());
+        }
+    }
+}
+
+/// The budget's size in semaphore permits (one per byte).
+fn budget_permits(bytes: u64) -> usize {
+    usize::try_from(bytes)
+        .unwrap_or(usize::MAX)
+        .min(Semaphore::MAX_PERMITS)
+}
+
+/// One request of a check: the target's, or one a redirect leads to.
+#[derive(Debug)]
+struct HopRequest {
+    url: Url,
+    method: Method,
+    body: Option<String>,
+    /// Whether `url` has the target's origin: only then are credentials sent.
+    same_origin: bool,
+}
+
+/// Where a redirect's `Location` leads, if it can be followed.
+fn next_url(current: &Url, location: &str, status: u16) -> Result<Url, Failure> {
+    let next = current.join(location).map_err(|e| {
+        (
+            FailureClass::Redirect,
+            format!("status {status} with an unusable Location {location:?}: {e}"),
+        )
+    })?;
+    if !matches!(next.scheme(), "http" | "https") {
+        return Err((
+            FailureClass::Redirect,
+            format!("redirect to unsupported scheme: {next}"),
+        ));
+    }
+    Ok(next)
+}
+
+/// The request of one hop: the target's headers, without credentials and a configured `Host`
+/// when the hop left the target's origin.
+fn build_request(
+    target: &TargetSettings,
+    hop: &HopRequest,
+    host: &str,
+) -> Result<Request<Full<Bytes>>, http::Error> {
+    let url = &hop.url;
+    let authority = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    let path = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    let sent = |name: &HeaderName| hop.same_origin || !(target.is_credential(name) || name == HOST);
+    let mut request = Request::builder().method(hop.method.clone()).uri(path);
+    if !(hop.same_origin && target.headers.contains_key(HOST)) {
+        request = request.header(HOST, authority);
+    }
+    if !target.headers.contains_key(USER_AGENT) {
+        request = request.header(USER_AGENT, USER_AGENT_VALUE);
+    }
+    for (name, value) in target.headers.iter().filter(|(n, _)| sent(n)) {
+        request = request.header(name, value);
+    }
+    request.body(Full::new(Bytes::from(hop.body.clone().unwrap_or_default())))
 }
 
 fn is_redirect(status: StatusCode) -> bool {

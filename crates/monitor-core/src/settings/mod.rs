@@ -26,12 +26,14 @@ pub use kafka::{
 };
 pub use service::{
     CheckerSection, CheckerSettings, ProducerSettings, Shard, SinkSection, SinkSettings,
+    DEFAULT_MAX_BODY_MEMORY,
 };
 pub use target::{
-    Pattern, StatusSet, TargetSettings, DEFAULT_BODY_LIMIT, DEFAULT_MAX_REDIRECTS, DEFAULT_PERIOD,
-    DEFAULT_TIMEOUT, MAX_BODY_LIMIT,
+    Pattern, StatusSet, TargetSettings, ALWAYS_SECRET_HEADERS, DEFAULT_BODY_LIMIT,
+    DEFAULT_MAX_REDIRECTS, DEFAULT_PERIOD, DEFAULT_TIMEOUT, MAX_BODY_LIMIT, MAX_PERIOD,
+    MAX_TIMEOUT,
 };
-pub use units::{format_duration, parse_duration, parse_size};
+pub use units::{format_duration, format_size, parse_duration, parse_size, MAX_DURATION};
 
 /// Prefix of environment overrides: `WEBMON__SECTION__KEY`.
 pub const ENV_PREFIX: &str = "WEBMON";

@@ -8,11 +8,34 @@ use std::time::Duration;
 use super::database::{read_database, DatabaseSettings};
 use super::kafka::{read_kafka, KafkaSettings};
 use super::target::{read_targets, TargetSettings};
+use super::units::format_size;
 use super::walk::{resolve, Section};
 use super::{ConfigError, Problem, Problems, SettingsSource};
 
 /// Default bound on checks running at once in one checker.
 pub const DEFAULT_MAX_IN_FLIGHT: i64 = 1000;
+
+/// Default `checker.max_body_memory`: the bytes all checks in flight together may hold of
+/// response bodies they match patterns against.
+pub const DEFAULT_MAX_BODY_MEMORY: u64 = 256 << 20;
+/// Largest `checker.max_body_memory`.
+pub const MAX_MAX_BODY_MEMORY: u64 = 64 << 30;
+/// Longest `checker.linger`: reports wait in memory at most this long to fill a round.
+pub const MAX_LINGER: Duration = Duration::from_secs(60);
+/// Longest `checker.produce_timeout`.
+pub const MAX_PRODUCE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest `checker.shutdown_timeout`.
+pub const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest `checker.watch_config` interval.
+pub const MAX_WATCH_CONFIG: Duration = Duration::from_secs(86_400);
+/// Largest `checker.spool_max_bytes`.
+pub const MAX_SPOOL_BYTES: u64 = 1 << 40;
+/// Longest `sink.batch_linger`.
+pub const MAX_BATCH_LINGER: Duration = Duration::from_secs(60);
+/// Longest `sink.fetch_max_wait` (Kafka takes it in milliseconds as a 32-bit number).
+pub const MAX_FETCH_MAX_WAIT: Duration = Duration::from_secs(60);
+/// Longest `sink.rebalance_interval`.
+pub const MAX_REBALANCE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Everything the checker needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +56,9 @@ pub struct CheckerSection {
     pub id: String,
     /// Bound on checks running at once.
     pub max_in_flight: usize,
+    /// Bound on the body bytes all checks in flight hold at once, for their patterns. At least
+    /// every target's `body_limit`.
+    pub max_body_memory: u64,
     /// Which share of the targets this replica checks.
     pub shard: Shard,
     /// How the reports reach Kafka.
@@ -157,6 +183,9 @@ impl CheckerSettings {
         }
         let targets = read_targets(&mut root, &base_dir, &mut problems);
         root.finish(&mut problems);
+        if problems.is_empty() {
+            check_body_memory(&checker, &targets, &mut problems);
+        }
 
         if problems.is_empty() {
             Ok(CheckerSettings {
@@ -166,6 +195,28 @@ impl CheckerSettings {
             })
         } else {
             Err(problems.into())
+        }
+    }
+}
+
+/// A check holds up to its `body_limit` of the body memory budget at once: a target whose
+/// limit is above the whole budget could never run. (Called when every target was read, so
+/// `targets[i]` is `monitored_urls[i]`.)
+fn check_body_memory(
+    checker: &CheckerSection,
+    targets: &[TargetSettings],
+    problems: &mut Problems,
+) {
+    for (i, t) in targets.iter().enumerate() {
+        if t.body_limit > checker.max_body_memory {
+            problems.push(Problem::new(
+                &format!("monitored_urls[{i}].body_limit"),
+                format!(
+                    "{} is above checker.max_body_memory {}: lower it or raise the budget",
+                    format_size(t.body_limit),
+                    format_size(checker.max_body_memory)
+                ),
+            ));
         }
     }
 }
@@ -188,6 +239,12 @@ fn read_checker_section(
         1_000_000,
         problems,
     ) as usize;
+    let max_body_memory = s.size(
+        "max_body_memory",
+        DEFAULT_MAX_BODY_MEMORY,
+        MAX_MAX_BODY_MEMORY,
+        problems,
+    );
     let shard = match s.string("shard", problems) {
         None => Shard::default(),
         Some(text) => text.parse().unwrap_or_else(|why: String| {
@@ -197,20 +254,35 @@ fn read_checker_section(
     };
     let producer = ProducerSettings {
         linger: s
-            .duration("linger", Duration::from_millis(50), problems)
+            .duration_within("linger", Duration::from_millis(50), MAX_LINGER, problems)
             .unwrap_or(Duration::from_millis(50)),
         batch_max_reports: s.integer("batch_max_reports", 10_000, 1, 1_000_000, problems) as usize,
         queue_capacity: s.integer("queue_capacity", 100_000, 1, 10_000_000, problems) as usize,
         produce_timeout: s
-            .duration("produce_timeout", Duration::from_secs(1), problems)
+            .duration_within(
+                "produce_timeout",
+                Duration::from_secs(1),
+                MAX_PRODUCE_TIMEOUT,
+                problems,
+            )
             .unwrap_or(Duration::from_secs(1)),
         spool_dir: s
             .string("spool_dir", problems)
             .map(|d| resolve(base_dir, &d))
             .unwrap_or_else(|| base_dir.join("spool")),
-        spool_max_bytes: s.size("spool_max_bytes", 1024 * 1024 * 1024, u64::MAX, problems),
+        spool_max_bytes: s.size(
+            "spool_max_bytes",
+            1024 * 1024 * 1024,
+            MAX_SPOOL_BYTES,
+            problems,
+        ),
         shutdown_timeout: s
-            .duration("shutdown_timeout", Duration::from_secs(10), problems)
+            .duration_within(
+                "shutdown_timeout",
+                Duration::from_secs(10),
+                MAX_SHUTDOWN_TIMEOUT,
+                problems,
+            )
             .unwrap_or(Duration::from_secs(10)),
     };
     let admin_listen = read_admin_listen(&mut s, CHECKER_ADMIN_LISTEN, problems);
@@ -221,12 +293,18 @@ fn read_checker_section(
         Some(serde_json::Value::String(on)) if on.eq_ignore_ascii_case("true") => {
             Some(DEFAULT_WATCH_CONFIG)
         }
-        _ => s.duration("watch_config", DEFAULT_WATCH_CONFIG, problems),
+        _ => s.duration_within(
+            "watch_config",
+            DEFAULT_WATCH_CONFIG,
+            MAX_WATCH_CONFIG,
+            problems,
+        ),
     };
     s.finish(problems);
     CheckerSection {
         id,
         max_in_flight,
+        max_body_memory,
         shard,
         producer,
         admin_listen,
@@ -327,10 +405,20 @@ fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSec
     let mut s = root.section("sink", problems);
     let batch_size = s.integer("batch_size", 5000, 1, 1_000_000, problems) as usize;
     let batch_linger = s
-        .duration("batch_linger", Duration::from_millis(200), problems)
+        .duration_within(
+            "batch_linger",
+            Duration::from_millis(200),
+            MAX_BATCH_LINGER,
+            problems,
+        )
         .unwrap_or(Duration::from_millis(200));
     let fetch_max_wait = s
-        .duration("fetch_max_wait", Duration::from_millis(500), problems)
+        .duration_within(
+            "fetch_max_wait",
+            Duration::from_millis(500),
+            MAX_FETCH_MAX_WAIT,
+            problems,
+        )
         .unwrap_or(Duration::from_millis(500));
     let migrate_on_start = s.bool("migrate_on_start", true, problems);
     let retention = if s.has("retention") {
@@ -340,7 +428,12 @@ fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSec
         None
     };
     let rebalance_interval = s
-        .duration("rebalance_interval", Duration::from_secs(2), problems)
+        .duration_within(
+            "rebalance_interval",
+            Duration::from_secs(2),
+            MAX_REBALANCE_INTERVAL,
+            problems,
+        )
         .unwrap_or(Duration::from_secs(2));
     let admin_listen = read_admin_listen(&mut s, SINK_ADMIN_LISTEN, problems);
     s.finish(problems);

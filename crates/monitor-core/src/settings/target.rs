@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use regex::Regex;
+use regex::bytes::Regex;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
@@ -18,8 +18,12 @@ use super::{Problem, Problems};
 
 /// Default time between two checks of a target (the original service's default).
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(60);
+/// Longest configurable period: a target checked less than once a day is not monitored.
+pub const MAX_PERIOD: Duration = Duration::from_secs(86_400);
 /// Default bound on a whole check (the original service's default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest configurable timeout of a check (which must also be less than its period).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default number of redirects followed before the check fails as `redirect`.
 pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
 /// Highest configurable number of redirects.
@@ -28,10 +32,19 @@ pub const MAX_REDIRECTS_LIMIT: u32 = 30;
 pub const DEFAULT_BODY_LIMIT: u64 = 1024 * 1024;
 /// Highest configurable body cap: the checker holds up to this much per in-flight check.
 pub const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+/// Headers that always carry credentials: never sent to another origin than the target's on
+/// a redirect (as browsers and curl do).
+pub const ALWAYS_SECRET_HEADERS: [HeaderName; 3] = [
+    http::header::AUTHORIZATION,
+    http::header::COOKIE,
+    http::header::PROXY_AUTHORIZATION,
+];
 /// Compiled-program size limit for body patterns, so a pathological pattern cannot eat memory.
 pub const REGEX_SIZE_LIMIT: usize = 1024 * 1024;
 
-/// A compiled body pattern that remembers its source text (for reports and comparisons).
+/// A compiled body pattern that remembers its source text (for reports and comparisons). It
+/// matches the body's bytes as they are (UTF-8 text matches as text), so no decoded copy of
+/// the body is needed.
 #[derive(Debug, Clone)]
 pub struct Pattern {
     source: String,
@@ -41,7 +54,7 @@ pub struct Pattern {
 impl Pattern {
     /// Compiles `source` with the size limit.
     pub fn new(source: &str) -> Result<Pattern, regex::Error> {
-        let regex = regex::RegexBuilder::new(source)
+        let regex = regex::bytes::RegexBuilder::new(source)
             .size_limit(REGEX_SIZE_LIMIT)
             .build()?;
         Ok(Pattern {
@@ -144,8 +157,12 @@ pub struct TargetSettings {
     pub negative_regexp: Option<Pattern>,
     /// HTTP method.
     pub method: Method,
-    /// Extra request headers.
+    /// Extra request headers. Credentials among them (see [`TargetSettings::is_credential`])
+    /// are marked sensitive, so `Debug` does not show their values.
     pub headers: HeaderMap,
+    /// Configured headers the user marked secret (`secret_headers`), besides those that are
+    /// always credentials ([`ALWAYS_SECRET_HEADERS`]).
+    pub secret_headers: Vec<HeaderName>,
     /// Request body.
     pub body: Option<String>,
     /// Status codes that count as up.
@@ -158,6 +175,14 @@ pub struct TargetSettings {
     pub body_limit: u64,
     /// Extra CA certificates (PEM) trusted for this target, besides the system's.
     pub ca_file: Option<PathBuf>,
+}
+
+impl TargetSettings {
+    /// Whether the header `name` carries credentials: `Authorization`, `Cookie`,
+    /// `Proxy-Authorization`, or one listed in `secret_headers`.
+    pub fn is_credential(&self, name: &HeaderName) -> bool {
+        ALWAYS_SECRET_HEADERS.contains(name) || self.secret_headers.contains(name)
+    }
 }
 
 /// Reads the `monitored_urls` list. Each problem names the entry (`monitored_urls[2].timeout`).
@@ -218,8 +243,8 @@ fn read_target(
     let url = s
         .required_string("url", "the http:// or https:// URL to check", problems)
         .and_then(|text| parse_url(&text, &s.path_of("url"), problems));
-    let period = s.duration("period", DEFAULT_PERIOD, problems);
-    let timeout = s.duration("timeout", DEFAULT_TIMEOUT, problems);
+    let period = s.duration_within("period", DEFAULT_PERIOD, MAX_PERIOD, problems);
+    let timeout = s.duration_within("timeout", DEFAULT_TIMEOUT, MAX_TIMEOUT, problems);
     if let (Some(period), Some(timeout)) = (period, timeout) {
         if timeout >= period {
             problems.push(Problem::new(
@@ -247,7 +272,8 @@ fn read_target(
             }
         },
     };
-    let headers = headers(&mut s, problems);
+    let mut headers = headers(&mut s, problems);
+    let secret_headers = secret_headers(&mut s, &mut headers, problems);
     let body = s.string("body", problems);
     let expected_status = match s.raw("expected_status") {
         None => StatusSet::default(),
@@ -309,6 +335,7 @@ fn read_target(
         negative_regexp,
         method,
         headers,
+        secret_headers,
         body,
         expected_status,
         follow_redirects,
@@ -401,6 +428,42 @@ fn headers(s: &mut Section<'_>, problems: &mut Problems) -> HeaderMap {
         }
     }
     map
+}
+
+/// Reads `secret_headers`, the names of configured headers that carry credentials, and marks
+/// every credential's value sensitive. A name that is not among the target's headers is
+/// refused: it is most likely a typo that would leave the real secret unmarked.
+fn secret_headers(
+    s: &mut Section<'_>,
+    headers: &mut HeaderMap,
+    problems: &mut Problems,
+) -> Vec<HeaderName> {
+    let path = s.path_of("secret_headers");
+    let mut names = Vec::new();
+    for (i, text) in s
+        .string_list("secret_headers", problems)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        match HeaderName::from_bytes(text.trim().as_bytes()) {
+            Ok(name) if headers.contains_key(&name) => names.push(name),
+            Ok(_) => problems.push(Problem::new(
+                &format!("{path}[{i}]"),
+                format!("{text:?} is not one of this target's headers: list names from `headers`"),
+            )),
+            Err(_) => problems.push(Problem::new(
+                &format!("{path}[{i}]"),
+                format!("{text:?} is not a valid header name"),
+            )),
+        }
+    }
+    for (name, value) in headers.iter_mut() {
+        if ALWAYS_SECRET_HEADERS.contains(name) || names.contains(name) {
+            value.set_sensitive(true);
+        }
+    }
+    names
 }
 
 /// A stable id from what defines the request: method, URL (normalised by the URL parser:

@@ -2,15 +2,30 @@
 
 use std::time::Duration;
 
+/// Longest duration any setting accepts (100 years): far beyond any sensible value, and far
+/// enough from the limits of clocks and date arithmetic that nothing computed from a setting
+/// can overflow. Most settings have a tighter maximum of their own.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Parses a duration: one or more `<number><unit>` parts (units `ms`, `s`, `m`, `h`, `d`), or a
-/// bare number of seconds (`"10"`, `"0.5"`).
+/// bare number of seconds (`"10"`, `"0.5"`). At most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let secs = parse_seconds(text)?;
+    duration_at_most(secs, MAX_DURATION).map_err(|above| match above {
+        Some(max) => format!("is above the maximum {}", format_duration(max)),
+        None => "must be a positive duration".to_string(),
+    })
+}
+
+/// Parses a duration written as [`parse_duration`] takes it into seconds, without bounds: the
+/// result may be huge or infinite, which the caller compares with its maximum.
+pub(crate) fn parse_seconds(text: &str) -> Result<f64, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("is empty".into());
     }
     if let Ok(secs) = text.parse::<f64>() {
-        return to_duration(secs);
+        return Ok(secs);
     }
     let mut total = 0f64;
     let mut rest = text;
@@ -40,18 +55,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total += number * scale;
         rest = rest[unit_end..].trim_start();
     }
-    to_duration(total)
+    Ok(total)
 }
 
-fn to_duration(secs: f64) -> Result<Duration, String> {
-    if !secs.is_finite() || secs < 0.0 {
-        return Err("must be a positive duration".into());
+/// `secs` as a duration if it is a non-negative number of seconds up to `max`. `Err(None)`:
+/// negative or not a number; `Err(Some(max))`: above the maximum.
+pub(crate) fn duration_at_most(secs: f64, max: Duration) -> Result<Duration, Option<Duration>> {
+    if secs.is_nan() || secs < 0.0 {
+        return Err(None);
     }
-    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+    if secs > max.as_secs_f64() {
+        return Err(Some(max));
+    }
+    // Within 0..=max, so the conversion cannot fail.
+    Duration::try_from_secs_f64(secs).map_err(|_| Some(max))
 }
 
 /// Parses a size in bytes: a whole number, or a number with a unit (`B`, `KB`, `MB`, `GB`,
-/// `KiB`, `MiB`, `GiB`; case-insensitive).
+/// `TB`, `KiB`, `MiB`, `GiB`, `TiB`; case-insensitive). A size beyond `u64` comes back as
+/// `u64::MAX`, which every maximum refuses.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let number_end = text
@@ -65,31 +87,48 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "kb" | "k" => 1e3,
         "mb" | "m" => 1e6,
         "gb" | "g" => 1e9,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tb" | "t" => 1e12,
+        "kib" => KIB as f64,
+        "mib" => MIB as f64,
+        "gib" => GIB as f64,
+        "tib" => TIB as f64,
         other => {
             return Err(format!(
-                "unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+                "unknown unit {other:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
             ))
         }
     };
     let bytes = number * scale;
-    if !bytes.is_finite() || bytes > u64::MAX as f64 {
-        return Err("is too large".into());
-    }
+    // `as` saturates: anything at or beyond 2^64 (or infinite) becomes u64::MAX.
     Ok(bytes.round() as u64)
 }
 
-/// Formats a duration briefly: `12s`, `1.5s`, `500ms`, `2m`, `90s`.
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+const TIB: u64 = 1024 * GIB;
+
+/// Formats a size for messages: `64 MiB`, `1.5 GiB`, `1000 bytes`.
+pub fn format_size(bytes: u64) -> String {
+    for (unit, name) in [(TIB, "TiB"), (GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")] {
+        if bytes >= unit {
+            return format!("{} {name}", trim_float(bytes as f64 / unit as f64));
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// Formats a duration briefly: `12s`, `1.5s`, `500ms`, `2m`, `90s`, `1h`, `1d`.
 pub fn format_duration(d: Duration) -> String {
     let millis = d.as_secs_f64() * 1000.0;
     if millis < 1000.0 {
         return format!("{}ms", trim_float(millis));
     }
     let secs = d.as_secs_f64();
-    if secs >= 60.0 && secs % 60.0 == 0.0 {
-        return format!("{}m", trim_float(secs / 60.0));
+    for (unit, name) in [(86_400.0, "d"), (3600.0, "h"), (60.0, "m")] {
+        if secs >= unit && secs % unit == 0.0 {
+            return format!("{}{name}", trim_float(secs / unit));
+        }
     }
     format!("{}s", trim_float(secs))
 }
@@ -135,6 +174,41 @@ mod tests {
         assert_eq!(parse_size("10MB"), Ok(10_000_000));
         assert_eq!(parse_size("42"), Ok(42));
         assert!(parse_size("1 parsec").is_err());
+        assert_eq!(parse_size("2TiB"), Ok(2 << 40));
+        assert_eq!(parse_size("1000000TiB"), Ok(1_000_000 << 40));
+        assert_eq!(parse_size("99999999999999TiB"), Ok(u64::MAX));
+        assert_eq!(parse_size(&"9".repeat(400)), Ok(u64::MAX));
+    }
+
+    #[test]
+    fn huge_durations_are_above_the_maximum_not_a_panic() {
+        for text in [
+            "18446744073709551615s",
+            "99999999999d",
+            "400000000h",
+            "1e300",
+            &"9".repeat(400),
+        ] {
+            assert_eq!(
+                parse_duration(text),
+                Err("is above the maximum 36500d".to_string()),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_duration("36500d"), Ok(MAX_DURATION));
+        assert_eq!(
+            duration_at_most(86_401.0, Duration::from_secs(86_400)),
+            Err(Some(Duration::from_secs(86_400)))
+        );
+        assert_eq!(duration_at_most(f64::NAN, MAX_DURATION), Err(None));
+    }
+
+    #[test]
+    fn sizes_format_in_binary_units() {
+        assert_eq!(format_size(64 << 20), "64 MiB");
+        assert_eq!(format_size(1536 << 20), "1.5 GiB");
+        assert_eq!(format_size(1000), "1000 bytes");
+        assert_eq!(format_size(1 << 40), "1 TiB");
     }
 
     #[test]
@@ -143,5 +217,8 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
         assert_eq!(format_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(format_duration(Duration::from_secs(86_400)), "1d");
+        assert_eq!(format_duration(Duration::from_secs(5400)), "90m");
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::units::{format_duration, parse_duration, parse_size};
+use super::units::{
+    duration_at_most, format_duration, format_size, parse_seconds, parse_size, MAX_DURATION,
+};
 use super::{Problem, Problems};
 
 /// One object of the tree, with the path that names it in messages.
@@ -237,11 +239,23 @@ impl<'a> Section<'a> {
     }
 
     /// A duration: a number of seconds (as in the original service) or a string with a unit
-    /// (`"500ms"`, `"1.5s"`, `"2m"`, `"1h"`). Must be positive.
+    /// (`"500ms"`, `"1.5s"`, `"2m"`, `"1h"`). Must be positive and at most [`MAX_DURATION`].
     pub fn duration(
         &mut self,
         key: &str,
         default: Duration,
+        problems: &mut Problems,
+    ) -> Option<Duration> {
+        self.duration_within(key, default, MAX_DURATION, problems)
+    }
+
+    /// A duration as [`Section::duration`] reads it, at most `max` (refused with the maximum
+    /// named otherwise).
+    pub fn duration_within(
+        &mut self,
+        key: &str,
+        default: Duration,
+        max: Duration,
         problems: &mut Problems,
     ) -> Option<Duration> {
         let path = self.path_of(key);
@@ -249,42 +263,42 @@ impl<'a> Section<'a> {
             return Some(default);
         };
         let parsed = match value {
-            Value::Number(n) => n
-                .as_f64()
-                .ok_or_else(|| "not a number".to_string())
-                .and_then(seconds),
-            Value::String(s) => parse_duration(s),
+            Value::Number(n) => n.as_f64().ok_or_else(|| "not a number".to_string()),
+            Value::String(s) => parse_seconds(s),
             other => Err(format!("found {}", kind(other))),
         };
-        match parsed {
-            Ok(d) if d.is_zero() => {
-                problems.push(Problem::new(&path, "must be greater than zero".to_string()));
-                None
-            }
-            Ok(d) => Some(d),
-            Err(why) => {
-                problems.push(Problem::new(
-                    &path,
-                    format!(
-                        "{}: {why}; use seconds (10, 0.5) or a string with a unit (\"500ms\", \"2m\")",
-                        describe(value)
-                    ),
-                ));
-                None
-            }
-        }
+        let message = match parsed.map(|secs| duration_at_most(secs, max.min(MAX_DURATION))) {
+            Ok(Ok(d)) if d.is_zero() => "must be greater than zero".to_string(),
+            Ok(Ok(d)) => return Some(d),
+            Ok(Err(Some(max))) => format!(
+                "{} is above the maximum {}: use a shorter duration",
+                describe(value),
+                show(max)
+            ),
+            Ok(Err(None)) => format!("{}: must be a positive duration", describe(value)),
+            Err(why) => format!(
+                "{}: {why}; use seconds (10, 0.5) or a string with a unit (\"500ms\", \"2m\")",
+                describe(value)
+            ),
+        };
+        problems.push(Problem::new(&path, message));
+        None
     }
 
-    /// A size in bytes: a number, or a string with a unit (`"512KiB"`, `"1MiB"`, `"10MB"`).
+    /// A size in bytes: a number, or a string with a unit (`"512KiB"`, `"1MiB"`, `"10MB"`),
+    /// at most `max`.
     pub fn size(&mut self, key: &str, default: u64, max: u64, problems: &mut Problems) -> u64 {
         let path = self.path_of(key);
         let Some(value) = self.raw(key) else {
             return default;
         };
         let parsed = match value {
-            Value::Number(n) => n
-                .as_u64()
-                .ok_or_else(|| "not a whole, non-negative number".to_string()),
+            Value::Number(n) => match (n.as_u64(), n.as_f64()) {
+                (Some(n), _) => Ok(n),
+                // Whole but beyond u64 (1e30): saturate, so the maximum refuses it.
+                (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 => Ok(u64::MAX),
+                _ => Err("not a whole, non-negative number".to_string()),
+            },
             Value::String(s) => parse_size(s),
             other => Err(format!("found {}", kind(other))),
         };
@@ -296,7 +310,11 @@ impl<'a> Section<'a> {
             Ok(n) if n > max => {
                 problems.push(Problem::new(
                     &path,
-                    format!("{n} bytes is more than the maximum of {max} bytes"),
+                    format!(
+                        "{} is above the maximum {} ({max} bytes): use a smaller size",
+                        describe(value),
+                        format_size(max)
+                    ),
                 ));
                 default
             }
@@ -425,13 +443,6 @@ pub(crate) fn resolve(base_dir: &Path, text: &str) -> PathBuf {
     } else {
         base_dir.join(path)
     }
-}
-
-fn seconds(secs: f64) -> Result<Duration, String> {
-    if !secs.is_finite() || secs < 0.0 {
-        return Err("must be a positive number of seconds".into());
-    }
-    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
 /// "a string", "a list"… for messages.
