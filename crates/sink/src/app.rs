@@ -87,6 +87,8 @@ pub async fn run_with_metrics(
         batch_size: settings.sink.batch_size,
         batch_linger: settings.sink.batch_linger,
         fetch_max_wait: settings.sink.fetch_max_wait,
+        batch_bytes: crate::consumer::MAX_BATCH_BYTES,
+        window: crate::decode::Window::from_retention(settings.sink.retention),
     };
 
     let mut running: HashMap<i32, Running> = HashMap::new();
