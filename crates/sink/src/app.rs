@@ -58,6 +58,13 @@ pub async fn run_with_metrics(
                 Err(SinkError::Migrate(sqlx::migrate::MigrateError::Execute(e))) => {
                     warn!(error = %e, "database not reachable for migrations; retrying");
                 }
+                // A connection lost while a migration runs (it is rolled back) is retried too.
+                Err(SinkError::Migrate(sqlx::migrate::MigrateError::ExecuteMigration(
+                    e,
+                    version,
+                ))) if connection_lost(&e) => {
+                    warn!(error = %e, version, "connection lost during a migration; retrying");
+                }
                 Err(e) => return Err(e),
             }
             if !backoff.sleep(shutdown.cancelled()).await {
@@ -195,6 +202,18 @@ pub async fn run_with_metrics(
         l.leave().await;
     }
     Ok(())
+}
+
+/// Whether `error` is a lost connection (I/O, or SQLSTATE class 08 or 57 such as an
+/// administrator's termination) rather than a fault of the statement.
+fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+        _ => false,
+    }
 }
 
 /// Takes or gives back partitions so this replica owns its fair share.

@@ -132,6 +132,8 @@ pub async fn consume(
     info!(offset = position, stored = expected.is_some(), "consuming");
     let _watch = StallWatch::start(metrics.clone(), partition);
     let mut high_watermark: Option<i64> = None;
+    // Nothing stored yet: consumption starts at the earliest offset.
+    let start = position;
 
     loop {
         let mut batch =
@@ -170,7 +172,7 @@ pub async fn consume(
                         batch.push(record.offset, record.record.key, record.record.value);
                     }
                     high_watermark = Some(watermark);
-                    metrics.partition_waiting(partition, waiting(watermark, expected));
+                    metrics.partition_waiting(partition, waiting(watermark, expected, start));
                     metrics
                         .lag
                         .get_or_create(&PartitionLabels { partition })
@@ -220,7 +222,7 @@ pub async fn consume(
                 expected = batch.expected_offset;
                 metrics.partition_advanced(partition);
                 if let Some(watermark) = high_watermark {
-                    metrics.partition_waiting(partition, waiting(watermark, expected));
+                    metrics.partition_waiting(partition, waiting(watermark, expected, start));
                 }
             }
             match stored {
@@ -241,9 +243,9 @@ fn full(batch: &Batch, config: &ConsumerConfig) -> bool {
     batch.len() >= config.batch_size || (!batch.is_empty() && batch.bytes() >= config.batch_bytes)
 }
 
-/// Whether the broker holds messages past the stored offset.
-fn waiting(high_watermark: i64, stored: Option<i64>) -> bool {
-    stored.is_none_or(|s| high_watermark > s)
+/// Whether the broker holds messages past the stored offset (`start` when none is stored).
+fn waiting(high_watermark: i64, stored: Option<i64>, start: i64) -> bool {
+    high_watermark > stored.unwrap_or(start)
 }
 
 /// Stores `batch`, retrying what is not about its data until stored (`Ok(true)`) or `stop`
