@@ -70,7 +70,7 @@ pub fn missed_report(
 ) -> Report {
     let mut report = Report {
         schema_version: SCHEMA_VERSION,
-        report_id: report_id(&target.id, scheduled_at),
+        report_id: report_id(checker_id, &target.id, scheduled_at),
         target_id: target.id.clone(),
         url: target.url.to_string(),
         checker_id: checker_id.to_string(),

@@ -18,6 +18,17 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Longest `error` text a report carries, in characters; longer texts are cut with an ellipsis.
 pub const MAX_ERROR_CHARS: usize = 1024;
 
+/// Longest `target_id` and `checker_id`, in characters. Both are keys of database indexes, whose
+/// rows PostgreSQL caps at about 2.7 kB: 200 characters (at most 800 bytes of UTF-8) fit with
+/// room to spare. The settings refuse longer ids, so a checker never writes one.
+pub const MAX_ID_CHARS: usize = 200;
+
+/// Longest `url`, in characters (what browsers and CDNs accept in practice).
+pub const MAX_URL_CHARS: usize = 8192;
+
+/// Longest `regexp`, in characters.
+pub const MAX_PATTERN_CHARS: usize = 4096;
+
 /// Largest encoded report a reader accepts, in bytes. Real reports are well under 4 KiB; the
 /// bound keeps a hostile or corrupted message from costing a reader unbounded memory.
 pub const MAX_REPORT_BYTES: usize = 64 * 1024;
@@ -138,7 +149,8 @@ pub struct Timings {
 pub struct Report {
     /// Always [`SCHEMA_VERSION`] for reports this crate writes.
     pub schema_version: u32,
-    /// Unique per check, derived by [`report_id`] from the target and the scheduled time.
+    /// Unique per check, derived by [`report_id`] from the checker, the target and the
+    /// scheduled time.
     pub report_id: Uuid,
     /// Stable id of the target.
     pub target_id: String,
@@ -292,6 +304,17 @@ impl Report {
         if self.target_id.is_empty() {
             return bad("target_id is empty".into());
         }
+        for (name, text, max) in [
+            ("target_id", Some(self.target_id.as_str()), MAX_ID_CHARS),
+            ("checker_id", Some(self.checker_id.as_str()), MAX_ID_CHARS),
+            ("url", Some(self.url.as_str()), MAX_URL_CHARS),
+            ("regexp", self.regexp.as_deref(), MAX_PATTERN_CHARS),
+        ] {
+            let chars = text.map_or(0, |t| t.chars().count());
+            if chars > max {
+                return bad(format!("{name} is {chars} characters, more than {max}"));
+            }
+        }
         if let Some(error) = &self.error {
             let chars = error.chars().count();
             if chars > MAX_ERROR_CHARS {
@@ -328,17 +351,23 @@ pub fn to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
     at.trunc_subsecs(6)
 }
 
-/// The report id of the check of `target_id` scheduled at `scheduled_at`.
+/// The report id of the check of `target_id` scheduled at `scheduled_at`, made by the checker
+/// `checker_id`.
 ///
 /// A UUID in the version 7 layout: the first 48 bits are the scheduled time in Unix
-/// milliseconds, the rest a SHA-256 of the target id and the scheduled time in microseconds.
-/// So it is deterministic (a re-sent report carries the same id, and the sink stores it once)
-/// and time-ordered (new rows land at the right edge of the database's key index).
-pub fn report_id(target_id: &str, scheduled_at: DateTime<Utc>) -> Uuid {
+/// milliseconds, the rest a SHA-256 of the checker id, the target id and the scheduled time in
+/// microseconds. So it is deterministic (a re-sent report carries the same id, and the sink
+/// stores it once), distinct per checker (two regions checking the same target in the same
+/// slot both keep their result) and time-ordered (new rows land at the right edge of the
+/// database's key index). Each id is hashed with its length in front, so no pair of ids can
+/// collide with another by moving characters between them.
+pub fn report_id(checker_id: &str, target_id: &str, scheduled_at: DateTime<Utc>) -> Uuid {
     let micros = to_micros(scheduled_at).timestamp_micros();
     let mut hasher = Sha256::new();
-    hasher.update(target_id.as_bytes());
-    hasher.update([0u8]);
+    for id in [checker_id, target_id] {
+        hasher.update((id.len() as u64).to_be_bytes());
+        hasher.update(id.as_bytes());
+    }
     hasher.update(micros.to_be_bytes());
     let digest = hasher.finalize();
     let mut tail = [0u8; 10];
@@ -413,7 +442,7 @@ mod tests {
             .expect("valid date");
         Report {
             schema_version: SCHEMA_VERSION,
-            report_id: report_id("t1", scheduled),
+            report_id: report_id("eu-1", "t1", scheduled),
             target_id: "t1".into(),
             url: "https://example.com/".into(),
             checker_id: "eu-1".into(),
@@ -461,11 +490,18 @@ mod tests {
     fn report_ids_are_deterministic_distinct_and_time_ordered() {
         let t0 = Utc.timestamp_opt(1_800_000_000, 0).single().expect("valid");
         let t1 = t0 + chrono::Duration::seconds(60);
-        assert_eq!(report_id("a", t0), report_id("a", t0));
-        assert_ne!(report_id("a", t0), report_id("b", t0));
-        assert_ne!(report_id("a", t0), report_id("a", t1));
-        assert!(report_id("z", t0) < report_id("a", t1));
-        assert_eq!(report_id("a", t0).get_version_num(), 7);
+        assert_eq!(report_id("c", "a", t0), report_id("c", "a", t0));
+        assert_ne!(report_id("c", "a", t0), report_id("c", "b", t0));
+        assert_ne!(report_id("c", "a", t0), report_id("c", "a", t1));
+        assert!(report_id("c", "z", t0) < report_id("c", "a", t1));
+        assert_eq!(report_id("c", "a", t0).get_version_num(), 7);
+    }
+
+    #[test]
+    fn two_checkers_get_distinct_ids_for_the_same_slot() {
+        let t0 = Utc.timestamp_opt(1_800_000_000, 0).single().expect("valid");
+        assert_ne!(report_id("eu", "a", t0), report_id("us", "a", t0));
+        assert_ne!(report_id("ab", "c", t0), report_id("a", "bc", t0));
     }
 
     #[test]
@@ -534,6 +570,28 @@ mod tests {
         assert_eq!(error.chars().count(), MAX_ERROR_CHARS);
         assert!(error.ends_with('…'));
         assert!(Report::from_json(&report.to_json()).is_ok());
+    }
+
+    #[test]
+    fn ids_urls_and_patterns_longer_than_their_bounds_are_rejected_with_the_field_named() {
+        type Mutation = fn(&mut Report);
+        let cases: [(&str, Mutation); 4] = [
+            ("target_id is 201", |r| r.target_id = "t".repeat(201)),
+            ("checker_id is 201", |r| r.checker_id = "é".repeat(201)),
+            ("url is 8193", |r| r.url = "u".repeat(MAX_URL_CHARS + 1)),
+            ("regexp is 4097", |r| {
+                r.regexp = Some("x".repeat(MAX_PATTERN_CHARS + 1))
+            }),
+        ];
+        for (expected, mutate) in cases {
+            let mut report = sample();
+            mutate(&mut report);
+            let err = Report::from_json(&report.to_json()).expect_err(expected);
+            assert!(err.to_string().contains(expected), "{err} vs {expected}");
+        }
+        let mut at_the_bound = sample();
+        at_the_bound.target_id = "é".repeat(MAX_ID_CHARS);
+        assert!(Report::from_json(&at_the_bound.to_json()).is_ok());
     }
 
     #[test]

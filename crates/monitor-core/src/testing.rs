@@ -127,7 +127,7 @@ pub fn sample_report(target: &str, n: i64) -> Report {
         .unwrap_or_default();
     Report {
         schema_version: SCHEMA_VERSION,
-        report_id: report_id(target, scheduled),
+        report_id: report_id("test", target, scheduled),
         target_id: target.to_string(),
         url: format!("https://{target}.example/"),
         checker_id: "test".into(),

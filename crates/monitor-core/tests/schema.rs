@@ -4,7 +4,10 @@
 use std::collections::BTreeSet;
 
 use chrono::{TimeZone, Utc};
-use monitor_core::report::{report_id, FailureClass, Report, Status, Timings, SCHEMA_VERSION};
+use monitor_core::report::{
+    report_id, FailureClass, Report, Status, Timings, MAX_ERROR_CHARS, MAX_ID_CHARS,
+    MAX_PATTERN_CHARS, MAX_URL_CHARS, SCHEMA_VERSION,
+};
 use serde_json::{json, Value};
 
 const SCHEMA: &str = include_str!("../../../schemas/report.v1.schema.json");
@@ -24,7 +27,7 @@ fn report(status: Status, class: Option<FailureClass>) -> Report {
         .expect("date");
     Report {
         schema_version: SCHEMA_VERSION,
-        report_id: report_id("target-1", at),
+        report_id: report_id("checker-a", "target-1", at),
         target_id: "target-1".into(),
         url: "https://example.com/".into(),
         checker_id: "checker-a".into(),
@@ -119,6 +122,24 @@ fn the_schemas_enums_are_the_types_enums() {
         schema["properties"]["schema_version"]["const"],
         json!(SCHEMA_VERSION)
     );
+}
+
+#[test]
+fn the_schemas_length_bounds_are_the_types_bounds() {
+    let schema = schema();
+    for (key, bound) in [
+        ("target_id", MAX_ID_CHARS),
+        ("checker_id", MAX_ID_CHARS),
+        ("url", MAX_URL_CHARS),
+        ("regexp", MAX_PATTERN_CHARS),
+        ("error", MAX_ERROR_CHARS),
+    ] {
+        assert_eq!(
+            schema["properties"][key]["maxLength"],
+            json!(bound),
+            "maxLength of {key}"
+        );
+    }
 }
 
 #[test]
@@ -225,6 +246,31 @@ fn the_schema_and_the_type_agree_on_what_is_invalid() {
         (
             "empty target id",
             Box::new(|v| v["target_id"] = json!("")),
+            false,
+        ),
+        (
+            "target id at the bound",
+            Box::new(|v| v["target_id"] = json!("é".repeat(MAX_ID_CHARS))),
+            true,
+        ),
+        (
+            "target id too long",
+            Box::new(|v| v["target_id"] = json!("t".repeat(MAX_ID_CHARS + 1))),
+            false,
+        ),
+        (
+            "checker id too long",
+            Box::new(|v| v["checker_id"] = json!("c".repeat(MAX_ID_CHARS + 1))),
+            false,
+        ),
+        (
+            "url too long",
+            Box::new(|v| v["url"] = json!("u".repeat(MAX_URL_CHARS + 1))),
+            false,
+        ),
+        (
+            "regexp too long",
+            Box::new(|v| v["regexp"] = json!("r".repeat(MAX_PATTERN_CHARS + 1))),
             false,
         ),
     ];

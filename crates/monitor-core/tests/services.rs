@@ -14,7 +14,7 @@ fn sample_report() -> Report {
     let now = to_micros(Utc::now());
     Report {
         schema_version: SCHEMA_VERSION,
-        report_id: report_id("harness", now),
+        report_id: report_id("test", "harness", now),
         target_id: "harness".into(),
         url: "http://127.0.0.1/".into(),
         checker_id: "test".into(),

@@ -772,3 +772,53 @@ fn the_body_memory_budget_has_a_default_and_must_hold_every_body_limit() {
         "{all:?}"
     );
 }
+
+#[test]
+fn checker_ids_urls_and_patterns_beyond_the_report_bounds_are_refused() {
+    let long_path = "p".repeat(monitor_core::report::MAX_URL_CHARS);
+    let long_pattern = "x".repeat(monitor_core::report::MAX_PATTERN_CHARS + 1);
+    let long_id = "c".repeat(monitor_core::report::MAX_ID_CHARS + 1);
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "url",
+            checker_file(KAFKA_OK, &format!(r#"{{"url": "http://a/{long_path}"}}"#)),
+            "monitored_urls[0].url: is 8201 characters once normalised: reports allow at most 8192",
+        ),
+        (
+            "regexp",
+            checker_file(
+                KAFKA_OK,
+                &format!(r#"{{"url": "http://a", "regexp": "{long_pattern}"}}"#),
+            ),
+            "monitored_urls[0].regexp: is 4097 characters: reports allow at most 4096",
+        ),
+        (
+            "checker id",
+            format!(
+                r#"{{"checker": {{"id": "{long_id}"}}, "kafka": {{{KAFKA_OK}}}, "monitored_urls": ["http://a"]}}"#
+            ),
+            "checker.id: is 201 characters",
+        ),
+    ];
+    let dir = Dir::new();
+    for (name, text, expected) in cases {
+        let file = dir.write("case.json", &text);
+        let err = CheckerSettings::load(&dir.source(&file, &[]), true)
+            .expect_err(&format!("case {name:?} must be refused"));
+        let all = problems(err);
+        assert!(
+            all.iter().any(|p| p.starts_with(expected)),
+            "case {name:?}: expected a problem starting with {expected:?}, got {all:#?}"
+        );
+    }
+    let at_the_bound = checker_file(
+        KAFKA_OK,
+        &format!(
+            r#"{{"url": "http://a/{}", "regexp": "{}"}}"#,
+            "p".repeat(monitor_core::report::MAX_URL_CHARS - "http://a/".len()),
+            "x".repeat(monitor_core::report::MAX_PATTERN_CHARS)
+        ),
+    );
+    let file = dir.write("case.json", &at_the_bound);
+    assert!(CheckerSettings::load(&dir.source(&file, &[]), true).is_ok());
+}

@@ -100,6 +100,12 @@ async fn migrate(store: &ReportStore, shutdown: &CancellationToken) -> Result<bo
             Err(SinkError::Migrate(sqlx::migrate::MigrateError::Execute(e))) => {
                 warn!(error = %e, "database not reachable for migrations; retrying");
             }
+            // A connection lost while a migration runs (it is rolled back) is retried too.
+            Err(SinkError::Migrate(sqlx::migrate::MigrateError::ExecuteMigration(e, version)))
+                if connection_lost(&e) =>
+            {
+                warn!(error = %e, version, "connection lost during a migration; retrying");
+            }
             Err(e) => return Err(e),
         }
         if !backoff.sleep(shutdown.cancelled()).await {
@@ -149,6 +155,8 @@ async fn coordinate(
         batch_size: settings.sink.batch_size,
         batch_linger: settings.sink.batch_linger,
         fetch_max_wait: settings.sink.fetch_max_wait,
+        batch_bytes: crate::consumer::MAX_BATCH_BYTES,
+        window: crate::decode::Window::from_retention(settings.sink.retention),
     };
     let interval = settings.sink.rebalance_interval;
     let mut running: HashMap<i32, Running> = HashMap::new();
@@ -268,6 +276,18 @@ struct Target<'a> {
     topic: &'a str,
     config: ConsumerConfig,
     metrics: &'a Arc<SinkMetrics>,
+}
+
+/// Whether `error` is a lost connection (I/O, or SQLSTATE class 08 or 57 such as an
+/// administrator's termination) rather than a fault of the statement.
+fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+        _ => false,
+    }
 }
 
 /// Takes or gives back partitions so this replica owns its fair share.

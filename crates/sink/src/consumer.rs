@@ -1,5 +1,11 @@
 //! The loop that consumes one partition: fetch, batch, store, and resume exactly where the
 //! stored offset says.
+//!
+//! Batches are bounded by count (`sink.batch_size`) and by bytes ([`MAX_BATCH_BYTES`]), so no
+//! run of large messages costs unbounded memory or one oversized statement. A batch the
+//! database refuses for its data is bisected by the store, so no message can stop the
+//! partition; the partition's progress is reported to [`SinkMetrics`], which makes a stall
+//! visible in `/metrics` and `/readyz`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +18,21 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
+use crate::decode::Window;
 use crate::metrics::{PartitionLabels, SinkMetrics};
-use crate::store::{Batch, ReportStore};
+use crate::store::{Batch, ReportStore, Stored};
 use crate::SinkError;
 
 /// Most bytes asked for in one fetch.
 pub const MAX_FETCH_BYTES: i32 = 8 * 1024 * 1024;
+
+/// Most bytes of keys and values in one batch: a batch is stored once it holds this much (one
+/// message larger than this is a batch of its own). With reports of at most 64 KiB this keeps
+/// one statement's arrays well inside PostgreSQL's 1 GiB value limit and the sink's memory.
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// How often a partition's `partition_stalled_seconds` is brought up to date.
+const STALL_REFRESH: Duration = Duration::from_secs(1);
 
 /// How a partition is consumed.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +43,44 @@ pub struct ConsumerConfig {
     pub batch_linger: Duration,
     /// Longest time the broker may hold a fetch.
     pub fetch_max_wait: Duration,
+    /// Most bytes of keys and values per transaction ([`MAX_BATCH_BYTES`] by default).
+    pub batch_bytes: usize,
+    /// The span of `scheduled_at` a stored report may have (outside: dead letter).
+    pub window: Window,
+}
+
+/// Keeps the partition's stall gauge current while the consumer runs, even while it is stuck
+/// in a statement; stops with the consumer.
+struct StallWatch {
+    task: tokio::task::JoinHandle<()>,
+    metrics: Arc<SinkMetrics>,
+    partition: i32,
+}
+
+impl StallWatch {
+    fn start(metrics: Arc<SinkMetrics>, partition: i32) -> StallWatch {
+        metrics.partition_started(partition);
+        let watched = metrics.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(STALL_REFRESH);
+            loop {
+                tick.tick().await;
+                watched.refresh(partition);
+            }
+        });
+        StallWatch {
+            task,
+            metrics,
+            partition,
+        }
+    }
+}
+
+impl Drop for StallWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.metrics.partition_stopped(self.partition);
+    }
 }
 
 /// Consumes `partition` until `stop` fires (then stores what it holds and returns `Ok`), or
@@ -77,12 +130,17 @@ pub async fn consume(
         },
     };
     info!(offset = position, stored = expected.is_some(), "consuming");
+    let _watch = StallWatch::start(metrics.clone(), partition);
+    let mut high_watermark: Option<i64> = None;
+    // Nothing stored yet: consumption starts at the earliest offset.
+    let start = position;
 
     loop {
-        let mut batch = Batch::new(&topic, partition, expected, position);
+        let mut batch =
+            Batch::new(&topic, partition, expected, position).with_window(config.window);
         let mut deadline: Option<Instant> = None;
         backoff.reset();
-        while !stop.is_cancelled() && batch.len() < config.batch_size {
+        while !stop.is_cancelled() && !full(&batch, &config) {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
@@ -100,20 +158,26 @@ pub async fn consume(
                 r = partition_client.fetch_records(position, 1..MAX_FETCH_BYTES, max_wait_ms) => r,
             };
             match fetched {
-                Ok((records, high_watermark)) => {
+                Ok((records, watermark)) => {
                     backoff.reset();
                     for record in records {
                         if record.offset < position {
                             continue;
                         }
+                        if full(&batch, &config) {
+                            // The rest is fetched again for the next batch.
+                            break;
+                        }
                         position = record.offset + 1;
                         batch.push(record.offset, record.record.key, record.record.value);
                     }
+                    high_watermark = Some(watermark);
+                    metrics.partition_waiting(partition, waiting(watermark, expected, start));
                     metrics
                         .lag
                         .get_or_create(&PartitionLabels { partition })
-                        .set(high_watermark - position);
-                    debug!(lag = high_watermark - position, "fetched");
+                        .set(watermark - position);
+                    debug!(lag = watermark - position, "fetched");
                     if !batch.is_empty() && deadline.is_none() {
                         deadline = Some(Instant::now() + config.batch_linger);
                     }
@@ -153,44 +217,86 @@ pub async fn consume(
         }
 
         if !batch.is_empty() || Some(batch.next_offset) != expected {
-            backoff.reset();
-            loop {
-                let started = Instant::now();
-                match store.store(&batch).await {
-                    Ok(stored) => {
-                        metrics
-                            .batch_seconds
-                            .observe(started.elapsed().as_secs_f64());
-                        metrics.rows.inc_by(stored.rows);
-                        metrics.duplicates.inc_by(stored.duplicates);
-                        metrics.dead_letters.inc_by(stored.dead_letters);
-                        debug!(
-                            rows = stored.rows,
-                            duplicates = stored.duplicates,
-                            dead_letters = stored.dead_letters,
-                            next_offset = batch.next_offset,
-                            "stored"
-                        );
-                        expected = Some(batch.next_offset);
-                        break;
-                    }
-                    Err(e @ SinkError::OffsetMoved { .. }) => return Err(e),
-                    Err(e) => {
-                        metrics.db_errors.inc();
-                        warn!(error = %e, messages = batch.len(), "storing the batch failed; nothing was stored, retrying");
-                        if !backoff.sleep(stop.cancelled()).await {
-                            // Shutting down: nothing of this batch is stored and the offset did
-                            // not move, so the next owner reads it again.
-                            return Ok(());
-                        }
-                    }
+            let stored = store_batch(&store, &mut batch, &metrics, &stop).await;
+            if batch.expected_offset != expected {
+                expected = batch.expected_offset;
+                metrics.partition_advanced(partition);
+                if let Some(watermark) = high_watermark {
+                    metrics.partition_waiting(partition, waiting(watermark, expected, start));
                 }
+            }
+            match stored {
+                Ok(true) => {}
+                // Shutting down: what is not stored is read again by the next owner.
+                Ok(false) => return Ok(()),
+                Err(e) => return Err(e),
             }
         }
         if stop.is_cancelled() {
             return Ok(());
         }
     }
+}
+
+/// Whether the batch is as large as a batch may be.
+fn full(batch: &Batch, config: &ConsumerConfig) -> bool {
+    batch.len() >= config.batch_size || (!batch.is_empty() && batch.bytes() >= config.batch_bytes)
+}
+
+/// Whether the broker holds messages past the stored offset (`start` when none is stored).
+fn waiting(high_watermark: i64, stored: Option<i64>, start: i64) -> bool {
+    high_watermark > stored.unwrap_or(start)
+}
+
+/// Stores `batch`, retrying what is not about its data until stored (`Ok(true)`) or `stop`
+/// (`Ok(false)`). What is stored is removed from `batch` as it goes; its `expected_offset` is
+/// the stored offset afterwards. `Err` only when another replica owns the partition.
+async fn store_batch(
+    store: &ReportStore,
+    batch: &mut Batch,
+    metrics: &SinkMetrics,
+    stop: &CancellationToken,
+) -> Result<bool, SinkError> {
+    let mut backoff = Backoff::default();
+    let started = Instant::now();
+    let mut done = Stored::default();
+    loop {
+        let result = store.store_bisecting(batch, &mut done).await;
+        count(metrics, done, started);
+        done = Stored::default();
+        match result {
+            Ok(()) => {
+                debug!(next_offset = batch.next_offset, "stored");
+                return Ok(true);
+            }
+            Err(e @ SinkError::OffsetMoved { .. }) => return Err(e),
+            Err(e) => {
+                metrics.db_errors.inc();
+                warn!(error = %e, messages = batch.len(), "storing the batch failed; retrying what is not stored");
+                if !backoff.sleep(stop.cancelled()).await {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+fn count(metrics: &SinkMetrics, stored: Stored, started: Instant) {
+    if stored == Stored::default() {
+        return;
+    }
+    metrics
+        .batch_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.rows.inc_by(stored.rows);
+    metrics.duplicates.inc_by(stored.duplicates);
+    metrics.dead_letters.inc_by(stored.dead_letters);
+    debug!(
+        rows = stored.rows,
+        duplicates = stored.duplicates,
+        dead_letters = stored.dead_letters,
+        "stored"
+    );
 }
 
 /// The partition's earliest offset, retried until known or `stop`.

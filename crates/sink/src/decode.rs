@@ -1,56 +1,162 @@
 //! A Kafka message becomes a report or a dead letter. Everything a producer can get wrong ends
 //! here as a reason, never as an error that stops the sink.
+//!
+//! Whatever its bytes, a message must end up stored: so text bound for the database is made
+//! storable here (PostgreSQL `text` cannot hold NUL), a dead letter's reason is bounded and
+//! cleaned the same way (it may quote the message), and a report whose dates would need an
+//! absurd table partition is refused with the field named.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
-use monitor_core::report::Report;
+use monitor_core::report::{bound_error, Report};
 
-/// Earliest and latest year a stored report may be scheduled in: outside, the clock of the
-/// checker that wrote it is broken, and the report would need an absurd table partition.
-const YEARS: std::ops::RangeInclusive<i32> = 2000..=2200;
+/// How far ahead of the sink's clock `scheduled_at` may be: a checker's clock a little ahead
+/// is tolerated, a report from next month is a broken clock (and would need a partition of its
+/// own).
+pub const MAX_AHEAD: Duration = Duration::from_secs(24 * 3600);
 
-/// A message's payload as a storable report, or why not.
-pub fn decode(value: Option<&[u8]>) -> Result<Report, String> {
+/// How old `scheduled_at` may be when `sink.retention` is not set. With a retention, the
+/// retention is the bound (an older report would be dropped by the next housekeeping anyway).
+/// Either way the number of day partitions reports can create is bounded.
+pub const MAX_AGE_WITHOUT_RETENTION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Years `started_at` may fall in: outside, the clock of the checker that wrote it is broken.
+const STARTED_YEARS: std::ops::RangeInclusive<i32> = 2000..=2200;
+
+/// Years a certificate's expiry may fall in: what X.509 can express (RFC 5280 uses
+/// 9999-12-31T23:59:59Z for "no expiry"), all within what PostgreSQL stores.
+const CERT_YEARS: std::ops::RangeInclusive<i32> = 0..=9999;
+
+/// Longest reason stored with a dead letter, in characters. Reasons may quote the message, so
+/// they are cut to this.
+pub const MAX_REASON_CHARS: usize = monitor_core::report::MAX_ERROR_CHARS;
+
+/// The span of `scheduled_at` a stored report may have, relative to the time it is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Oldest accepted age.
+    pub max_age: Duration,
+    /// Furthest accepted lead over the sink's clock.
+    pub max_ahead: Duration,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window::from_retention(None)
+    }
+}
+
+impl Window {
+    /// The window for a sink with this `sink.retention`.
+    pub fn from_retention(retention: Option<Duration>) -> Window {
+        Window {
+            max_age: retention.unwrap_or(MAX_AGE_WITHOUT_RETENTION),
+            max_ahead: MAX_AHEAD,
+        }
+    }
+
+    fn check(&self, scheduled_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<(), String> {
+        let age = chrono::Duration::from_std(self.max_age).unwrap_or(chrono::Duration::MAX);
+        let ahead = chrono::Duration::from_std(self.max_ahead).unwrap_or(chrono::Duration::MAX);
+        let oldest = now
+            .checked_sub_signed(age)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let latest = now
+            .checked_add_signed(ahead)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        if scheduled_at < oldest {
+            return Err(format!(
+                "scheduled_at {scheduled_at} is older than {} s (sink.retention, or {} s without one): the checker's clock is wrong or the report is too old to keep",
+                self.max_age.as_secs(),
+                MAX_AGE_WITHOUT_RETENTION.as_secs()
+            ));
+        }
+        if scheduled_at > latest {
+            return Err(format!(
+                "scheduled_at {scheduled_at} is more than {} s ahead of the sink's clock: the checker's clock is wrong",
+                self.max_ahead.as_secs()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A message's payload as a storable report, or why not. The reason is already fit to store
+/// (see [`reason`]).
+pub fn decode(value: Option<&[u8]>, window: &Window, now: DateTime<Utc>) -> Result<Report, String> {
     let bytes = value.ok_or_else(|| "message has no value".to_string())?;
-    let report = Report::from_json(bytes).map_err(|e| e.to_string())?;
-    storable(&report)?;
+    let mut report = Report::from_json(bytes).map_err(|e| reason(&e.to_string()))?;
+    storable(&report, window, now).map_err(|e| reason(&e))?;
+    clean_report(&mut report);
     Ok(report)
 }
 
-/// What PostgreSQL would refuse, found before it can fail a whole batch.
-fn storable(report: &Report) -> Result<(), String> {
-    for (name, text) in [
-        ("target_id", Some(report.target_id.as_str())),
-        ("url", Some(report.url.as_str())),
-        ("checker_id", Some(report.checker_id.as_str())),
-        ("error", report.error.as_deref()),
-        ("regexp", report.regexp.as_deref()),
+/// A text as PostgreSQL `text` can hold it: NUL becomes U+FFFD. (Rust strings are valid UTF-8,
+/// the only other thing `text` requires.)
+pub fn storable_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// A dead letter's reason as stored: control characters (which a quoted message may hold)
+/// shown as U+FFFD, cut to [`MAX_REASON_CHARS`].
+pub fn reason(text: &str) -> String {
+    let cleaned: String = text
+        .chars()
+        .take(MAX_REASON_CHARS + 1)
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect();
+    bound_error(cleaned)
+}
+
+/// Makes every text field storable.
+fn clean_report(report: &mut Report) {
+    for text in [
+        &mut report.target_id,
+        &mut report.url,
+        &mut report.checker_id,
     ] {
-        if text.is_some_and(|t| t.contains('\0')) {
-            return Err(format!(
-                "{name} contains a NUL character, which PostgreSQL text cannot hold"
-            ));
+        if let std::borrow::Cow::Owned(clean) = storable_text(text) {
+            *text = clean;
         }
     }
-    for (name, at) in [
-        ("scheduled_at", Some(report.scheduled_at)),
-        ("started_at", Some(report.started_at)),
-        ("tls_cert_not_after", report.tls_cert_not_after),
-    ] {
-        if let Some(at) = at {
-            check_year(name, at)?;
+    for text in [report.error.as_mut(), report.regexp.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        if let std::borrow::Cow::Owned(clean) = storable_text(text) {
+            *text = clean;
         }
+    }
+}
+
+/// What PostgreSQL would refuse, or what would need an absurd table partition, found before it
+/// can fail a whole batch.
+fn storable(report: &Report, window: &Window, now: DateTime<Utc>) -> Result<(), String> {
+    window.check(report.scheduled_at, now)?;
+    check_year("started_at", report.started_at, &STARTED_YEARS)?;
+    if let Some(at) = report.tls_cert_not_after {
+        check_year("tls_cert_not_after", at, &CERT_YEARS)?;
     }
     Ok(())
 }
 
-fn check_year(name: &str, at: DateTime<Utc>) -> Result<(), String> {
-    if YEARS.contains(&at.year()) {
+fn check_year(
+    name: &str,
+    at: DateTime<Utc>,
+    years: &std::ops::RangeInclusive<i32>,
+) -> Result<(), String> {
+    if years.contains(&at.year()) {
         Ok(())
     } else {
         Err(format!(
             "{name} {at} is outside the years {}-{}",
-            YEARS.start(),
-            YEARS.end()
+            years.start(),
+            years.end()
         ))
     }
 }
@@ -59,26 +165,61 @@ fn check_year(name: &str, at: DateTime<Utc>) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_empty_message_is_a_dead_letter() {
-        assert_eq!(decode(None).err().as_deref(), Some("message has no value"));
+    fn json() -> String {
+        let now = Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        format!(
+            r#"{{"schema_version":1,"report_id":"019ab7f2-6b40-7c1e-9a51-1f0c8e2d4b77",
+            "target_id":"a\u0000b","url":"http://x","checker_id":"c",
+            "scheduled_at":"{now}","started_at":"{now}",
+            "status":"up","failure_class":null,"error":null,"http_status":200,
+            "response_time_ms":1.0,"timings_ms":{{"dns":null,"connect":null,"tls":null,"ttfb":null,"transfer":null}},
+            "body_bytes":0,"regexp":null,"regexp_matched":null,"tls_cert_not_after":"9999-12-31T23:59:59Z",
+            "timeout_s":1.0,"period_s":2.0}}"#
+        )
+    }
+
+    fn run(json: &str) -> Result<Report, String> {
+        decode(Some(json.as_bytes()), &Window::default(), Utc::now())
     }
 
     #[test]
-    fn text_postgres_cannot_hold_is_refused_before_it_reaches_the_database() {
-        let json = r#"{"schema_version":1,"report_id":"019ab7f2-6b40-7c1e-9a51-1f0c8e2d4b77",
-            "target_id":"a\u0000b","url":"http://x","checker_id":"c",
-            "scheduled_at":"2026-11-24T21:03:00.000000Z","started_at":"2026-11-24T21:03:00.000000Z",
-            "status":"up","failure_class":null,"error":null,"http_status":200,
-            "response_time_ms":1.0,"timings_ms":{"dns":null,"connect":null,"tls":null,"ttfb":null,"transfer":null},
-            "body_bytes":0,"regexp":null,"regexp_matched":null,"tls_cert_not_after":null,
-            "timeout_s":1.0,"period_s":2.0}"#;
-        let err = decode(Some(json.as_bytes())).err().unwrap_or_default();
-        assert!(err.contains("target_id contains a NUL"), "{err}");
-        let fixed = json.replace("a\\u0000b", "ab");
-        assert!(decode(Some(fixed.as_bytes())).is_ok());
-        let ancient = fixed.replace("\"scheduled_at\":\"2026", "\"scheduled_at\":\"1970");
-        let err = decode(Some(ancient.as_bytes())).err().unwrap_or_default();
-        assert!(err.contains("scheduled_at 1970"), "{err}");
+    fn an_empty_message_is_a_dead_letter() {
+        let err = decode(None, &Window::default(), Utc::now()).err();
+        assert_eq!(err.as_deref(), Some("message has no value"));
+    }
+
+    #[test]
+    fn nul_is_stored_as_a_replacement_character_and_no_expiry_certificates_are_kept() {
+        let report = run(&json()).expect("decodes");
+        assert_eq!(report.target_id, "a\u{FFFD}b");
+        assert!(report.tls_cert_not_after.is_some());
+    }
+
+    #[test]
+    fn scheduled_times_outside_the_window_are_refused_with_the_field_named() {
+        let ok = json();
+        let year = Utc::now().year();
+        let ancient = ok.replacen(
+            &format!("\"scheduled_at\":\"{year}"),
+            "\"scheduled_at\":\"1970",
+            1,
+        );
+        let err = run(&ancient).err().unwrap_or_default();
+        assert!(err.starts_with("scheduled_at 1970"), "{err}");
+        let future = ok.replacen(
+            &format!("\"scheduled_at\":\"{year}"),
+            "\"scheduled_at\":\"2999",
+            1,
+        );
+        let err = run(&future).err().unwrap_or_default();
+        assert!(err.contains("ahead of the sink's clock"), "{err}");
+    }
+
+    #[test]
+    fn reasons_are_bounded_and_hold_no_control_characters() {
+        let long = format!("bad \0 value {}", "x".repeat(10_000));
+        let r = reason(&long);
+        assert_eq!(r.chars().count(), MAX_REASON_CHARS);
+        assert!(!r.chars().any(char::is_control));
     }
 }

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand};
@@ -173,7 +172,7 @@ fn main() -> ExitCode {
                 let ready = metrics.clone();
                 let state = Arc::new(AdminState {
                     registry: Mutex::new(registry),
-                    ready: Box::new(move || ready.ready.load(Ordering::Relaxed)),
+                    ready: Box::new(move || ready.is_ready()),
                 });
                 let admin_task = tokio::spawn(admin::serve(listener, state, shutdown.clone()));
                 tokio::spawn(signal(shutdown.clone()));

@@ -1,7 +1,15 @@
 //! The sink's Prometheus metrics, and its readiness.
+//!
+//! Readiness is more than "the database answers": a partition whose stored offset has not
+//! moved for [`STALL_BOUND`] while the broker holds messages past it is stalled, and a stalled
+//! replica is not ready. `partition_stalled_seconds` shows how long each partition has waited.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -15,6 +23,30 @@ use prometheus_client::registry::Registry;
 pub struct PartitionLabels {
     /// The partition.
     pub partition: i32,
+}
+
+/// How long a partition may hold messages without its stored offset moving before the replica
+/// reports itself not ready. A healthy partition stores a batch every `batch_linger` or so; a
+/// two-minute wait means PostgreSQL is down or blocked (a lock held, a stuck statement).
+pub const STALL_BOUND: Duration = Duration::from_secs(120);
+
+/// Where one partition stands.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// When its stored offset last moved (or consumption started).
+    advanced_at: Instant,
+    /// Since when the broker has held messages past the stored offset; `None` when caught up.
+    waiting_since: Option<Instant>,
+}
+
+impl Progress {
+    /// How long it has waited with messages pending and no progress.
+    fn stalled_for(&self, now: Instant) -> Duration {
+        match self.waiting_since {
+            Some(since) => now.saturating_duration_since(since.max(self.advanced_at)),
+            None => Duration::ZERO,
+        }
+    }
 }
 
 /// Every metric of the sink.
@@ -34,8 +66,14 @@ pub struct SinkMetrics {
     pub owned_partitions: Gauge,
     /// Failed database operations (each retried).
     pub db_errors: Counter,
-    /// Whether the database answers and this replica holds its share of partitions.
+    /// Seconds a partition has held messages without its stored offset moving.
+    pub stalled_seconds: Family<PartitionLabels, Gauge>,
+    /// Whether the database answers and this replica holds its share of partitions (see
+    /// [`SinkMetrics::is_ready`] for the whole readiness).
     pub ready: AtomicBool,
+    /// The stall past which the replica is not ready ([`STALL_BOUND`] unless set).
+    pub stall_bound: Duration,
+    progress: Mutex<HashMap<i32, Progress>>,
 }
 
 impl Default for SinkMetrics {
@@ -48,7 +86,10 @@ impl Default for SinkMetrics {
             lag: Family::default(),
             owned_partitions: Gauge::default(),
             db_errors: Counter::default(),
+            stalled_seconds: Family::default(),
             ready: AtomicBool::new(false),
+            stall_bound: STALL_BOUND,
+            progress: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -56,7 +97,18 @@ impl Default for SinkMetrics {
 impl SinkMetrics {
     /// The metrics, registered in `registry` under the `webmon_sink_` prefix.
     pub fn register(registry: &mut Registry) -> Arc<SinkMetrics> {
-        let m = SinkMetrics::default();
+        SinkMetrics::register_with_stall_bound(registry, STALL_BOUND)
+    }
+
+    /// [`SinkMetrics::register`], with a stall bound other than [`STALL_BOUND`].
+    pub fn register_with_stall_bound(
+        registry: &mut Registry,
+        stall_bound: Duration,
+    ) -> Arc<SinkMetrics> {
+        let m = SinkMetrics {
+            stall_bound,
+            ..SinkMetrics::default()
+        };
         let r = registry.sub_registry_with_prefix("webmon_sink");
         r.register("rows_stored", "Result rows stored", m.rows.clone());
         r.register(
@@ -89,6 +141,82 @@ impl SinkMetrics {
             "Failed database operations (retried)",
             m.db_errors.clone(),
         );
+        r.register(
+            "partition_stalled_seconds",
+            "Seconds a partition has held messages without its stored offset moving",
+            m.stalled_seconds.clone(),
+        );
         Arc::new(m)
+    }
+
+    /// Ready: the database answers, this replica holds its share, and no partition has been
+    /// stalled longer than the stall bound.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.longest_stall() <= self.stall_bound
+    }
+
+    /// The longest stall of any partition this replica consumes.
+    pub fn longest_stall(&self) -> Duration {
+        let now = Instant::now();
+        self.progress()
+            .values()
+            .map(|p| p.stalled_for(now))
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// A consumer of `partition` started.
+    pub fn partition_started(&self, partition: i32) {
+        self.progress().insert(
+            partition,
+            Progress {
+                advanced_at: Instant::now(),
+                waiting_since: None,
+            },
+        );
+        self.refresh(partition);
+    }
+
+    /// The consumer of `partition` stopped: it no longer counts.
+    pub fn partition_stopped(&self, partition: i32) {
+        self.progress().remove(&partition);
+        self.stalled_seconds.remove(&PartitionLabels { partition });
+    }
+
+    /// The stored offset of `partition` moved.
+    pub fn partition_advanced(&self, partition: i32) {
+        if let Some(p) = self.progress().get_mut(&partition) {
+            p.advanced_at = Instant::now();
+        }
+        self.refresh(partition);
+    }
+
+    /// Whether the broker holds messages of `partition` past its stored offset.
+    pub fn partition_waiting(&self, partition: i32, waiting: bool) {
+        if let Some(p) = self.progress().get_mut(&partition) {
+            p.waiting_since = match (waiting, p.waiting_since) {
+                (false, _) => None,
+                (true, Some(since)) => Some(since),
+                (true, None) => Some(Instant::now()),
+            };
+        }
+        self.refresh(partition);
+    }
+
+    /// Sets `partition_stalled_seconds` of `partition` from its progress.
+    pub fn refresh(&self, partition: i32) {
+        let stalled = self
+            .progress()
+            .get(&partition)
+            .map(|p| p.stalled_for(Instant::now()));
+        if let Some(stalled) = stalled {
+            self.stalled_seconds
+                .get_or_create(&PartitionLabels { partition })
+                .set(i64::try_from(stalled.as_secs()).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Progress>> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -1,6 +1,12 @@
 //! [`ReportStore`]: the only code that writes SQL. One transaction per batch holds the batch's
 //! rows, its dead letters and the partition's next offset, so a crash anywhere stores a batch
 //! wholly or not at all.
+//!
+//! A batch the database refuses for a reason tied to its data (a value out of range, a bound
+//! of the schema, an index row too large) is bisected by [`ReportStore::store_bisecting`]: the
+//! message it cannot hold becomes a dead letter, the rest are stored, and the partition moves
+//! on. Refusals that are not about the data (the connection, a lock, a missing day partition)
+//! are returned for the caller to retry.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -10,7 +16,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tracing::warn;
 use uuid::Uuid;
 
-use crate::decode::decode;
+use crate::decode::{decode, reason, storable_text, Window};
 use crate::partitions::{is_missing_partition, DayPartitions};
 use crate::SinkError;
 
@@ -25,6 +31,14 @@ pub struct DeadLetter {
     pub payload: Option<Vec<u8>>,
     /// Why it is not a report.
     pub error: String,
+}
+
+/// A message as received, kept with its report until the report is stored, so that a report
+/// the database refuses becomes a dead letter of the original bytes.
+#[derive(Debug, Clone)]
+struct Received {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
 }
 
 /// The messages of one partition between two stored offsets.
@@ -42,10 +56,17 @@ pub struct Batch {
     pub reports: Vec<(i64, Report)>,
     /// Invalid messages.
     pub dead_letters: Vec<DeadLetter>,
+    /// The raw messages of `reports`, by offset.
+    received: BTreeMap<i64, Received>,
+    /// Bytes of the keys and values pushed.
+    bytes: usize,
+    /// The span of `scheduled_at` accepted.
+    window: Window,
 }
 
 impl Batch {
-    /// An empty batch continuing from `expected_offset`, resuming at `next_offset`.
+    /// An empty batch continuing from `expected_offset`, resuming at `next_offset`, accepting
+    /// the default [`Window`].
     pub fn new(
         topic: &str,
         partition: i32,
@@ -59,24 +80,45 @@ impl Batch {
             next_offset,
             reports: Vec::new(),
             dead_letters: Vec::new(),
+            received: BTreeMap::new(),
+            bytes: 0,
+            window: Window::default(),
         }
+    }
+
+    /// This batch, accepting reports scheduled within `window` only.
+    pub fn with_window(mut self, window: Window) -> Batch {
+        self.window = window;
+        self
     }
 
     /// Adds one message: a report, or a dead letter saying why not.
     pub fn push(&mut self, offset: i64, key: Option<Vec<u8>>, value: Option<Vec<u8>>) {
-        match decode(value.as_deref()) {
-            Ok(report) => self.reports.push((offset, report)),
-            Err(error) => {
-                warn!(topic = %self.topic, partition = self.partition, offset, %error, "dead letter");
-                self.dead_letters.push(DeadLetter {
-                    offset,
-                    key,
-                    payload: value,
-                    error,
-                })
+        self.bytes += key.as_ref().map_or(0, Vec::len) + value.as_ref().map_or(0, Vec::len);
+        match decode(value.as_deref(), &self.window, Utc::now()) {
+            Ok(report) => {
+                self.reports.push((offset, report));
+                self.received.insert(offset, Received { key, value });
             }
+            Err(error) => self.push_dead_letter(offset, key, value, error),
         }
         self.next_offset = self.next_offset.max(offset + 1);
+    }
+
+    fn push_dead_letter(
+        &mut self,
+        offset: i64,
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        error: String,
+    ) {
+        warn!(topic = %self.topic, partition = self.partition, offset, %error, "dead letter");
+        self.dead_letters.push(DeadLetter {
+            offset,
+            key,
+            payload: value,
+            error,
+        });
     }
 
     /// Messages in the batch.
@@ -87,6 +129,96 @@ impl Batch {
     /// Whether the batch holds no message.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes of the keys and values pushed.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether storing this batch still has something to do: messages, or an offset to move.
+    fn has_work(&self) -> bool {
+        !self.is_empty() || self.expected_offset != Some(self.next_offset)
+    }
+
+    /// The offset that ends the first `n` messages: the offset of message `n + 1`, or the
+    /// batch's next offset when there are no more.
+    fn cut_after(&self, n: usize) -> i64 {
+        let mut offsets: Vec<i64> = self
+            .reports
+            .iter()
+            .map(|(o, _)| *o)
+            .chain(self.dead_letters.iter().map(|d| d.offset))
+            .collect();
+        offsets.sort_unstable();
+        offsets.get(n).copied().unwrap_or(self.next_offset)
+    }
+
+    /// A copy of the messages before offset `cut`, as a batch of its own ending at `cut`.
+    fn front(&self, cut: i64) -> Batch {
+        let mut front = Batch::new(&self.topic, self.partition, self.expected_offset, cut);
+        front.reports = self
+            .reports
+            .iter()
+            .filter(|(o, _)| *o < cut)
+            .cloned()
+            .collect();
+        front.dead_letters = self
+            .dead_letters
+            .iter()
+            .filter(|d| d.offset < cut)
+            .cloned()
+            .collect();
+        front
+    }
+
+    /// Forgets the messages before `cut`, stored up to there.
+    fn drop_front(&mut self, cut: i64) {
+        self.reports.retain(|(o, _)| *o >= cut);
+        self.dead_letters.retain(|d| d.offset >= cut);
+        self.received = self.received.split_off(&cut);
+        self.expected_offset = Some(cut);
+    }
+
+    /// Turns the report at `offset` into a dead letter of its original bytes.
+    fn refuse(&mut self, offset: i64, why: &str) {
+        let report = self.reports.iter().position(|(o, _)| *o == offset);
+        let report = report.map(|i| self.reports.remove(i).1);
+        // A report pushed without its bytes is kept as the JSON it stands for.
+        let (key, value) = match self.received.remove(&offset) {
+            Some(r) => (r.key, r.value),
+            None => (None, report.map(|r| r.to_json())),
+        };
+        let error = reason(&format!("the database refused the report: {why}"));
+        self.push_dead_letter(offset, key, value, error);
+    }
+}
+
+/// Whether the database refused a statement because of the data it was given, so that the
+/// same data will always be refused: SQLSTATE class 22 (data exception), 23 (integrity
+/// constraint violation) and 54 (program limit exceeded, such as an index row too large).
+/// A missing day partition (23514 without a constraint) is not about the data: it is created
+/// and the batch retried.
+pub fn is_data_error(error: &SinkError) -> bool {
+    let SinkError::Database(error) = error else {
+        return false;
+    };
+    let db = match error {
+        sqlx::Error::Database(db) => db,
+        sqlx::Error::Encode(_) => return true,
+        _ => return false,
+    };
+    let Some(code) = db.code() else {
+        return false;
+    };
+    match code.get(..2) {
+        Some("22" | "54") => true,
+        Some("23") => {
+            let missing_partition = code == "23514"
+                && (db.constraint().is_none() || db.message().starts_with("no partition"));
+            !missing_partition
+        }
+        _ => false,
     }
 }
 
@@ -99,6 +231,15 @@ pub struct Stored {
     pub duplicates: u64,
     /// Dead letters stored.
     pub dead_letters: u64,
+}
+
+impl Stored {
+    /// Adds what another store did.
+    pub fn add(&mut self, other: Stored) {
+        self.rows += other.rows;
+        self.duplicates += other.duplicates;
+        self.dead_letters += other.dead_letters;
+    }
 }
 
 /// Writes batches, offsets and table partitions.
@@ -169,6 +310,41 @@ impl ReportStore {
             duplicates: batch.reports.len() as u64 - rows,
             dead_letters,
         })
+    }
+
+    /// Stores `batch` like [`ReportStore::store`], but a batch the database refuses for its
+    /// data (see [`is_data_error`]) is bisected until the message it cannot hold is found;
+    /// that message becomes a dead letter and the rest are stored. What is stored is removed
+    /// from `batch` (and counted in `done`) as it goes, so after any other error the caller
+    /// retries with the same `batch` and continues where this stopped.
+    pub async fn store_bisecting(
+        &self,
+        batch: &mut Batch,
+        done: &mut Stored,
+    ) -> Result<(), SinkError> {
+        let mut take = batch.len();
+        while batch.has_work() {
+            let cut = batch.cut_after(take);
+            let part = batch.front(cut);
+            match self.store(&part).await {
+                Ok(stored) => {
+                    done.add(stored);
+                    batch.drop_front(cut);
+                    take = batch.len();
+                }
+                Err(e) if is_data_error(&e) && part.len() > 1 => {
+                    take = part.len() / 2;
+                    warn!(topic = %batch.topic, partition = batch.partition, error = %e, messages = part.len(), "the database refused a batch for its data: splitting it");
+                }
+                Err(e) if is_data_error(&e) && !part.reports.is_empty() => {
+                    let offset = part.reports[0].0;
+                    batch.refuse(offset, &e.to_string());
+                    take = 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Creates the day partitions of `results` from `days_back` days ago to `days_ahead` days
@@ -337,10 +513,10 @@ async fn insert_dead_letters(
         .iter()
         .map(|d| d.payload.as_deref())
         .collect();
-    let errors: Vec<&str> = batch
+    let errors: Vec<String> = batch
         .dead_letters
         .iter()
-        .map(|d| d.error.as_str())
+        .map(|d| reason(&d.error))
         .collect();
     let inserted = sqlx::query(
         "INSERT INTO dead_letters (kafka_topic, kafka_partition, kafka_offset, key, payload, error) \
@@ -391,14 +567,17 @@ struct Columns {
 impl Columns {
     fn push(&mut self, offset: i64, r: &Report) {
         self.report_id.push(r.report_id);
-        self.target_id.push(r.target_id.clone());
-        self.url.push(r.url.clone());
-        self.checker_id.push(r.checker_id.clone());
+        self.target_id
+            .push(storable_text(&r.target_id).into_owned());
+        self.url.push(storable_text(&r.url).into_owned());
+        self.checker_id
+            .push(storable_text(&r.checker_id).into_owned());
         self.scheduled_at.push(r.scheduled_at);
         self.started_at.push(r.started_at);
         self.status.push(r.status.as_str());
         self.failure_class.push(r.failure_class.map(|c| c.as_str()));
-        self.error.push(r.error.clone());
+        self.error
+            .push(r.error.as_deref().map(|t| storable_text(t).into_owned()));
         self.http_status.push(r.http_status.map(i32::from));
         self.response_time_ms.push(r.response_time_ms);
         self.dns_ms.push(r.timings_ms.dns);
@@ -409,7 +588,8 @@ impl Columns {
         self.body_bytes
             .push(r.body_bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)));
         self.body_truncated.push(r.body_truncated);
-        self.regexp.push(r.regexp.clone());
+        self.regexp
+            .push(r.regexp.as_deref().map(|t| storable_text(t).into_owned()));
         self.regexp_matched.push(r.regexp_matched);
         self.tls_cert_not_after.push(r.tls_cert_not_after);
         self.timeout_s.push(r.timeout_s);

@@ -66,7 +66,7 @@ fn recent_report(target: &str, minutes_ago: i64) -> Vec<u8> {
     let mut r = sample_report(target, 0);
     r.scheduled_at = to_micros(Utc::now() - chrono::Duration::minutes(minutes_ago));
     r.started_at = r.scheduled_at;
-    r.report_id = report_id(target, r.scheduled_at);
+    r.report_id = report_id(&r.checker_id, target, r.scheduled_at);
     r.to_json()
 }
 

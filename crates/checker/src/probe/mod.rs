@@ -499,7 +499,7 @@ impl Prober {
         });
         let mut report = Report {
             schema_version: SCHEMA_VERSION,
-            report_id: report_id(&target.id, scheduled_at),
+            report_id: report_id(&self.checker_id, &target.id, scheduled_at),
             target_id: target.id.clone(),
             url: target.url.to_string(),
             checker_id: self.checker_id.clone(),

@@ -232,6 +232,16 @@ fn read_checker_section(
         .filter(|s| !s.trim().is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
         .unwrap_or_else(|| "checker".into());
+    let id_chars = id.chars().count();
+    if id_chars > crate::report::MAX_ID_CHARS {
+        problems.push(Problem::new(
+            &s.path_of("id"),
+            format!(
+                "is {id_chars} characters (from checker.id or HOSTNAME): reports allow at most {}",
+                crate::report::MAX_ID_CHARS
+            ),
+        ));
+    }
     let max_in_flight = s.integer(
         "max_in_flight",
         DEFAULT_MAX_IN_FLIGHT,

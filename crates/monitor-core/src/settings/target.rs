@@ -347,6 +347,17 @@ fn read_target(
 
 fn parse_url(text: &str, path: &str, problems: &mut Problems) -> Option<Url> {
     match Url::parse(text.trim()) {
+        Ok(url) if url.as_str().chars().count() > crate::report::MAX_URL_CHARS => {
+            problems.push(Problem::new(
+                path,
+                format!(
+                    "is {} characters once normalised: reports allow at most {}",
+                    url.as_str().chars().count(),
+                    crate::report::MAX_URL_CHARS
+                ),
+            ));
+            None
+        }
         Ok(url) if !matches!(url.scheme(), "http" | "https") => {
             problems.push(Problem::new(
                 path,
@@ -374,6 +385,17 @@ fn parse_url(text: &str, path: &str, problems: &mut Problems) -> Option<Url> {
 
 fn pattern(s: &mut Section<'_>, key: &str, problems: &mut Problems) -> Option<Pattern> {
     let text = s.string(key, problems)?;
+    let chars = text.chars().count();
+    if chars > crate::report::MAX_PATTERN_CHARS {
+        problems.push(Problem::new(
+            &s.path_of(key),
+            format!(
+                "is {chars} characters: reports allow at most {}",
+                crate::report::MAX_PATTERN_CHARS
+            ),
+        ));
+        return None;
+    }
     match Pattern::new(&text) {
         Ok(p) => Some(p),
         Err(e) => {
