@@ -254,9 +254,9 @@ async fn reports_spanning_many_days_create_a_bounded_number_of_partitions_per_ca
     let pool = pool(&db).await;
     sink::db::migrate(&pool).await.expect("migrations apply");
     let store = ReportStore::new(pool.clone());
-    // 100 reports, one a day.
+    // 100 reports, one a day over the last 100 days (inside the sink's accepted window).
     let reports: Vec<Vec<u8>> = (0..100)
-        .map(|n| sample_report("spread", n * 24 * 60).to_json())
+        .map(|n| recent_report("spread", n * 24 * 60))
         .collect();
     let partitions = "SELECT count(*) FROM pg_inherits WHERE inhparent = 'results'::regclass";
     let mut attempts = 0;
