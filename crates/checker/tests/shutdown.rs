@@ -124,6 +124,7 @@ async fn terminate(child: &mut Child) -> (Option<i32>, String) {
         );
     };
     let log = log.await.unwrap_or_default();
+    eprintln!("exited {took:?} after SIGTERM, shutdown_timeout {SHUTDOWN_TIMEOUT:?}");
     (status.expect("exit status").code(), log)
 }
 
