@@ -15,10 +15,15 @@ use tokio_util::sync::CancellationToken;
 
 /// An endpoint serving in this process within `limits`; returns its port.
 async fn endpoint(limits: Limits, shutdown: &CancellationToken) -> u16 {
+    endpoint_with(Registry::default(), limits, shutdown).await
+}
+
+/// [`endpoint`] serving `registry`.
+async fn endpoint_with(registry: Registry, limits: Limits, shutdown: &CancellationToken) -> u16 {
     let listener = admin::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let state = Arc::new(AdminState {
-        registry: Mutex::new(Registry::default()),
+        registry: Mutex::new(registry),
         ready: Box::new(|| true),
     });
     tokio::spawn(admin::serve_with(listener, state, shutdown.clone(), limits));
@@ -115,5 +120,45 @@ async fn idle_slow_and_kept_alive_connections_close_after_the_header_timeout() {
         started.elapsed() >= timeout,
         "closed by the header timeout, not before"
     );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_metrics_page_larger_than_the_request_head_bound_is_served_whole() {
+    let shutdown = CancellationToken::new();
+    let mut registry = Registry::default();
+    for i in 0..2000 {
+        let counter = prometheus_client::metrics::counter::Counter::<u64>::default();
+        counter.inc_by(i);
+        registry.register(format!("webmon_test_{i}"), "a test counter", counter);
+    }
+    let port = endpoint_with(registry, Limits::default(), &shutdown).await;
+    let (status, body) = http_get(port, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        body.len() > 4 * admin::MAX_REQUEST_HEAD_BYTES,
+        "{} bytes",
+        body.len()
+    );
+    assert!(body.contains("webmon_test_1999_total 1999"));
+    assert!(body.ends_with("# EOF\n"), "the page is whole");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_request_head_over_the_bound_is_refused_and_closed() {
+    let shutdown = CancellationToken::new();
+    let port = endpoint(Limits::default(), &shutdown).await;
+    let mut head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
+    head.resize(admin::MAX_REQUEST_HEAD_BYTES + 4096, b'a');
+    head.extend_from_slice(b"\r\n\r\n");
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let _ = s.write_all(&head).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
     shutdown.cancel();
 }
