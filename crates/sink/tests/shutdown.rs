@@ -104,7 +104,7 @@ async fn terminate(child: &mut Child) -> (Option<i32>, Duration) {
         let _ = child.kill().await;
         panic!(
             "still running {took:?} after SIGTERM with sink.shutdown_timeout \
-             {SHUTDOWN_TIMEOUT:?}: a pod's kill would come mid-transaction"
+             {SHUTDOWN_TIMEOUT:?}: a pod's kill would come first, mid-transaction if one is open"
         );
     };
     (status.expect("exit status").code(), took)
@@ -199,4 +199,52 @@ async fn sigterm_with_the_offset_row_locked_exits_in_time_and_a_restart_stores_o
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn sigterm_with_the_results_table_locked_exits_in_time_and_a_restart_stores_once() {
     stuck_batch_then_sigterm("LOCK TABLE results IN ACCESS EXCLUSIVE MODE").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn sigterm_while_partition_upkeep_waits_on_a_lock_exits_in_time() {
+    let client = kafka_client().await;
+    let topic = create_topic(&client, 1).await;
+    let db = TestDatabase::create().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("sink.log");
+    let pool = PgPool::connect(&db.url).await.expect("connect");
+    sink::db::migrate(&pool).await.expect("migrations apply");
+    produce(&client, &topic, 0, 50).await;
+
+    // Creating the day partitions at start waits on this lock, before any consumer runs.
+    let mut holder = PgConnection::connect(&db.url).await.expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    sqlx::query("LOCK TABLE results IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .expect("take the lock");
+    let mut sink = spawn_sink(&topic, &db, &log);
+    wait_for_a_lock_wait(&pool).await;
+    let (code, took) = terminate(&mut sink).await;
+    assert_eq!(code, Some(0), "a SIGTERM is a clean exit");
+    eprintln!("exited {took:?} after SIGTERM, bound {SHUTDOWN_TIMEOUT:?}");
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("release the lock");
+    holder.close().await.expect("close");
+
+    let offsets = format!(
+        "SELECT COALESCE(sum(next_offset), 0)::int8 FROM kafka_offsets WHERE kafka_topic = '{topic}'"
+    );
+    let mut again = spawn_sink(&topic, &db, &log);
+    wait_for(&pool, &offsets, 50, "stored offsets after the restart").await;
+    let (code, _) = terminate(&mut again).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        count(&pool, "SELECT count(DISTINCT report_id) FROM results").await,
+        50
+    );
+    pool.close().await;
+    db.drop_database().await;
 }
