@@ -223,7 +223,11 @@ pub async fn run(
             .await
             .is_err()
     {
-        abort_checks(scheduler, max_in_flight - in_flight.available_permits()).await;
+        abort_checks(
+            scheduler,
+            max_in_flight.saturating_sub(in_flight.available_permits()),
+        )
+        .await;
     }
     let _ = tap.await;
     if let Err(e) = delivery.await {
