@@ -21,6 +21,10 @@ use crate::spool::SpoolStats;
 /// How often gauges read from counters elsewhere are refreshed.
 const METRICS_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// At shutdown, checks in flight may take `shutdown_timeout / CHECKS_SHARE_DIVISOR`; the last
+/// deliveries get the rest, so the whole shutdown stays within `shutdown_timeout`.
+const CHECKS_SHARE_DIVISOR: u32 = 2;
+
 /// Where reports go.
 pub enum Output {
     /// One JSON line per report on standard output.
@@ -128,6 +132,11 @@ pub async fn run(
     );
 
     let publisher_stats = Arc::new(PublisherStats::default());
+    let checks_budget = producer.shutdown_timeout / CHECKS_SHARE_DIVISOR;
+    let delivery_settings = ProducerSettings {
+        shutdown_timeout: producer.shutdown_timeout.saturating_sub(checks_budget),
+        ..producer.clone()
+    };
     let (delivery, spool_stats) = match output {
         Output::Stdout => (tokio::spawn(print_reports(reports_rx)), None),
         Output::Kafka {
@@ -138,7 +147,7 @@ pub async fn run(
             tokio::spawn(publish::run(
                 reports_rx,
                 *kafka,
-                producer.clone(),
+                delivery_settings,
                 spool,
                 publisher_stats.clone(),
             )),
@@ -174,6 +183,7 @@ pub async fn run(
         })
     };
     let stop_schedule = CancellationToken::new();
+    let in_flight = permits.clone();
     let mut scheduler = tokio::spawn(schedule::run_with(
         targets_rx,
         probe,
@@ -204,17 +214,20 @@ pub async fn run(
         }
     }
 
-    // Stop scheduling, let the checks in flight end (each is bounded by its timeout), then
-    // let delivery flush; both within the shutdown timeout.
+    // Stop scheduling, let the checks in flight end within their share of the shutdown
+    // timeout (aborting those that do not), then let delivery flush within the rest.
     stop_schedule.cancel();
-    let deadline = tokio::time::Instant::now() + producer.shutdown_timeout;
+    let deadline = tokio::time::Instant::now() + checks_budget;
     if !scheduler.is_finished()
         && tokio::time::timeout_at(deadline, &mut scheduler)
             .await
             .is_err()
     {
-        warn!("checks in flight did not end in time: abandoning them");
-        scheduler.abort();
+        abort_checks(
+            scheduler,
+            max_in_flight.saturating_sub(in_flight.available_permits()),
+        )
+        .await;
     }
     let _ = tap.await;
     if let Err(e) = delivery.await {
@@ -223,6 +236,18 @@ pub async fn run(
     stop_sync.cancel();
     let _ = sync.await;
     info!("checker stopped");
+}
+
+/// Aborts the scheduler and with it the checks still in flight: they are not reported (a
+/// report must say what the target did, and these never finished), only counted in the log.
+async fn abort_checks(scheduler: tokio::task::JoinHandle<()>, in_flight: usize) {
+    scheduler.abort();
+    // Returns once the scheduler and the checks it holds are dropped.
+    let _ = scheduler.await;
+    warn!(
+        aborted = in_flight,
+        "checks in flight did not end within their share of shutdown_timeout: aborted, not reported"
+    );
 }
 
 async fn print_reports(mut reports: mpsc::Receiver<Report>) {

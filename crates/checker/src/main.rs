@@ -18,6 +18,9 @@ use monitor_core::telemetry::{self, LogFormat};
 use prometheus_client::registry::Registry;
 use std::sync::Mutex;
 
+/// How long blocking work left over at exit (such as a name lookup) may hold the process.
+const RUNTIME_STOP: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Checks HTTP(S) targets forever, each on its own period, and produces one JSON report per
 /// check to Kafka.
 ///
@@ -116,7 +119,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let prober = Arc::new(
             Prober::new(settings.checker.id.clone())
                 .with_body_memory(settings.checker.max_body_memory),
@@ -179,7 +182,11 @@ fn main() -> ExitCode {
         app::run(settings, shard, load, prober.into_probe(), output, metrics, reload_rx, shutdown).await;
         let _ = admin_task.await;
         ExitCode::SUCCESS
-    })
+    });
+    // Dropping the runtime would wait for blocking work without bound (a name lookup of an
+    // aborted check, for one): the shutdown is over, so give it only a moment.
+    runtime.shutdown_timeout(RUNTIME_STOP);
+    code
 }
 
 /// SIGTERM and SIGINT fire `shutdown`; SIGHUP asks for a reload.

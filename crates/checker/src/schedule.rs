@@ -154,7 +154,8 @@ impl Live {
 
 /// Runs the schedule until `stop` fires: checks go to `reports`, one report per slot.
 /// A new target list on `targets` takes effect at once; targets whose id and period are
-/// unchanged keep their slots.
+/// unchanged keep their slots. After `stop` it waits for the checks in flight; dropping the
+/// future (aborting its task) aborts them instead.
 pub async fn run(
     targets: watch::Receiver<Vec<Arc<TargetSettings>>>,
     probe: Probe,
@@ -180,7 +181,9 @@ pub async fn run_with(
     let mut live = Live::default();
     let mut queue: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
     let mut reload = true;
-    let tasks = tokio_util::task::TaskTracker::new();
+    // A JoinSet, not a detached spawn: when this future is dropped (the caller aborts the
+    // scheduler at its shutdown deadline), every check still in flight is aborted with it.
+    let mut tasks = tokio::task::JoinSet::new();
 
     loop {
         if reload {
@@ -261,9 +264,10 @@ pub async fn run_with(
             drop(permit);
             let _ = reports.send(report).await;
         });
+        // Reap finished checks so the set holds only those in flight.
+        while tasks.try_join_next().is_some() {}
     }
-    tasks.close();
-    tasks.wait().await;
+    while tasks.join_next().await.is_some() {}
 }
 
 #[cfg(test)]

@@ -1,18 +1,48 @@
 //! The admin endpoint both services serve: `/metrics` (Prometheus text format), `/healthz`
 //! (the process is alive) and `/readyz` (the service can do its work).
+//!
+//! It must stay cheap and answer whatever clients do, because it shares the process (and its
+//! memory limit) with the service: at most [`MAX_CONNECTIONS`] connections are open, and a
+//! new one beyond that closes the oldest, so idle or slow clients (slowloris) can neither
+//! exhaust memory nor lock a scraper out; a request head must arrive within
+//! [`HEADER_READ_TIMEOUT`] (which also closes idle keep-alive connections) and fit in
+//! [`MAX_REQUEST_HEAD_BYTES`]; a connection lives at most [`MAX_CONNECTION_AGE`]. When accepting
+//! fails (out of file descriptors, `EMFILE`), it logs once, retries every
+//! [`ACCEPT_RETRY_DELAY`] instead of spinning, and says when accepting works again.
+//!
+//! Written on hyper directly rather than axum: three fixed routes need no router, and
+//! `axum::serve` exposes neither a connection cap, nor the header timeout's length, nor the
+//! request-head size, which are what this endpoint needs.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
+
+/// Most connections open at once; a new one beyond closes the oldest.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Longest wait for a complete request head, from the connection's start or, on a keep-alive
+/// connection, from the end of the previous response (so it is also the idle bound).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest life of a connection; then it closes once its current response is written.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+/// How long a connection past its age may take to finish its response.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Largest request head read (hyper's smallest allowed buffer is 8 KiB); a larger one is
+/// answered 431 and closed.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
+/// Pause after a failed accept (such as `EMFILE`) before trying again.
+pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// What the endpoint serves.
 pub struct AdminState {
@@ -28,34 +58,150 @@ impl std::fmt::Debug for AdminState {
     }
 }
 
+/// The endpoint's bounds; [`Limits::default`] is what the services use (the constants above).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Longest wait for a request head, also between requests of a keep-alive connection.
+    pub header_read_timeout: Duration,
+    /// Longest life of a connection.
+    pub max_connection_age: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connection_age: MAX_CONNECTION_AGE,
+        }
+    }
+}
+
 /// Binds the admin address.
 pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves the endpoint on `listener` until `shutdown` fires.
+/// Serves the endpoint on `listener` until `shutdown` fires, within the default [`Limits`].
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
+    serve_with(listener, state, shutdown, Limits::default()).await;
+}
+
+/// [`serve`] within `limits`. Every connection is closed when `shutdown` fires.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    shutdown: CancellationToken,
+    limits: Limits,
+) {
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "admin endpoint: /metrics /healthz /readyz");
+        info!(%addr, max_connections = limits.max_connections, "admin endpoint: /metrics /healthz /readyz");
     }
+    let open = Arc::new(Mutex::new(Open::default()));
+    let mut failed_accepts = 0u64;
     loop {
-        let (stream, peer) = tokio::select! {
+        let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => { warn!(error = %e, "admin accept failed"); continue }
-            },
+            a = listener.accept() => a,
         };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                if failed_accepts == 0 {
+                    warn!(error = %e, retry_ms = ACCEPT_RETRY_DELAY.as_millis() as u64, "admin endpoint cannot accept connections (out of file descriptors?): retrying");
+                }
+                failed_accepts += 1;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(ACCEPT_RETRY_DELAY) => continue,
+                }
+            }
+        };
+        if failed_accepts > 0 {
+            info!(failed_accepts, "admin endpoint accepts connections again");
+            failed_accepts = 0;
+        }
+        let slot = Open::admit(&open, limits.max_connections, &shutdown);
+        tokio::spawn(connection(stream, peer, state.clone(), limits, slot));
+    }
+}
+
+/// The open connections, oldest first, each with the token that closes it.
+#[derive(Default)]
+struct Open {
+    next_id: u64,
+    live: BTreeMap<u64, CancellationToken>,
+}
+
+/// A connection's place among the open ones; freed when dropped.
+struct Slot {
+    id: u64,
+    close: CancellationToken,
+    open: Arc<Mutex<Open>>,
+}
+
+impl Open {
+    /// Makes room for one more connection (closing the oldest when full) and takes it.
+    fn admit(open: &Arc<Mutex<Open>>, max: usize, shutdown: &CancellationToken) -> Slot {
+        let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
+        while o.live.len() >= max.max(1) {
+            let Some((_, oldest)) = o.live.pop_first() else {
+                break;
+            };
+            oldest.cancel();
+            debug!(max, "admin endpoint full: closed the oldest connection");
+        }
+        let id = o.next_id;
+        o.next_id += 1;
+        let close = shutdown.child_token();
+        o.live.insert(id, close.clone());
+        Slot {
+            id,
+            close,
+            open: open.clone(),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut o = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        o.live.remove(&self.id);
+    }
+}
+
+/// Serves one connection until it ends, is closed to make room or by shutdown, or reaches
+/// its age.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<AdminState>,
+    limits: Limits,
+    slot: Slot,
+) {
+    let service = hyper::service::service_fn(move |req| {
         let state = state.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(respond(&state, &req, peer)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        async move { Ok::<_, Infallible>(respond(&state, &req, peer)) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = slot.close.cancelled() => return,
+        _ = tokio::time::sleep(limits.max_connection_age) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    tokio::select! {
+        _ = conn => {}
+        _ = slot.close.cancelled() => {}
+        _ = tokio::time::sleep(CLOSE_GRACE) => {}
     }
 }
 

@@ -39,8 +39,11 @@ const HOUSEKEEPING_RETRY: Duration = Duration::from_secs(10);
 /// Days of partitions created behind and ahead of today by housekeeping.
 const DAYS_BACK: i64 = 1;
 const DAYS_AHEAD: i64 = 3;
-/// How long consumers get to store their last batch at shutdown.
+/// How long consumers get to store their last batch when the lease connection is lost.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// The part of `sink.shutdown_timeout` kept for releasing the partitions after the consumers
+/// stopped; they get the rest.
+const RELEASE_RESERVE: Duration = Duration::from_secs(1);
 /// How long a consumer giving its partition back gets to store its last batch; the lease is
 /// then released anyway (the stored offset keeps a late batch from being stored twice).
 const GIVE_BACK_WAIT: Duration = Duration::from_secs(5);
@@ -224,7 +227,11 @@ async fn coordinate(
 
     metrics.ready.store(false, Ordering::Relaxed);
     info!("shutting down: storing what is fetched, then releasing the partitions");
-    stop_all(&mut running).await;
+    let grace = settings
+        .sink
+        .shutdown_timeout
+        .saturating_sub(RELEASE_RESERVE);
+    stop_all_within(&mut running, grace).await;
     if let Some(l) = leases.take() {
         l.leave().await;
     }
@@ -373,19 +380,32 @@ async fn give_back(
 }
 
 async fn stop_all(running: &mut HashMap<i32, Running>) {
+    stop_all_within(running, SHUTDOWN_GRACE).await;
+}
+
+/// Stops every consumer, letting each store what it fetched within `grace`; one still running
+/// then (a transaction stuck behind a lock, a database that stopped answering) is aborted:
+/// its transaction never commits, its offset does not move, and its messages are read again.
+async fn stop_all_within(running: &mut HashMap<i32, Running>, grace: Duration) {
     for r in running.values() {
         r.stop.cancel();
     }
-    let deadline = Instant::now() + SHUTDOWN_GRACE;
-    for (partition, r) in running.drain() {
-        match tokio::time::timeout_at(deadline, r.task).await {
+    let deadline = Instant::now() + grace;
+    for (partition, mut r) in running.drain() {
+        match tokio::time::timeout_at(deadline, &mut r.task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => warn!(partition, error = %e, "consumer stopped with an error"),
             Ok(Err(e)) => error!(partition, error = %e, "consumer panicked"),
-            Err(_) => warn!(
-                partition,
-                "consumer did not stop in time; its batch is not stored and will be read again"
-            ),
+            Err(_) => {
+                r.task.abort();
+                // Returns once the consumer, and the transaction it held, are dropped.
+                let _ = r.task.await;
+                warn!(
+                    partition,
+                    grace_ms = grace.as_millis() as u64,
+                    "consumer did not stop in time: its batch was abandoned uncommitted and will be read again"
+                );
+            }
         }
     }
 }

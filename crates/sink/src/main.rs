@@ -1,7 +1,9 @@
 //! `sink`: consumes reports from Kafka and stores each exactly once in PostgreSQL.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +14,10 @@ use monitor_core::telemetry::{self, LogFormat};
 use prometheus_client::registry::Registry;
 use sink::metrics::SinkMetrics;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
+
+/// How long blocking work left over at exit may hold the process.
+const RUNTIME_STOP: Duration = Duration::from_millis(200);
 
 /// Consumes check reports from Kafka and stores each exactly once in PostgreSQL.
 ///
@@ -176,18 +181,46 @@ fn main() -> ExitCode {
                 });
                 let admin_task = tokio::spawn(admin::serve(listener, state, shutdown.clone()));
                 tokio::spawn(signal(shutdown.clone()));
-                let result = sink::run_with_metrics(settings, metrics, shutdown.clone()).await;
+                let bound = settings.sink.shutdown_timeout;
+                let run = sink::run_with_metrics(settings, metrics, shutdown.clone());
+                let result = within_shutdown_timeout(run, &shutdown, bound).await;
                 shutdown.cancel();
                 let _ = admin_task.await;
                 result
             }
         }
     });
+    // Dropping the runtime would wait for blocking work without bound: the shutdown is over.
+    runtime.shutdown_timeout(RUNTIME_STOP);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "sink failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the sink until it ends, but no longer than `bound` after `shutdown` fired: whatever is
+/// still running then (a coordinator waiting on the database, a lease release) is dropped with
+/// the runtime, and a transaction left open is never committed, so its messages are read again.
+async fn within_shutdown_timeout(
+    run: impl Future<Output = Result<(), sink::SinkError>>,
+    shutdown: &CancellationToken,
+    bound: Duration,
+) -> Result<(), sink::SinkError> {
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(bound).await;
+    };
+    tokio::select! {
+        result = run => result,
+        () = deadline => {
+            warn!(
+                shutdown_timeout_ms = bound.as_millis() as u64,
+                "shutdown did not finish within sink.shutdown_timeout: exiting now; batches not committed will be read again"
+            );
+            Ok(())
         }
     }
 }

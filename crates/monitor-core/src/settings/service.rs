@@ -350,7 +350,18 @@ pub struct SinkSection {
     pub rebalance_interval: Duration,
     /// Address of the admin endpoint (`/metrics`, `/healthz`, `/readyz`).
     pub admin_listen: String,
+    /// At SIGTERM, how long storing the fetched batches and releasing the partitions may take;
+    /// a transaction still running then is abandoned (its offset did not move, so its
+    /// messages are read again). Keep it well under the pod's termination grace period.
+    pub shutdown_timeout: Duration,
 }
+
+/// Default of `sink.shutdown_timeout`: a third of Kubernetes' default termination grace (30 s).
+pub const SINK_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Shortest `sink.shutdown_timeout`: one second is kept for releasing the partitions.
+pub const SINK_SHUTDOWN_TIMEOUT_MIN: Duration = Duration::from_secs(2);
+/// Longest `sink.shutdown_timeout`: no orchestrator waits longer for a pod to stop.
+pub const SINK_SHUTDOWN_TIMEOUT_MAX: Duration = Duration::from_secs(600);
 
 impl SinkSettings {
     /// Loads and validates.
@@ -446,6 +457,17 @@ fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSec
         )
         .unwrap_or(Duration::from_secs(2));
     let admin_listen = read_admin_listen(&mut s, SINK_ADMIN_LISTEN, problems);
+    let shutdown_timeout = s
+        .duration("shutdown_timeout", SINK_SHUTDOWN_TIMEOUT, problems)
+        .unwrap_or(SINK_SHUTDOWN_TIMEOUT);
+    if !(SINK_SHUTDOWN_TIMEOUT_MIN..=SINK_SHUTDOWN_TIMEOUT_MAX).contains(&shutdown_timeout) {
+        problems.push(Problem::new(
+            &s.path_of("shutdown_timeout"),
+            format!(
+                "{shutdown_timeout:?} is out of range: give {SINK_SHUTDOWN_TIMEOUT_MIN:?} to {SINK_SHUTDOWN_TIMEOUT_MAX:?}, well under the pod's termination grace period"
+            ),
+        ));
+    }
     s.finish(problems);
     SinkSection {
         batch_size,
@@ -455,6 +477,7 @@ fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSec
         retention,
         rebalance_interval,
         admin_listen,
+        shutdown_timeout,
     }
 }
 
@@ -477,6 +500,38 @@ mod tests {
             "{sizes:?}"
         );
         assert!(Shard::default().owns("anything"));
+    }
+
+    fn sink_with(shutdown_timeout: Option<&str>) -> Result<SinkSettings, ConfigError> {
+        let mut env: std::collections::HashMap<String, String> = [
+            ("WEBMON__KAFKA__BROKERS", "k:9092"),
+            ("WEBMON__KAFKA__TOPIC", "t"),
+            ("WEBMON__DATABASE__URL", "postgres://u@h/db"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        if let Some(t) = shutdown_timeout {
+            env.insert("WEBMON__SINK__SHUTDOWN_TIMEOUT".into(), t.into());
+        }
+        SinkSettings::load(&crate::settings::SettingsSource {
+            file: None,
+            env: Some(env),
+            base_dir: None,
+        })
+    }
+
+    #[test]
+    fn the_sinks_shutdown_timeout_defaults_well_under_a_pods_grace_and_is_bounded() {
+        let default = sink_with(None).expect("valid");
+        assert_eq!(default.sink.shutdown_timeout, SINK_SHUTDOWN_TIMEOUT);
+        let set = sink_with(Some("5s")).expect("valid");
+        assert_eq!(set.sink.shutdown_timeout, Duration::from_secs(5));
+        for bad in ["1s", "2h"] {
+            let err = sink_with(Some(bad)).expect_err("out of range").to_string();
+            assert!(err.contains("sink.shutdown_timeout"), "{bad}: {err}");
+            assert!(err.contains("termination grace"), "{bad}: {err}");
+        }
     }
 
     #[test]
