@@ -28,7 +28,7 @@ use tracing::{debug, error, info, warn};
 
 use monitor_core::backoff::Backoff;
 
-pub use crate::topic::{PublishError, ReportTopic};
+pub use crate::topic::{Produced, PublishError, ReportTopic};
 /// Spooled reports are flushed to disk at least this often.
 const SPOOL_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -76,6 +76,8 @@ pub struct PublisherStats {
     pub produce_errors: AtomicU64,
     /// Duration of the last successful produce round, in microseconds.
     pub last_round_micros: AtomicU64,
+    /// Reports the brokers refused as too large even alone: dropped, never deliverable.
+    pub too_large: AtomicU64,
 }
 
 /// Delivers the reports of `reports` until the channel closes (all checks done), then flushes
@@ -216,7 +218,8 @@ fn to_spool(spool: &mut dyn Spool, messages: &[Message], stats: &PublisherStats)
     }
 }
 
-/// One round to Kafka, connecting first if needed, bounded by `produce_timeout`.
+/// One round to Kafka. Waits at most `produce_timeout` for the connection (which goes on in the
+/// background if that is not enough), then produces within `produce_timeout`.
 async fn deliver(
     topic: &mut Option<ReportTopic>,
     kafka: &KafkaSettings,
@@ -224,32 +227,34 @@ async fn deliver(
     messages: &[Message],
     stats: &PublisherStats,
 ) -> Result<(), PublishError> {
-    let started = Instant::now();
-    let result = tokio::time::timeout(settings.produce_timeout, async {
-        if topic.is_none() {
-            *topic = Some(ReportTopic::connect(kafka).await?);
-        }
-        match topic.as_ref() {
-            Some(t) => t.produce(messages).await,
-            None => Ok(()),
-        }
-    })
-    .await
-    .unwrap_or(Err(PublishError::Timeout(settings.produce_timeout)));
-    match &result {
+    let topic = topic.get_or_insert_with(|| ReportTopic::new(kafka));
+    let result = match topic.connected(settings.produce_timeout).await {
         Ok(()) => {
+            let started = Instant::now();
+            tokio::time::timeout(settings.produce_timeout, topic.produce(messages))
+                .await
+                .unwrap_or(Err(PublishError::Timeout(settings.produce_timeout)))
+                .map(|produced| (produced, started.elapsed()))
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((produced, took)) => {
+            let dead = produced.too_large.len();
             stats
                 .produced
-                .fetch_add(messages.len() as u64, Ordering::Relaxed);
-            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                .fetch_add((messages.len() - dead) as u64, Ordering::Relaxed);
+            stats.too_large.fetch_add(dead as u64, Ordering::Relaxed);
+            let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
             stats.last_round_micros.store(micros, Ordering::Relaxed);
-            debug!(reports = messages.len(), "produced");
+            debug!(reports = messages.len(), too_large = dead, "produced");
+            Ok(())
         }
-        Err(_) => {
+        Err(e) => {
             stats.produce_errors.fetch_add(1, Ordering::Relaxed);
+            Err(e)
         }
     }
-    result
 }
 
 /// Sends the oldest spooled reports in one round and removes them from the spool.
