@@ -70,6 +70,9 @@ pub enum PublishError {
         "still connecting to the brokers after {0:?} (the connection goes on in the background)"
     )]
     Connecting(Duration),
+    /// A round was produced before the topic was connected (see [`ReportTopic::connected`]).
+    #[error("the topic is not connected yet")]
+    NotConnected,
     /// A connection attempt took longer than [`CONNECT_BUDGET`].
     #[error("connecting to the brokers took longer than {0:?}; the next attempt keeps what was connected")]
     ConnectTimeout(Duration),
@@ -193,7 +196,7 @@ impl ReportTopic {
     /// partition acknowledged every report except those refused alone as too large.
     pub async fn produce(&self, messages: &[Message]) -> Result<Produced, PublishError> {
         let Some(partitions) = self.ready.clone() else {
-            return Err(PublishError::Connecting(Duration::ZERO));
+            return Err(PublishError::NotConnected);
         };
         let count = self.partition_count();
         let mut by_partition: BTreeMap<i32, Vec<Sized>> = BTreeMap::new();
