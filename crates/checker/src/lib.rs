@@ -13,6 +13,7 @@
 //! - [`schedule`]: when each target is checked: fixed rate, spread over the period, under a
 //!   global cap on checks in flight, with `missed` reports for slots that could not start.
 //! - [`spool`]: the on-disk FIFO where reports wait while Kafka cannot take them.
+//! - [`topic`]: the reports topic: connecting to it and producing one round.
 
 pub mod app;
 pub mod config_watch;
@@ -22,3 +23,4 @@ pub mod probe;
 pub mod publish;
 pub mod schedule;
 pub mod spool;
+pub mod topic;

@@ -50,6 +50,8 @@ pub struct CheckerMetrics {
     pub dropped: Counter,
     /// Damaged spool records skipped.
     pub spool_corrupt: Counter,
+    /// Reports the brokers refused as too large even alone, dropped.
+    pub too_large: Counter,
 }
 
 impl CheckerMetrics {
@@ -68,6 +70,7 @@ impl CheckerMetrics {
             produce_round_seconds: Gauge::default(),
             dropped: Counter::default(),
             spool_corrupt: Counter::default(),
+            too_large: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("webmon_checker");
         r.register(
@@ -125,6 +128,11 @@ impl CheckerMetrics {
             "Damaged spool records skipped",
             m.spool_corrupt.clone(),
         );
+        r.register(
+            "too_large_reports",
+            "Reports the brokers refused as too large even alone, dropped",
+            m.too_large.clone(),
+        );
         Arc::new(m)
     }
 
@@ -163,6 +171,7 @@ impl CheckerMetrics {
             &self.produce_errors,
             publisher.produce_errors.load(Ordering::Relaxed),
         );
+        catch_up(&self.too_large, publisher.too_large.load(Ordering::Relaxed));
         if let Some(spool) = spool {
             catch_up(&self.dropped, spool.dropped.load(Ordering::Relaxed));
             catch_up(&self.spool_corrupt, spool.corrupt.load(Ordering::Relaxed));

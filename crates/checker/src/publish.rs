@@ -15,28 +15,20 @@
 //! broker, and is sent again from the spool. Duplicates carry the same `report_id`, and the
 //! sink stores each report once.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use monitor_core::report::{Report, SCHEMA_VERSION};
-use monitor_core::settings::{Compression, KafkaSettings, ProducerSettings};
-use rskafka::client::partition::{self, PartitionClient, UnknownTopicHandling};
-use rskafka::client::Client;
-use rskafka::record::Record;
+use monitor_core::report::Report;
+use monitor_core::settings::{KafkaSettings, ProducerSettings};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::partitioner::partition_for;
 use monitor_core::backoff::Backoff;
 
-/// How long the Kafka client retries a request inside one round.
-const CLIENT_RETRY_FOR: Duration = Duration::from_secs(5);
+pub use crate::topic::{Produced, PublishError, ReportTopic};
 /// Spooled reports are flushed to disk at least this often.
 const SPOOL_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -84,140 +76,8 @@ pub struct PublisherStats {
     pub produce_errors: AtomicU64,
     /// Duration of the last successful produce round, in microseconds.
     pub last_round_micros: AtomicU64,
-}
-
-/// Why a round did not reach Kafka.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    /// Connecting failed.
-    #[error(transparent)]
-    Connect(#[from] monitor_core::kafka::KafkaConnectError),
-    /// A request failed.
-    #[error("kafka: {0}")]
-    Kafka(#[from] rskafka::client::error::Error),
-    /// The topic does not exist and may not be created.
-    #[error("topic {0} does not exist and kafka.create_topic is off")]
-    NoTopic(String),
-    /// The round took longer than `produce_timeout`.
-    #[error("produce round took longer than {0:?}")]
-    Timeout(Duration),
-    /// A produce task failed.
-    #[error("produce task: {0}")]
-    Task(String),
-}
-
-/// The reports topic: one client per partition.
-#[derive(Debug)]
-pub struct ReportTopic {
-    partitions: Vec<Arc<PartitionClient>>,
-    compression: partition::Compression,
-}
-
-impl ReportTopic {
-    /// Connects, creates the topic when missing (if allowed), and learns its partitions.
-    pub async fn connect(settings: &KafkaSettings) -> Result<ReportTopic, PublishError> {
-        let client: Client =
-            monitor_core::kafka::connect(settings, "web-monitor-checker", CLIENT_RETRY_FOR).await?;
-        let mut count = client
-            .list_topics()
-            .await?
-            .into_iter()
-            .find(|t| t.name == settings.topic)
-            .map(|t| t.partitions.len());
-        if count.is_none() {
-            if !settings.create_topic {
-                return Err(PublishError::NoTopic(settings.topic.clone()));
-            }
-            info!(topic = %settings.topic, partitions = settings.partitions, "creating the topic");
-            if let Err(e) = client
-                .controller_client()?
-                .create_topic(
-                    &settings.topic,
-                    settings.partitions,
-                    settings.replication_factor,
-                    5_000,
-                )
-                .await
-            {
-                warn!(error = %e, "creating the topic failed (another service may have created it)");
-            }
-            count = client
-                .list_topics()
-                .await?
-                .into_iter()
-                .find(|t| t.name == settings.topic)
-                .map(|t| t.partitions.len());
-        }
-        let count = count.ok_or_else(|| PublishError::NoTopic(settings.topic.clone()))?;
-        let mut partitions = Vec::with_capacity(count);
-        for p in 0..i32::try_from(count).unwrap_or(i32::MAX) {
-            partitions.push(Arc::new(
-                client
-                    .partition_client(settings.topic.clone(), p, UnknownTopicHandling::Retry)
-                    .await?,
-            ));
-        }
-        let compression = match settings.compression {
-            Compression::None => partition::Compression::NoCompression,
-            Compression::Gzip => partition::Compression::Gzip,
-            Compression::Lz4 => partition::Compression::Lz4,
-            Compression::Snappy => partition::Compression::Snappy,
-            Compression::Zstd => partition::Compression::Zstd,
-        };
-        info!(topic = %settings.topic, partitions = count, "connected to Kafka");
-        Ok(ReportTopic {
-            partitions,
-            compression,
-        })
-    }
-
-    /// Partitions of the topic.
-    pub fn partition_count(&self) -> i32 {
-        i32::try_from(self.partitions.len()).unwrap_or(i32::MAX)
-    }
-
-    /// Produces one round: each partition's messages in one request, in order, all partitions
-    /// at once. Succeeds only if every partition acknowledged.
-    pub async fn produce(&self, messages: &[Message]) -> Result<(), PublishError> {
-        let count = self.partition_count();
-        let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
-        let now = Utc::now();
-        for m in messages {
-            by_partition
-                .entry(partition_for(&m.key, count))
-                .or_default()
-                .push(Record {
-                    key: Some(m.key.clone()),
-                    value: Some(m.value.clone()),
-                    headers: BTreeMap::from([(
-                        "schema_version".to_string(),
-                        SCHEMA_VERSION.to_string().into_bytes(),
-                    )]),
-                    timestamp: now,
-                });
-        }
-        let mut tasks = JoinSet::new();
-        for (p, records) in by_partition {
-            let Some(client) = usize::try_from(p)
-                .ok()
-                .and_then(|i| self.partitions.get(i))
-                .cloned()
-            else {
-                continue;
-            };
-            let compression = self.compression;
-            tasks.spawn(async move { client.produce(records, compression).await });
-        }
-        let mut result = Ok(());
-        while let Some(done) = tasks.join_next().await {
-            match done {
-                Ok(Ok(_offsets)) => {}
-                Ok(Err(e)) => result = Err(PublishError::Kafka(e)),
-                Err(e) => result = Err(PublishError::Task(e.to_string())),
-            }
-        }
-        result
-    }
+    /// Reports the brokers refused as too large even alone: dropped, never deliverable.
+    pub too_large: AtomicU64,
 }
 
 /// Delivers the reports of `reports` until the channel closes (all checks done), then flushes
@@ -358,7 +218,8 @@ fn to_spool(spool: &mut dyn Spool, messages: &[Message], stats: &PublisherStats)
     }
 }
 
-/// One round to Kafka, connecting first if needed, bounded by `produce_timeout`.
+/// One round to Kafka. Waits at most `produce_timeout` for the connection (which goes on in the
+/// background if that is not enough), then produces within `produce_timeout`.
 async fn deliver(
     topic: &mut Option<ReportTopic>,
     kafka: &KafkaSettings,
@@ -366,32 +227,34 @@ async fn deliver(
     messages: &[Message],
     stats: &PublisherStats,
 ) -> Result<(), PublishError> {
-    let started = Instant::now();
-    let result = tokio::time::timeout(settings.produce_timeout, async {
-        if topic.is_none() {
-            *topic = Some(ReportTopic::connect(kafka).await?);
-        }
-        match topic.as_ref() {
-            Some(t) => t.produce(messages).await,
-            None => Ok(()),
-        }
-    })
-    .await
-    .unwrap_or(Err(PublishError::Timeout(settings.produce_timeout)));
-    match &result {
+    let topic = topic.get_or_insert_with(|| ReportTopic::new(kafka));
+    let result = match topic.connected(settings.produce_timeout).await {
         Ok(()) => {
+            let started = Instant::now();
+            tokio::time::timeout(settings.produce_timeout, topic.produce(messages))
+                .await
+                .unwrap_or(Err(PublishError::Timeout(settings.produce_timeout)))
+                .map(|produced| (produced, started.elapsed()))
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((produced, took)) => {
+            let dead = produced.too_large.len();
             stats
                 .produced
-                .fetch_add(messages.len() as u64, Ordering::Relaxed);
-            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                .fetch_add((messages.len() - dead) as u64, Ordering::Relaxed);
+            stats.too_large.fetch_add(dead as u64, Ordering::Relaxed);
+            let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
             stats.last_round_micros.store(micros, Ordering::Relaxed);
-            debug!(reports = messages.len(), "produced");
+            debug!(reports = messages.len(), too_large = dead, "produced");
+            Ok(())
         }
-        Err(_) => {
+        Err(e) => {
             stats.produce_errors.fetch_add(1, Ordering::Relaxed);
+            Err(e)
         }
     }
-    result
 }
 
 /// Sends the oldest spooled reports in one round and removes them from the spool.

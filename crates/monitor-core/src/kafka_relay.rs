@@ -11,15 +11,18 @@
 //! so the second write is never held) and talks to the brokers with `TCP_NODELAY`.
 //!
 //! The relay serves this process only: a connection from another process's socket is closed
-//! before the SOCKS5 exchange, so other local users cannot use it as a proxy. It speaks the
+//! before the SOCKS5 exchange, so other local users cannot use it as a proxy. Telling whose a
+//! socket is reads the system's TCP table and this process's open files, which costs
+//! milliseconds on a busy host; connections that arrive together (one per partition when a
+//! topic connects) share one reading taken after they were all accepted. It speaks the
 //! part of SOCKS5 rskafka uses: no authentication, `CONNECT` to an IPv4, IPv6 or domain
 //! address.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -63,11 +66,14 @@ fn start() -> io::Result<SocketAddr> {
 }
 
 async fn serve(listener: TcpListener) {
+    let owners = Arc::new(Owners::default());
     loop {
         match listener.accept().await {
             Ok((client, peer)) => {
+                let accepted = Instant::now();
+                let owners = Arc::clone(&owners);
                 tokio::spawn(async move {
-                    if let Err(e) = relay(client, peer).await {
+                    if let Err(e) = relay(client, peer, accepted, &owners).await {
                         debug!(error = %e, "broker connection relay: connection ended");
                     }
                 });
@@ -80,9 +86,14 @@ async fn serve(listener: TcpListener) {
     }
 }
 
-async fn relay(mut client: TcpStream, peer: SocketAddr) -> io::Result<()> {
+async fn relay(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    accepted: Instant,
+    owners: &Owners,
+) -> io::Result<()> {
     let relay_port = client.local_addr()?.port();
-    if !is_own_socket(peer, relay_port).await {
+    if !owners.is_own_socket(peer, relay_port, accepted).await {
         warn!(%peer, "broker connection relay: refused a connection from another process");
         return Ok(());
     }
@@ -207,14 +218,58 @@ fn invalid(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.to_string())
 }
 
-/// Whether the socket at `peer`, connected to the relay's port, belongs to this process: its
-/// inode, found in /proc/net/tcp, is among this process's open files.
-async fn is_own_socket(peer: SocketAddr, relay_port: u16) -> bool {
-    tokio::task::spawn_blocking(move || {
-        socket_inode(peer, relay_port).is_some_and(|inode| own_socket_inodes().contains(&inode))
-    })
-    .await
-    .unwrap_or(false)
+/// The latest reading of which sockets connected to the relay belong to this process.
+#[derive(Default)]
+struct Owners {
+    latest: tokio::sync::Mutex<Option<Arc<Reading>>>,
+}
+
+/// One reading of the TCP table and of this process's open sockets.
+struct Reading {
+    /// When the reading started: it knows every socket connected before.
+    started: Instant,
+    /// The socket inode of each local port connected to the relay's port.
+    inode_by_port: HashMap<u16, u64>,
+    /// The socket inodes this process has open.
+    own: HashSet<u64>,
+}
+
+impl Owners {
+    /// Whether the socket at `peer`, connected to the relay's port and accepted at
+    /// `accepted`, belongs to this process: its inode, found in /proc/net/tcp, is among this
+    /// process's open files. A reading that started after `accepted` answers; otherwise one is
+    /// taken, and the connections waiting meanwhile use it too.
+    async fn is_own_socket(&self, peer: SocketAddr, relay_port: u16, accepted: Instant) -> bool {
+        let mut latest = self.latest.lock().await;
+        let reading = match latest.as_ref() {
+            Some(r) if r.started >= accepted => Arc::clone(r),
+            _ => {
+                let ipv6 = peer.is_ipv6();
+                let Ok(r) =
+                    tokio::task::spawn_blocking(move || read_owners(relay_port, ipv6)).await
+                else {
+                    return false;
+                };
+                let r = Arc::new(r);
+                *latest = Some(Arc::clone(&r));
+                r
+            }
+        };
+        drop(latest);
+        reading
+            .inode_by_port
+            .get(&peer.port())
+            .is_some_and(|inode| reading.own.contains(inode))
+    }
+}
+
+fn read_owners(relay_port: u16, ipv6: bool) -> Reading {
+    let started = Instant::now();
+    Reading {
+        started,
+        inode_by_port: socket_inodes(relay_port, ipv6),
+        own: own_socket_inodes(),
+    }
 }
 
 fn own_socket_inodes() -> HashSet<u64> {
@@ -233,25 +288,32 @@ fn own_socket_inodes() -> HashSet<u64> {
         .collect()
 }
 
-/// The inode of the TCP socket whose local port is `addr`'s and whose remote port is
-/// `relay_port`, from /proc/net/tcp or tcp6.
-fn socket_inode(addr: SocketAddr, relay_port: u16) -> Option<u64> {
-    let table = if addr.is_ipv4() {
-        "/proc/net/tcp"
-    } else {
+/// The inode of every TCP socket whose remote port is `relay_port`, by its local port, from
+/// /proc/net/tcp or tcp6.
+fn socket_inodes(relay_port: u16, ipv6: bool) -> HashMap<u16, u64> {
+    let table = if ipv6 {
         "/proc/net/tcp6"
+    } else {
+        "/proc/net/tcp"
     };
-    let text = std::fs::read_to_string(table).ok()?;
-    let local_port = format!(":{:04X}", addr.port());
+    let Ok(text) = std::fs::read_to_string(table) else {
+        return HashMap::new();
+    };
     let remote_port = format!(":{relay_port:04X}");
-    text.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.get(1)?.ends_with(&local_port) && fields.get(2)?.ends_with(&remote_port) {
-            fields.get(9)?.parse().ok()
-        } else {
-            None
-        }
-    })
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if !fields.get(2)?.ends_with(&remote_port) {
+                return None;
+            }
+            let (_, local_port) = fields.get(1)?.rsplit_once(':')?;
+            Some((
+                u16::from_str_radix(local_port, 16).ok()?,
+                fields.get(9)?.parse().ok()?,
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -316,13 +316,15 @@ pub fn free_port() -> u16 {
 
 /// A TCP proxy on loopback whose link can be cut (every connection dropped, new ones closed at
 /// once) and restored, to play a network outage between a client and a server, or turned into
-/// a black hole ([`Proxy::black_hole`]) to play a half-open connection.
+/// a black hole ([`Proxy::black_hole`]) to play a half-open connection; and that can add
+/// latency ([`Proxy::with_latency`]), to play a server in another zone or region.
 #[derive(Debug)]
 pub struct Proxy {
     /// The port clients connect to.
     pub port: u16,
     up: tokio::sync::watch::Sender<bool>,
     silent: tokio::sync::watch::Sender<bool>,
+    one_way: Duration,
 }
 
 /// Keeps `sockets` open, silent, until the link is cut or the proxy dropped.
@@ -340,13 +342,31 @@ impl Proxy {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let (up, _) = tokio::sync::watch::channel(true);
         let (silent, _) = tokio::sync::watch::channel(false);
-        (Proxy { port, up, silent }, listener)
+        (
+            Proxy {
+                port,
+                up,
+                silent,
+                one_way: Duration::ZERO,
+            },
+            listener,
+        )
+    }
+
+    /// Delays every chunk of bytes by `one_way` in each direction (a round trip takes twice
+    /// that), and a new connection by one round trip before its first byte is forwarded, as
+    /// TCP's handshake does. Bandwidth is not limited: chunks in flight overlap. Applies to
+    /// connections forwarded after this call. (A black hole applies to links without latency.)
+    pub fn with_latency(mut self, one_way: Duration) -> Proxy {
+        self.one_way = one_way;
+        self
     }
 
     /// Forwards connections accepted on `listener` to `upstream_port` while the link is up.
     pub fn forward_to(&self, listener: tokio::net::TcpListener, upstream_port: u16) {
         let up = self.up.subscribe();
         let silent = self.silent.subscribe();
+        let one_way = self.one_way;
         tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
@@ -370,13 +390,28 @@ impl Proxy {
                     };
                     let _ = client.set_nodelay(true);
                     let _ = server.set_nodelay(true);
-                    let black_hole = tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
-                        _ = link.wait_for(|up| !*up) => false,
-                        _ = quiet.wait_for(|silent| *silent) => true,
-                    };
-                    if black_hole {
-                        hold(link, (client, server)).await;
+                    if one_way.is_zero() {
+                        let black_hole = tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+                            _ = link.wait_for(|up| !*up) => false,
+                            _ = quiet.wait_for(|silent| *silent) => true,
+                        };
+                        if black_hole {
+                            hold(link, (client, server)).await;
+                        }
+                        return;
+                    }
+                    tokio::time::sleep(one_way * 2).await;
+                    let (from_client, to_client) = client.into_split();
+                    let (from_server, to_server) = server.into_split();
+                    tokio::select! {
+                        _ = async {
+                            tokio::join!(
+                                delayed_copy(from_client, to_server, one_way),
+                                delayed_copy(from_server, to_client, one_way),
+                            )
+                        } => {}
+                        _ = link.wait_for(|up| !*up) => {}
                     }
                 });
             }
@@ -400,6 +435,41 @@ impl Proxy {
     pub fn black_hole(&self) {
         self.silent.send_replace(true);
     }
+}
+
+/// Copies `from` to `to`, each chunk written `delay` after it was read; the end of the stream
+/// is passed on after the last chunk.
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let due = tokio::time::Instant::now() + delay;
+                    if tx.send((due, buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
 }
 
 /// A site on 127.0.0.1 answering every request with 200 "ok" on a fresh connection (it closes

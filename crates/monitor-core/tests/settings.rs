@@ -359,6 +359,34 @@ fn the_nodelay_relay_is_on_by_default_and_can_be_turned_off() {
     );
 }
 
+#[test]
+fn max_request_bytes_defaults_below_a_mebibyte_and_refuses_sizes_out_of_bounds() {
+    let dir = Dir::new();
+    let load = |line: &str| {
+        let file = dir.write(
+            "r.toml",
+            &format!("[kafka]\ntopic = \"t\"\nbrokers = [\"x:1\"]\n{line}\n[[monitored_urls]]\nurl = \"http://a\"\n"),
+        );
+        CheckerSettings::load(&dir.source(&file, &[]), true)
+            .map(|s| s.kafka.expect("kafka").max_request_bytes)
+    };
+    assert_eq!(load("").expect("valid"), 1_000_000);
+    assert_eq!(
+        load("max_request_bytes = \"256KiB\"").expect("valid"),
+        256 * 1024
+    );
+    for bad in ["1KiB", "1GiB", "lots"] {
+        let refused =
+            problems(load(&format!("max_request_bytes = \"{bad}\"")).expect_err("refused"));
+        assert!(
+            refused
+                .iter()
+                .any(|p| p.starts_with("kafka.max_request_bytes:")),
+            "{bad}: {refused:?}"
+        );
+    }
+}
+
 /// A minimal valid checker file with `targets` as the monitored_urls list and `kafka` as the
 /// kafka table's body.
 fn checker_file(kafka: &str, targets: &str) -> String {

@@ -9,6 +9,15 @@ use super::{Problem, Problems, Secret};
 /// Partitions given to the topic when the service creates it.
 pub const DEFAULT_PARTITIONS: i64 = 6;
 
+/// Default bound of one produce request's records, in bytes (`kafka.max_request_bytes`):
+/// below Kafka's default `message.max.bytes` (1 MiB + 12 bytes), with room for the request's
+/// own framing.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1_000_000;
+/// Least `kafka.max_request_bytes` accepted: a request must hold at least a typical report.
+pub const MIN_MAX_REQUEST_BYTES: u64 = 16 * 1024;
+/// Most `kafka.max_request_bytes` accepted: Kafka's own default `socket.request.max.bytes`.
+pub const MAX_MAX_REQUEST_BYTES: u64 = 100 * 1024 * 1024;
+
 /// How to reach Kafka and which topic carries the reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KafkaSettings {
@@ -32,6 +41,10 @@ pub struct KafkaSettings {
     /// algorithm and delayed acknowledgements (`kafka.nodelay_relay`, default true); false
     /// connects directly.
     pub nodelay_relay: bool,
+    /// Bound of one produce request's records in bytes, before compression
+    /// (`kafka.max_request_bytes`): a round is split into requests of at most this much per
+    /// partition. Keep it below the brokers' `message.max.bytes`.
+    pub max_request_bytes: u64,
 }
 
 /// Compression of produced record batches.
@@ -199,6 +212,21 @@ pub(crate) fn read_kafka(
         },
     };
     let nodelay_relay = s.bool("nodelay_relay", true, problems);
+    let max_request_bytes = s.size(
+        "max_request_bytes",
+        DEFAULT_MAX_REQUEST_BYTES,
+        MAX_MAX_REQUEST_BYTES,
+        problems,
+    );
+    if max_request_bytes < MIN_MAX_REQUEST_BYTES {
+        problems.push(Problem::new(
+            &s.path_of("max_request_bytes"),
+            format!(
+                "{max_request_bytes} bytes is less than the minimum of {MIN_MAX_REQUEST_BYTES} \
+                 bytes: a produce request must hold at least one typical report"
+            ),
+        ));
+    }
     s.finish(problems);
 
     (problems.len() == before).then_some(KafkaSettings {
@@ -211,6 +239,7 @@ pub(crate) fn read_kafka(
         sasl,
         compression,
         nodelay_relay,
+        max_request_bytes,
     })
 }
 
