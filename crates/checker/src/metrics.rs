@@ -50,6 +50,10 @@ pub struct CheckerMetrics {
     pub dropped: Counter,
     /// Damaged spool records skipped.
     pub spool_corrupt: Counter,
+    /// Reports the spool could not take (a full disk, an I/O error).
+    pub unspooled: Counter,
+    /// Reports lost: neither the spool nor the bounded memory could hold them.
+    pub lost: Counter,
 }
 
 impl CheckerMetrics {
@@ -68,6 +72,8 @@ impl CheckerMetrics {
             produce_round_seconds: Gauge::default(),
             dropped: Counter::default(),
             spool_corrupt: Counter::default(),
+            unspooled: Counter::default(),
+            lost: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("webmon_checker");
         r.register(
@@ -125,6 +131,16 @@ impl CheckerMetrics {
             "Damaged spool records skipped",
             m.spool_corrupt.clone(),
         );
+        r.register(
+            "unspooled_reports",
+            "Reports the spool could not take (full disk, I/O error): held in memory for Kafka or lost",
+            m.unspooled.clone(),
+        );
+        r.register(
+            "lost_reports",
+            "Reports lost: neither the spool nor the bounded memory could hold them",
+            m.lost.clone(),
+        );
         Arc::new(m)
     }
 
@@ -163,6 +179,8 @@ impl CheckerMetrics {
             &self.produce_errors,
             publisher.produce_errors.load(Ordering::Relaxed),
         );
+        catch_up(&self.unspooled, publisher.unspooled.load(Ordering::Relaxed));
+        catch_up(&self.lost, publisher.lost.load(Ordering::Relaxed));
         if let Some(spool) = spool {
             catch_up(&self.dropped, spool.dropped.load(Ordering::Relaxed));
             catch_up(&self.spool_corrupt, spool.corrupt.load(Ordering::Relaxed));
