@@ -271,9 +271,12 @@ pub async fn run(
             tokio::time::sleep_until(at.min(deadline)).await;
             continue;
         }
-        state
+        if !state
             .round(&mut topic, &kafka, &settings, &mut reports, Some(deadline))
-            .await;
+            .await
+        {
+            break;
+        }
     }
     state.sync();
     info!(
@@ -462,7 +465,7 @@ impl Delivery {
     }
 
     /// One round to Kafka, while new reports go on being written to the spool; bounded by
-    /// `deadline` as well when given.
+    /// `deadline` as well when given. False when there was nothing to send.
     async fn round(
         &mut self,
         topic: &mut Option<ReportTopic>,
@@ -470,14 +473,14 @@ impl Delivery {
         settings: &ProducerSettings,
         reports: &mut mpsc::Receiver<Report>,
         deadline: Option<Instant>,
-    ) {
+    ) -> bool {
         let (batch, from_spool) = self.next_round(settings.batch_max_reports);
         self.oldest_unsent = None;
         self.unsent = 0;
         if batch.is_empty() {
             // Nothing readable (damage skipped): wait for new reports rather than spin.
             self.backlog = false;
-            return;
+            return false;
         }
         let stats = self.stats.clone();
         let result = {
@@ -500,6 +503,7 @@ impl Delivery {
             }
         };
         self.finish_round(result, batch.len(), from_spool, settings);
+        true
     }
 
     fn finish_round(
