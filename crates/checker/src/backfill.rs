@@ -308,3 +308,166 @@ pub fn is_ours(last: &Heartbeat, checker_id: &str, shard: &str) -> bool {
     }
     ours
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use monitor_core::report::Status;
+    use monitor_core::settings::{CheckerSettings, SettingsSource};
+
+    /// A spool that keeps what is appended.
+    #[derive(Default)]
+    struct Kept(Vec<Report>);
+
+    impl Spool for Kept {
+        fn append(&mut self, messages: &[Message]) -> io::Result<()> {
+            for m in messages {
+                self.0
+                    .push(Report::from_json(&m.value).map_err(io::Error::other)?);
+            }
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn peek(&mut self, _: usize) -> io::Result<Vec<Message>> {
+            Ok(Vec::new())
+        }
+        fn commit(&mut self, _: usize) -> io::Result<()> {
+            Ok(())
+        }
+        fn is_empty(&self) -> bool {
+            true
+        }
+    }
+
+    fn targets(periods: &[&str]) -> Vec<Arc<TargetSettings>> {
+        let list: Vec<String> = periods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!(r#"{{"id": "t{i}", "url": "http://127.0.0.1:9/", "period": "{p}", "timeout": "500ms"}}"#))
+            .collect();
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("c.json");
+        fs::write(
+            &file,
+            format!(r#"{{"monitored_urls": [{}]}}"#, list.join(",")),
+        )
+        .expect("write");
+        let settings = CheckerSettings::load(
+            &SettingsSource {
+                file: Some(file),
+                env: Some(Default::default()),
+                base_dir: None,
+            },
+            false,
+        )
+        .expect("valid");
+        settings.targets.into_iter().map(Arc::new).collect()
+    }
+
+    fn heartbeat(started: DateTime<Utc>, alive: DateTime<Utc>) -> Heartbeat {
+        Heartbeat {
+            checker_id: "c".into(),
+            shard: "0/1".into(),
+            started_at: started,
+            alive_at: alive,
+        }
+    }
+
+    #[test]
+    fn every_slot_of_the_downtime_is_reported_missed_once_from_before_the_last_heartbeat() {
+        let list = targets(&["10s", "1m"]);
+        let started = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+        let alive = started + TimeDelta::minutes(5);
+        let now = alive + TimeDelta::minutes(10);
+        let mut spool = Kept::default();
+        let mut seen = 0;
+        let done = backfill(
+            &mut spool,
+            &list,
+            &heartbeat(started, alive),
+            "c",
+            now,
+            |_| seen += 1,
+        );
+        assert_eq!(done.written, spool.0.len() as u64);
+        assert_eq!(seen, spool.0.len());
+        for t in &list {
+            let from =
+                alive - TimeDelta::from_std(t.period + t.timeout + IN_FLIGHT_SLACK).expect("delta");
+            let slots: Vec<_> = spool
+                .0
+                .iter()
+                .filter(|r| r.target_id == t.id)
+                .map(|r| r.scheduled_at)
+                .collect();
+            let expected: Vec<_> = slots_of(t, from, now);
+            assert_eq!(slots, expected, "{}", t.id);
+            assert!(slots.first().is_some_and(|s| *s >= from && *s < alive));
+        }
+        assert!(spool
+            .0
+            .iter()
+            .all(|r| r.status == Status::Missed && r.checker_id == "c"));
+    }
+
+    fn slots_of(
+        t: &TargetSettings,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Vec<DateTime<Utc>> {
+        slots(t, from, until).collect()
+    }
+
+    #[test]
+    fn a_long_downtime_is_bounded_and_keeps_the_newest_slots() {
+        // 20 targets every second, down for two days: far over the bound.
+        let list = targets(&["1s"; 20]);
+        let started = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+        let now = started + TimeDelta::days(2);
+        let floor = now - TimeDelta::from_std(BACKFILL_MAX_WINDOW).expect("delta");
+        let windows: Vec<_> = list
+            .iter()
+            .map(|t| {
+                (
+                    t.clone(),
+                    window_start(t, &heartbeat(started, started), floor),
+                )
+            })
+            .collect();
+        assert!(
+            windows.iter().all(|(_, from)| *from == floor),
+            "at most the window back"
+        );
+        let cut = cut_off(&windows, floor, now);
+        let kept: usize = list.iter().map(|t| slots(t, cut, now).count()).sum();
+        assert!(kept as u64 <= BACKFILL_MAX_REPORTS, "{kept}");
+        assert!(
+            kept as u64 >= BACKFILL_MAX_REPORTS - 40,
+            "as many as the bound allows: {kept}"
+        );
+        // A downtime within the bound is kept whole.
+        let short = now - TimeDelta::hours(1);
+        let windows: Vec<_> = list.iter().map(|t| (t.clone(), short)).collect();
+        assert_eq!(cut_off(&windows, short, now), short);
+    }
+
+    #[test]
+    fn the_heartbeat_round_trips_and_another_checkers_is_not_ours() {
+        let dir = tempfile::tempdir().expect("dir");
+        assert_eq!(Heartbeat::read(dir.path()).expect("none"), None);
+        let t = DateTime::from_timestamp_micros(1_800_000_000_123_456).expect("time");
+        let beat = heartbeat(t, t + TimeDelta::seconds(3));
+        beat.write(dir.path()).expect("write");
+        assert_eq!(
+            Heartbeat::read(dir.path()).expect("read"),
+            Some(beat.clone())
+        );
+        assert!(is_ours(&beat, "c", "0/1"));
+        assert!(!is_ours(&beat, "other", "0/1"));
+        assert!(!is_ours(&beat, "c", "1/2"));
+        fs::write(dir.path().join(HEARTBEAT_FILE), "{").expect("write");
+        assert!(Heartbeat::read(dir.path()).is_err());
+    }
+}
