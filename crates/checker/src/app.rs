@@ -116,6 +116,8 @@ pub async fn run(
     let queue = out_tx.downgrade();
     let started = chrono::Utc::now();
     let mut output = output;
+    let targets_file =
+        matches!(output, Output::Kafka { .. }).then(|| settings.checker.producer.spool_dir.clone());
     let mut gap = match &mut output {
         Output::Kafka { spool, .. } => backfill_downtime(
             spool.as_mut(),
@@ -127,6 +129,7 @@ pub async fn run(
         ),
         Output::Stdout => None,
     };
+    save_targets(targets_file.as_deref(), &targets_tx.borrow());
     let tap = tokio::spawn(async move {
         while let Some(report) = tapped_rx.recv().await {
             let before = gap.as_mut().map(|g| g.before(&report)).unwrap_or_default();
@@ -229,6 +232,7 @@ pub async fn run(
                     }
                     let targets = my_targets(&new, shard);
                     info!(targets = targets.len(), "settings reloaded");
+                    save_targets(targets_file.as_deref(), &targets);
                     targets_tx.send_replace(targets);
                 }
                 Err(e) => error!("settings not reloaded, the running ones are kept: {e}"),
@@ -260,6 +264,15 @@ pub async fn run(
     info!("checker stopped");
 }
 
+/// Saves the ids of the targets checked now beside the spool, for the next start's backfill.
+fn save_targets(dir: Option<&std::path::Path>, targets: &[Arc<TargetSettings>]) {
+    if let Some(dir) = dir {
+        if let Err(e) = backfill::save_targets(dir, targets) {
+            warn!(dir = %dir.display(), error = %e, "cannot save the target list for the backfill");
+        }
+    }
+}
+
 /// Writes the `missed` reports of the slots that fell since the last run (see [`backfill`])
 /// to the spool, and returns what fills the gap up to this run's first slots.
 fn backfill_downtime(
@@ -283,7 +296,8 @@ fn backfill_downtime(
     if !backfill::is_ours(&last, id, &shard.to_string()) {
         return None;
     }
-    backfill::backfill(spool, targets, &last, id, started, |r| metrics.observe(r));
+    let ours = backfill::checked_last_time(dir, targets);
+    backfill::backfill(spool, &ours, &last, id, started, |r| metrics.observe(r));
     let now = Heartbeat {
         started_at: started,
         alive_at: started,
@@ -292,7 +306,7 @@ fn backfill_downtime(
     if let Err(e) = now.write(dir) {
         warn!(dir = %dir.display(), error = %e, "cannot write the heartbeat");
     }
-    Some(GapFill::new(targets, id, started))
+    Some(GapFill::new(&ours, id, started))
 }
 
 /// Rewrites the heartbeat every [`backfill::HEARTBEAT_EVERY`] until `stop`, and once more

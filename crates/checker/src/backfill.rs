@@ -12,12 +12,15 @@
 //! its real report is ahead of the `missed` one (already delivered, or earlier in the spool),
 //! so the sink keeps the real one.
 //!
+//! Only the targets the last run checked are backfilled ([`TARGETS_FILE`]): a target added
+//! while the checker was down gets no `missed` reports for a time before it existed.
+//!
 //! Bounds: at most [`BACKFILL_MAX_WINDOW`] back, and at most [`BACKFILL_MAX_REPORTS`] reports
 //! in all (past that, the window is shortened: the newest slots are kept, the rest counted in
 //! a log line). No backfill when the heartbeat is missing or unreadable, or was written by
 //! another checker id or shard (the targets were someone else's).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::Path;
@@ -34,6 +37,9 @@ use crate::schedule::{missed_report, next_slot};
 
 /// The heartbeat's file name in the spool directory.
 pub const HEARTBEAT_FILE: &str = "heartbeat";
+/// The file, beside the heartbeat, with the ids of the targets the last run checked (a JSON
+/// array, rewritten at start and at each reload): only they are backfilled.
+pub const TARGETS_FILE: &str = "targets.json";
 /// The heartbeat is rewritten this often.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// Besides one period and the timeout, how long before the last heartbeat a report may still
@@ -116,6 +122,38 @@ impl Heartbeat {
         fs::write(&tmp, text)?;
         fs::rename(tmp, dir.join(HEARTBEAT_FILE))
     }
+}
+
+/// Saves the ids of `targets` in `dir` (write, then rename), for the next start's backfill.
+pub fn save_targets(dir: &Path, targets: &[Arc<TargetSettings>]) -> io::Result<()> {
+    let ids: Vec<&str> = targets.iter().map(|t| t.id.as_str()).collect();
+    let tmp = dir.join(format!("{TARGETS_FILE}.tmp"));
+    fs::write(&tmp, serde_json::to_vec(&ids).map_err(io::Error::other)?)?;
+    fs::rename(tmp, dir.join(TARGETS_FILE))
+}
+
+/// Of `targets`, those the last run checked, as saved in `dir`; all of them when that is not
+/// known (no file: a spool from before the file existed).
+pub fn checked_last_time(dir: &Path, targets: &[Arc<TargetSettings>]) -> Vec<Arc<TargetSettings>> {
+    let ids: HashSet<String> = match fs::read(dir.join(TARGETS_FILE)) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(ids) => ids,
+            Err(e) => {
+                warn!(error = %e, "{TARGETS_FILE} is unreadable: no backfill");
+                return Vec::new();
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return targets.to_vec(),
+        Err(e) => {
+            warn!(error = %e, "cannot read {TARGETS_FILE}: no backfill");
+            return Vec::new();
+        }
+    };
+    targets
+        .iter()
+        .filter(|t| ids.contains(&t.id))
+        .cloned()
+        .collect()
 }
 
 /// The first moment of `target`'s backfill window after `last`, never before `floor`.
@@ -451,6 +489,23 @@ mod tests {
         let short = now - TimeDelta::hours(1);
         let windows: Vec<_> = list.iter().map(|t| (t.clone(), short)).collect();
         assert_eq!(cut_off(&windows, short, now), short);
+    }
+
+    #[test]
+    fn only_the_targets_the_last_run_checked_are_backfilled() {
+        let dir = tempfile::tempdir().expect("dir");
+        let list = targets(&["10s", "10s", "10s"]);
+        assert_eq!(
+            checked_last_time(dir.path(), &list).len(),
+            3,
+            "unknown: all"
+        );
+        save_targets(dir.path(), &list[..2]).expect("save");
+        let ids: Vec<_> = checked_last_time(dir.path(), &list)
+            .iter()
+            .map(|t| t.id.clone())
+            .collect();
+        assert_eq!(ids, ["t0", "t1"]);
     }
 
     #[test]

@@ -161,6 +161,7 @@ impl FileSpool {
             if name == CURSOR_FILE
                 || name.ends_with(".tmp")
                 || name.starts_with(crate::backfill::HEARTBEAT_FILE)
+                || name.starts_with(crate::backfill::TARGETS_FILE)
             {
                 continue;
             }
