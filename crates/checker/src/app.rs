@@ -2,6 +2,7 @@
 //! reports going to stdout or to Kafka; reload on request; stop cleanly on shutdown.
 
 use std::io::Write;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use monitor_core::report::{Report, Status};
@@ -13,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::backfill::{self, GapFill, Heartbeat};
 use crate::metrics::CheckerMetrics;
 use crate::publish::{self, PublisherStats, Spool};
 use crate::schedule::{self, Probe};
@@ -116,11 +118,30 @@ pub async fn run(
     let tap_metrics = metrics.clone();
     // Weak: the queue must close when the tap ends, whatever the metrics task does.
     let queue = out_tx.downgrade();
+    let started = chrono::Utc::now();
+    let mut output = output;
+    let targets_file =
+        matches!(output, Output::Kafka { .. }).then(|| settings.checker.producer.spool_dir.clone());
+    let mut gap = match &mut output {
+        Output::Kafka { spool, .. } => backfill_downtime(
+            spool.as_mut(),
+            &settings,
+            shard,
+            &targets_tx.borrow(),
+            started,
+            &metrics,
+        ),
+        Output::Stdout => None,
+    };
+    save_targets(targets_file.as_deref(), &targets_tx.borrow());
     let tap = tokio::spawn(async move {
         while let Some(report) = tapped_rx.recv().await {
-            tap_metrics.observe(&report);
-            if out_tx.send(report).await.is_err() {
-                return;
+            let before = gap.as_mut().map(|g| g.before(&report)).unwrap_or_default();
+            for r in before.into_iter().chain(std::iter::once(report)) {
+                tap_metrics.observe(&r);
+                if out_tx.send(r).await.is_err() {
+                    return;
+                }
             }
         }
     });
@@ -136,6 +157,21 @@ pub async fn run(
     let delivery_settings = ProducerSettings {
         shutdown_timeout: producer.shutdown_timeout.saturating_sub(checks_budget),
         ..producer.clone()
+    };
+    let stop_sync = CancellationToken::new();
+    let heartbeat = match &output {
+        Output::Kafka { .. } => Some(tokio::spawn(keep_heartbeat(
+            Heartbeat {
+                checker_id: settings.checker.id.clone(),
+                shard: shard.to_string(),
+                started_at: started,
+                alive_at: started,
+            },
+            settings.checker.producer.spool_dir.clone(),
+            publisher_stats.clone(),
+            stop_sync.clone(),
+        ))),
+        Output::Stdout => None,
     };
     let (delivery, spool_stats) = match output {
         Output::Stdout => (tokio::spawn(print_reports(reports_rx)), None),
@@ -156,7 +192,6 @@ pub async fn run(
     };
     let permits = Arc::new(Semaphore::new(settings.checker.max_in_flight.max(1)));
     let max_in_flight = settings.checker.max_in_flight.max(1);
-    let stop_sync = CancellationToken::new();
     let sync = {
         let metrics = metrics.clone();
         let permits = permits.clone();
@@ -207,6 +242,7 @@ pub async fn run(
                     }
                     let targets = my_targets(&new, shard);
                     info!(targets = targets.len(), "settings reloaded");
+                    save_targets(targets_file.as_deref(), &targets);
                     targets_tx.send_replace(targets);
                 }
                 Err(e) => error!("settings not reloaded, the running ones are kept: {e}"),
@@ -235,6 +271,9 @@ pub async fn run(
     }
     stop_sync.cancel();
     let _ = sync.await;
+    if let Some(heartbeat) = heartbeat {
+        let _ = heartbeat.await;
+    }
     info!("checker stopped");
 }
 
@@ -248,6 +287,81 @@ async fn abort_checks(scheduler: tokio::task::JoinHandle<()>, in_flight: usize) 
         aborted = in_flight,
         "checks in flight did not end within their share of shutdown_timeout: aborted, not reported"
     );
+}
+
+/// Saves the ids of the targets checked now beside the spool, for the next start's backfill.
+fn save_targets(dir: Option<&std::path::Path>, targets: &[Arc<TargetSettings>]) {
+    if let Some(dir) = dir {
+        if let Err(e) = backfill::save_targets(dir, targets) {
+            warn!(dir = %dir.display(), error = %e, "cannot save the target list for the backfill");
+        }
+    }
+}
+
+/// Writes the `missed` reports of the slots that fell since the last run (see [`backfill`])
+/// to the spool, and returns what fills the gap up to this run's first slots.
+fn backfill_downtime(
+    spool: &mut dyn Spool,
+    settings: &CheckerSettings,
+    shard: Shard,
+    targets: &[Arc<TargetSettings>],
+    started: chrono::DateTime<chrono::Utc>,
+    metrics: &CheckerMetrics,
+) -> Option<GapFill> {
+    let dir = &settings.checker.producer.spool_dir;
+    let id = &settings.checker.id;
+    let last = match Heartbeat::read(dir) {
+        Ok(Some(last)) => last,
+        Ok(None) => return None,
+        Err(e) => {
+            warn!(dir = %dir.display(), error = %e, "no backfill of the downtime");
+            return None;
+        }
+    };
+    if !backfill::is_ours(&last, id, &shard.to_string()) {
+        return None;
+    }
+    let ours = backfill::checked_last_time(dir, targets);
+    backfill::backfill(spool, &ours, &last, id, started, |r| metrics.observe(r));
+    let now = Heartbeat {
+        started_at: started,
+        alive_at: started,
+        ..last
+    };
+    if let Err(e) = now.write(dir) {
+        warn!(dir = %dir.display(), error = %e, "cannot write the heartbeat");
+    }
+    Some(GapFill::new(&ours, id, started))
+}
+
+/// Rewrites the heartbeat every [`backfill::HEARTBEAT_EVERY`] until `stop`, and once more
+/// after: the time up to which every report made was in the spool.
+async fn keep_heartbeat(
+    mut beat: Heartbeat,
+    dir: std::path::PathBuf,
+    stats: Arc<PublisherStats>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(backfill::HEARTBEAT_EVERY);
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        let drained = stats.drained_at_micros.load(Ordering::Relaxed);
+        if let Some(at) = i64::try_from(drained)
+            .ok()
+            .and_then(chrono::DateTime::from_timestamp_micros)
+        {
+            beat.alive_at = beat.alive_at.max(at);
+        }
+        if let Err(e) = beat.write(&dir) {
+            warn!(dir = %dir.display(), error = %e, "cannot write the heartbeat");
+        }
+        if stopping {
+            return;
+        }
+    }
 }
 
 async fn print_reports(mut reports: mpsc::Receiver<Report>) {

@@ -4,6 +4,8 @@
 //!
 //! ## Layout
 //! - [`app`]: the modes (once, schedule to stdout, schedule to Kafka), reload and shutdown.
+//! - [`backfill`]: at start-up, `missed` reports for the slots that fell while the checker
+//!   was not running.
 //! - [`config_watch`]: reload when the settings file changes.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`partitioner`]: Kafka's default partitioner (murmur2), so reports of a target share a partition.
@@ -12,10 +14,11 @@
 //!   unreachable or slow; nothing is lost.
 //! - [`schedule`]: when each target is checked: fixed rate, spread over the period, under a
 //!   global cap on checks in flight, with `missed` reports for slots that could not start.
-//! - [`spool`]: the on-disk FIFO where reports wait while Kafka cannot take them.
+//! - [`spool`]: the on-disk FIFO every report passes through until Kafka acknowledged it.
 //! - [`topic`]: the reports topic: connecting to it and producing one round.
 
 pub mod app;
+pub mod backfill;
 pub mod config_watch;
 pub mod metrics;
 pub mod partitioner;

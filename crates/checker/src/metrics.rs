@@ -52,6 +52,10 @@ pub struct CheckerMetrics {
     pub spool_corrupt: Counter,
     /// Reports the brokers refused as too large even alone, dropped.
     pub too_large: Counter,
+    /// Reports the spool could not take (a full disk, an I/O error).
+    pub unspooled: Counter,
+    /// Reports lost: neither the spool nor the bounded memory could hold them.
+    pub lost: Counter,
 }
 
 impl CheckerMetrics {
@@ -71,6 +75,8 @@ impl CheckerMetrics {
             dropped: Counter::default(),
             spool_corrupt: Counter::default(),
             too_large: Counter::default(),
+            unspooled: Counter::default(),
+            lost: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("webmon_checker");
         r.register(
@@ -133,6 +139,16 @@ impl CheckerMetrics {
             "Reports the brokers refused as too large even alone, dropped",
             m.too_large.clone(),
         );
+        r.register(
+            "unspooled_reports",
+            "Reports the spool could not take (full disk, I/O error): held in memory for Kafka or lost",
+            m.unspooled.clone(),
+        );
+        r.register(
+            "lost_reports",
+            "Reports lost: neither the spool nor the bounded memory could hold them",
+            m.lost.clone(),
+        );
         Arc::new(m)
     }
 
@@ -172,6 +188,8 @@ impl CheckerMetrics {
             publisher.produce_errors.load(Ordering::Relaxed),
         );
         catch_up(&self.too_large, publisher.too_large.load(Ordering::Relaxed));
+        catch_up(&self.unspooled, publisher.unspooled.load(Ordering::Relaxed));
+        catch_up(&self.lost, publisher.lost.load(Ordering::Relaxed));
         if let Some(spool) = spool {
             catch_up(&self.dropped, spool.dropped.load(Ordering::Relaxed));
             catch_up(&self.spool_corrupt, spool.corrupt.load(Ordering::Relaxed));

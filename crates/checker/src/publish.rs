@@ -1,25 +1,31 @@
 //! Delivery of reports to Kafka that loses nothing: batched per round, keyed by target (so a
-//! target's reports share a partition and keep their order), and spooled to disk whenever
-//! Kafka is unreachable or slow.
+//! target's reports share a partition and keep their order), through an on-disk spool that is
+//! the write-ahead log of every report.
 //!
-//! The publisher is in one of two states:
-//! - **direct**: reports gather in memory for at most one linger, then go to Kafka in one
-//!   round (one produce request per partition, all partitions at once). A round that fails,
-//!   or takes longer than `produce_timeout`, goes to the spool with everything behind it.
-//! - **spooling**: every new report is appended to the spool (flushed to disk every second, so
-//!   a crash loses at most that second), while the spool is replayed to Kafka oldest first,
-//!   with exponential backoff and jitter between failures. Once the spool is empty, back to
-//!   direct. A checker that starts with a spool left over starts here.
+//! Each report is written to the spool as soon as it arrives (a `write(2)`, so a kill of the
+//! process cannot take it; fsynced every [`SPOOL_SYNC_EVERY`] against a power loss), and leaves
+//! the spool only once Kafka acknowledged it. Rounds read the spool oldest first:
+//! - **Kafka up**: a round starts once the oldest unsent report has waited one linger (or a
+//!   round's worth is waiting), one produce request per partition, all partitions at once.
+//!   New reports go on being written while a round is in flight.
+//! - **Kafka down or slow**: a round that fails, or takes longer than `produce_timeout`, is
+//!   retried with exponential backoff and jitter; reports pile up in the spool (bounded by
+//!   `spool_max_bytes`) and are replayed in order, round after round, once Kafka answers. A
+//!   checker that starts with a spool left over replays it first.
+//! - **Disk full or failing**: reports the spool cannot take are counted and held in memory
+//!   (bounded by `queue_capacity`) for Kafka; past that bound they are counted as lost.
 //!
 //! Delivery is at least once: a round that timed out may still have been written by the
-//! broker, and is sent again from the spool. Duplicates carry the same `report_id`, and the
-//! sink stores each report once.
+//! broker, and is sent again. Duplicates carry the same `report_id`, and the sink stores each
+//! report once.
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use monitor_core::report::Report;
 use monitor_core::settings::{KafkaSettings, ProducerSettings};
 use tokio::sync::mpsc;
@@ -29,8 +35,13 @@ use tracing::{debug, error, info, warn};
 use monitor_core::backoff::Backoff;
 
 pub use crate::topic::{Produced, PublishError, ReportTopic};
-/// Spooled reports are flushed to disk at least this often.
-const SPOOL_FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// The spool is fsynced at least this often while reports are written to it: the most a power
+/// loss can take. (A kill of the process takes nothing: each append is a `write(2)`.)
+pub const SPOOL_SYNC_EVERY: Duration = Duration::from_secs(1);
+/// Most reports written to the spool in one append (one `write(2)`).
+const APPEND_MAX_REPORTS: usize = 1024;
+/// An append stops taking reports once it holds this many bytes.
+const APPEND_MAX_BYTES: usize = 1024 * 1024;
 
 /// One report as it travels: the Kafka key (the target id) and the JSON value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,11 +62,13 @@ impl Message {
     }
 }
 
-/// Where reports wait while Kafka cannot take them: a durable FIFO.
+/// The durable FIFO every report passes through: appended when it arrives, removed once
+/// Kafka acknowledged it.
 pub trait Spool: Send {
-    /// Appends messages at the end.
+    /// Appends messages at the end, all of them or (on an error) none, where a kill of the
+    /// process cannot take them.
     fn append(&mut self, messages: &[Message]) -> io::Result<()>;
-    /// Makes what was appended durable.
+    /// Makes what was appended and committed durable against a power loss (fsync).
     fn flush(&mut self) -> io::Result<()>;
     /// Up to `max` of the oldest messages, without removing them.
     fn peek(&mut self, max: usize) -> io::Result<Vec<Message>>;
@@ -70,8 +83,16 @@ pub trait Spool: Send {
 pub struct PublisherStats {
     /// Reports acknowledged by Kafka.
     pub produced: AtomicU64,
-    /// Reports written to the spool.
+    /// Reports written to the spool (every report: it is the write-ahead log of delivery).
     pub spooled: AtomicU64,
+    /// Reports the spool could not take (a full disk, an I/O error): held in memory for
+    /// Kafka, or lost.
+    pub unspooled: AtomicU64,
+    /// Reports lost: neither the spool nor the memory bound could hold them.
+    pub lost: AtomicU64,
+    /// When the publisher last found its queue empty, every report before written to the
+    /// spool (Unix microseconds): the start-up backfill begins from the last one saved.
+    pub drained_at_micros: AtomicU64,
     /// Failed or timed-out produce rounds.
     pub produce_errors: AtomicU64,
     /// Duration of the last successful produce round, in microseconds.
@@ -80,141 +101,314 @@ pub struct PublisherStats {
     pub too_large: AtomicU64,
 }
 
-/// Delivers the reports of `reports` until the channel closes (all checks done), then flushes
-/// within `settings.shutdown_timeout` and spools whatever remains.
+/// Delivers the reports of `reports` until the channel closes (all checks done), then goes on
+/// delivering what the spool holds for at most `settings.shutdown_timeout`; whatever is left
+/// stays in the spool for the next start.
 pub async fn run(
     mut reports: mpsc::Receiver<Report>,
     kafka: KafkaSettings,
     settings: ProducerSettings,
-    mut spool: Box<dyn Spool>,
+    spool: Box<dyn Spool>,
     stats: Arc<PublisherStats>,
 ) {
+    let mut state = Delivery::new(spool, stats, &settings);
     let mut topic: Option<ReportTopic> = None;
-    let mut pending: Vec<Message> = Vec::new();
-    let mut pending_since: Option<Instant> = None;
-    let mut spooling = !spool.is_empty();
-    if spooling {
-        info!("a spool is left from an earlier run: replaying it first");
-    }
-    let mut backoff = Backoff::default();
-    let mut retry_at = Instant::now();
-    let mut flush_at = Instant::now() + SPOOL_FLUSH_EVERY;
-    let mut closed = false;
-
-    while !closed {
-        if spooling {
-            // New reports go behind the spooled ones, keeping each target's order.
-            let wake = retry_at.min(flush_at);
-            tokio::select! {
-                r = reports.recv() => match r {
-                    Some(report) => {
-                        let m = Message::of(&report);
-                        if let Err(e) = spool.append(std::slice::from_ref(&m)) {
-                            error!(error = %e, "cannot write to the spool: the report is lost");
-                        } else {
-                            stats.spooled.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    None => closed = true,
-                },
-                _ = tokio::time::sleep_until(wake) => {}
-            }
-            if Instant::now() >= flush_at {
-                if let Err(e) = spool.flush() {
-                    error!(error = %e, "cannot flush the spool");
-                }
-                flush_at = Instant::now() + SPOOL_FLUSH_EVERY;
-            }
-            if Instant::now() >= retry_at {
-                match replay_once(&mut topic, &kafka, &settings, spool.as_mut(), &stats).await {
-                    Ok(()) => {
-                        backoff = Backoff::default();
-                        retry_at = Instant::now();
-                        if spool.is_empty() {
-                            info!("spool replayed: delivering directly again");
-                            spooling = false;
-                        }
-                    }
-                    Err(e) => {
-                        let delay = backoff.next_delay();
-                        warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Kafka unavailable; reports are spooled");
-                        retry_at = Instant::now() + delay;
-                    }
-                }
-            }
+    while !state.closed {
+        if state.round_due(&settings) {
+            state
+                .round(&mut topic, &kafka, &settings, &mut reports, None)
+                .await;
             continue;
         }
-
-        // Direct: gather for one linger, then one round.
-        let deadline = pending_since.map(|t| t + settings.linger);
         tokio::select! {
-            r = reports.recv() => match r {
-                Some(report) => {
-                    pending.push(Message::of(&report));
-                    pending_since.get_or_insert_with(Instant::now);
-                }
-                None => closed = true,
-            },
-            _ = sleep_until_opt(deadline) => {}
+            r = reports.recv() => state.take(r, &mut reports),
+            _ = sleep_until_opt(state.wake(&settings)) => {}
         }
-        let due = pending.len() >= settings.batch_max_reports
-            || pending_since.is_some_and(|t| t.elapsed() >= settings.linger)
-            || (closed && !pending.is_empty());
-        if !due {
+        state.sync_if_due();
+    }
+    // Shutdown: rounds until the spool is empty or the deadline passes.
+    let deadline = Instant::now() + settings.shutdown_timeout;
+    while state.has_unsent() && Instant::now() < deadline {
+        if let Some(at) = state.retry_at.filter(|at| *at > Instant::now()) {
+            tokio::time::sleep_until(at.min(deadline)).await;
             continue;
         }
-        pending_since = None;
-        let round = std::mem::take(&mut pending);
-        if let Err(e) = deliver(&mut topic, &kafka, &settings, &round, &stats).await {
-            warn!(error = %e, reports = round.len(), "produce round failed: spooling");
-            to_spool(spool.as_mut(), &round, &stats);
-            spooling = true;
-            retry_at = Instant::now() + backoff.next_delay();
-        }
-    }
-
-    // Shutdown: deliver what is left within the deadline, spool the rest.
-    let deadline = Instant::now() + settings.shutdown_timeout;
-    if !pending.is_empty() {
-        let round = std::mem::take(&mut pending);
-        if deliver(&mut topic, &kafka, &settings, &round, &stats)
+        if !state
+            .round(&mut topic, &kafka, &settings, &mut reports, Some(deadline))
             .await
-            .is_err()
-        {
-            to_spool(spool.as_mut(), &round, &stats);
-        }
-    }
-    while !spool.is_empty() && Instant::now() < deadline {
-        if replay_once(&mut topic, &kafka, &settings, spool.as_mut(), &stats)
-            .await
-            .is_err()
         {
             break;
         }
     }
-    if let Err(e) = spool.flush() {
-        error!(error = %e, "cannot flush the spool at shutdown");
+    state.sync();
+    info!(
+        spooled_left = !state.spool.is_empty(),
+        held_in_memory = state.overflow.len(),
+        "publisher stopped"
+    );
+}
+
+/// The publisher's state between rounds.
+struct Delivery {
+    spool: Box<dyn Spool>,
+    stats: Arc<PublisherStats>,
+    /// Reports the spool could not take (a full disk, an I/O error), waiting for Kafka in
+    /// memory; bounded by `queue_capacity`.
+    overflow: VecDeque<Message>,
+    overflow_max: usize,
+    /// When the oldest report not yet in a round was appended.
+    oldest_unsent: Option<Instant>,
+    /// Reports appended since the last round began.
+    unsent: usize,
+    /// The spool holds more than one round's worth: rounds follow each other without linger.
+    backlog: bool,
+    /// After a failed round: no new round before this.
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+    /// Appended or committed since the last fsync.
+    dirty: bool,
+    sync_at: Instant,
+    closed: bool,
+}
+
+impl Delivery {
+    fn new(spool: Box<dyn Spool>, stats: Arc<PublisherStats>, settings: &ProducerSettings) -> Self {
+        let backlog = !spool.is_empty();
+        if backlog {
+            info!("a spool is left from an earlier run: replaying it first");
+        }
+        stats
+            .drained_at_micros
+            .store(now_micros(), Ordering::Relaxed);
+        Delivery {
+            spool,
+            stats,
+            overflow: VecDeque::new(),
+            overflow_max: settings.queue_capacity.max(1),
+            oldest_unsent: None,
+            unsent: 0,
+            backlog,
+            retry_at: None,
+            backoff: Backoff::default(),
+            dirty: false,
+            sync_at: Instant::now() + SPOOL_SYNC_EVERY,
+            closed: false,
+        }
     }
-    info!(spooled_left = !spool.is_empty(), "publisher stopped");
+
+    fn has_unsent(&self) -> bool {
+        !self.spool.is_empty() || !self.overflow.is_empty()
+    }
+
+    /// Whether a round should start now.
+    fn round_due(&self, settings: &ProducerSettings) -> bool {
+        let now = Instant::now();
+        self.has_unsent()
+            && self.retry_at.is_none_or(|at| now >= at)
+            && (self.backlog
+                || self.closed
+                || self.unsent >= settings.batch_max_reports
+                || self
+                    .oldest_unsent
+                    .is_some_and(|t| now >= t + settings.linger))
+    }
+
+    /// When to look again without a new report: the next round or the next fsync.
+    fn wake(&self, settings: &ProducerSettings) -> Option<Instant> {
+        let round = if self.has_unsent() {
+            match (self.retry_at, self.oldest_unsent) {
+                (Some(at), _) => Some(at),
+                (None, Some(t)) => Some(t + settings.linger),
+                (None, None) => None,
+            }
+        } else {
+            None
+        };
+        let sync = self.dirty.then_some(self.sync_at);
+        match (round, sync) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes a report from the channel, and every other one waiting there (up to one append's
+    /// bound), and writes them to the spool at once.
+    fn take(&mut self, first: Option<Report>, reports: &mut mpsc::Receiver<Report>) {
+        let Some(first) = first else {
+            self.closed = true;
+            self.stats
+                .drained_at_micros
+                .store(now_micros(), Ordering::Relaxed);
+            return;
+        };
+        let mut batch = vec![Message::of(&first)];
+        let mut bytes = batch[0].value.len();
+        let mut drained = false;
+        while batch.len() < APPEND_MAX_REPORTS && bytes < APPEND_MAX_BYTES {
+            match reports.try_recv() {
+                Ok(r) => {
+                    let m = Message::of(&r);
+                    bytes += m.value.len();
+                    batch.push(m);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    drained = true;
+                    break;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.closed = true;
+                    drained = true;
+                    break;
+                }
+            }
+        }
+        self.append(batch);
+        if drained {
+            // Every report sent before now is in the spool (or counted as not).
+            self.stats
+                .drained_at_micros
+                .store(now_micros(), Ordering::Relaxed);
+        }
+    }
+
+    fn append(&mut self, batch: Vec<Message>) {
+        let n = batch.len();
+        match self.spool.append(&batch) {
+            Ok(()) => {
+                self.stats.spooled.fetch_add(n as u64, Ordering::Relaxed);
+                self.dirty = true;
+                self.unsent += n;
+                self.oldest_unsent.get_or_insert_with(Instant::now);
+            }
+            Err(e) => {
+                self.stats.unspooled.fetch_add(n as u64, Ordering::Relaxed);
+                let room = self.overflow_max.saturating_sub(self.overflow.len());
+                let lost = n.saturating_sub(room);
+                self.overflow.extend(batch.into_iter().take(room));
+                self.stats.lost.fetch_add(lost as u64, Ordering::Relaxed);
+                self.oldest_unsent.get_or_insert_with(Instant::now);
+                error!(
+                    error = %e,
+                    reports = n,
+                    held_in_memory = n - lost,
+                    lost,
+                    "cannot write to the spool: reports wait in memory for Kafka (a kill loses them)"
+                );
+            }
+        }
+    }
+
+    fn sync_if_due(&mut self) {
+        if self.dirty && Instant::now() >= self.sync_at {
+            self.sync();
+        }
+    }
+
+    /// fsync: what was appended survives a power loss.
+    fn sync(&mut self) {
+        if let Err(e) = self.spool.flush() {
+            error!(error = %e, "cannot fsync the spool");
+        }
+        self.dirty = false;
+        self.sync_at = Instant::now() + SPOOL_SYNC_EVERY;
+    }
+
+    /// The next round: the oldest spooled reports, else those held in memory.
+    fn next_round(&mut self, max: usize) -> (Vec<Message>, bool) {
+        if !self.spool.is_empty() {
+            match self.spool.peek(max) {
+                Ok(batch) if !batch.is_empty() => return (batch, true),
+                Ok(_) => {}
+                Err(e) => error!(error = %e, "cannot read the spool"),
+            }
+        }
+        let n = self.overflow.len().min(max);
+        (self.overflow.iter().take(n).cloned().collect(), false)
+    }
+
+    /// One round to Kafka, while new reports go on being written to the spool; bounded by
+    /// `deadline` as well when given. False when there was nothing to send.
+    async fn round(
+        &mut self,
+        topic: &mut Option<ReportTopic>,
+        kafka: &KafkaSettings,
+        settings: &ProducerSettings,
+        reports: &mut mpsc::Receiver<Report>,
+        deadline: Option<Instant>,
+    ) -> bool {
+        let (batch, from_spool) = self.next_round(settings.batch_max_reports);
+        self.oldest_unsent = None;
+        self.unsent = 0;
+        if batch.is_empty() {
+            // Nothing readable (damage skipped): wait for new reports rather than spin.
+            self.backlog = false;
+            return false;
+        }
+        let stats = self.stats.clone();
+        let result = {
+            let send = deliver(topic, kafka, settings, &batch, &stats);
+            let send = async {
+                match deadline {
+                    Some(at) => tokio::time::timeout_at(at, send)
+                        .await
+                        .unwrap_or(Err(PublishError::Timeout(settings.produce_timeout))),
+                    None => send.await,
+                }
+            };
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    r = &mut send => break r,
+                    r = reports.recv(), if !self.closed => self.take(r, reports),
+                    _ = sleep_until_opt(self.dirty.then_some(self.sync_at)) => self.sync(),
+                }
+            }
+        };
+        self.finish_round(result, batch.len(), from_spool, settings);
+        true
+    }
+
+    fn finish_round(
+        &mut self,
+        result: Result<(), PublishError>,
+        n: usize,
+        from_spool: bool,
+        settings: &ProducerSettings,
+    ) {
+        match result {
+            Ok(()) => {
+                if from_spool {
+                    if let Err(e) = self.spool.commit(n) {
+                        error!(error = %e, "cannot mark spooled reports delivered: they may be sent again");
+                    }
+                    self.dirty = true;
+                } else {
+                    self.overflow.drain(..n.min(self.overflow.len()));
+                }
+                if self.retry_at.take().is_some() {
+                    info!("Kafka reachable again: delivering the spooled reports");
+                }
+                self.backoff = Backoff::default();
+                self.backlog = n >= settings.batch_max_reports;
+            }
+            Err(e) => {
+                let delay = self.backoff.next_delay();
+                warn!(error = %e, reports = n, retry_in_ms = delay.as_millis() as u64, "produce round failed: reports wait in the spool");
+                self.retry_at = Some(Instant::now() + delay);
+                self.backlog = true;
+            }
+        }
+    }
+}
+
+fn now_micros() -> u64 {
+    u64::try_from(Utc::now().timestamp_micros()).unwrap_or(0)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-fn to_spool(spool: &mut dyn Spool, messages: &[Message], stats: &PublisherStats) {
-    match spool.append(messages).and_then(|()| spool.flush()) {
-        Ok(()) => {
-            stats
-                .spooled
-                .fetch_add(messages.len() as u64, Ordering::Relaxed);
-        }
-        Err(e) => {
-            error!(error = %e, reports = messages.len(), "cannot write to the spool: reports are lost")
-        }
     }
 }
 
@@ -257,31 +451,76 @@ async fn deliver(
     }
 }
 
-/// Sends the oldest spooled reports in one round and removes them from the spool.
-async fn replay_once(
-    topic: &mut Option<ReportTopic>,
-    kafka: &KafkaSettings,
-    settings: &ProducerSettings,
-    spool: &mut dyn Spool,
-    stats: &PublisherStats,
-) -> Result<(), PublishError> {
-    // Make the appended tail readable before replaying it.
-    if let Err(e) = spool.flush() {
-        error!(error = %e, "cannot flush the spool");
-    }
-    let batch = match spool.peek(settings.batch_max_reports) {
-        Ok(b) => b,
-        Err(e) => {
-            error!(error = %e, "cannot read the spool");
-            return Ok(());
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use monitor_core::settings::{CheckerSettings, SettingsSource};
+    use monitor_core::testing::{free_port, sample_report};
+
+    /// A spool on a disk that is full.
+    struct FullDisk;
+
+    impl Spool for FullDisk {
+        fn append(&mut self, _: &[Message]) -> io::Result<()> {
+            Err(io::Error::new(io::ErrorKind::StorageFull, "no space left"))
         }
-    };
-    if batch.is_empty() {
-        return Ok(());
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn peek(&mut self, _: usize) -> io::Result<Vec<Message>> {
+            Ok(Vec::new())
+        }
+        fn commit(&mut self, _: usize) -> io::Result<()> {
+            Ok(())
+        }
+        fn is_empty(&self) -> bool {
+            true
+        }
     }
-    deliver(topic, kafka, settings, &batch, stats).await?;
-    if let Err(e) = spool.commit(batch.len()) {
-        error!(error = %e, "cannot mark spooled reports delivered: they may be sent again");
+
+    #[tokio::test]
+    async fn reports_the_spool_cannot_take_are_counted_held_in_memory_and_lost_past_the_bound() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("c.toml");
+        let broker = free_port(); // nothing listens: Kafka is down as well
+        std::fs::write(
+            &file,
+            format!(
+                "monitored_urls = [\"http://127.0.0.1:9/\"]\n\
+                 [kafka]\nbrokers = [\"127.0.0.1:{broker}\"]\ntopic = \"t\"\n\
+                 [checker]\nqueue_capacity = 10\nproduce_timeout = \"100ms\"\nshutdown_timeout = \"300ms\"\n"
+            ),
+        )
+        .expect("write");
+        let settings = CheckerSettings::load(
+            &SettingsSource {
+                file: Some(file),
+                env: Some(Default::default()),
+                base_dir: None,
+            },
+            true,
+        )
+        .expect("valid");
+        let (tx, rx) = mpsc::channel(100);
+        for n in 0..25 {
+            tx.send(sample_report("a", n)).await.expect("open");
+        }
+        drop(tx);
+        let stats = Arc::new(PublisherStats::default());
+        run(
+            rx,
+            settings.kafka.expect("kafka"),
+            settings.checker.producer,
+            Box::new(FullDisk),
+            stats.clone(),
+        )
+        .await;
+        assert_eq!(stats.unspooled.load(Ordering::Relaxed), 25);
+        assert_eq!(
+            stats.lost.load(Ordering::Relaxed),
+            15,
+            "past queue_capacity"
+        );
+        assert_eq!(stats.spooled.load(Ordering::Relaxed), 0);
     }
-    Ok(())
 }

@@ -12,12 +12,18 @@
 //! When the spool outgrows its bound, whole segments are dropped, oldest first, with the count
 //! of lost reports logged.
 //!
-//! The spool does plain blocking file I/O: appends go to a buffer and reach the disk on
-//! [`Spool::flush`], which the publisher calls at least once a second.
+//! The spool is the write-ahead log of every report: each [`Spool::append`] is one `write(2)`
+//! straight into the file (no buffer inside the process), so a report appended is in the
+//! kernel's page cache and survives a kill of the process; [`Spool::flush`] (an `fsync`, which
+//! the publisher calls once a second) makes it survive a power loss as well. A segment is
+//! fsynced when it is finished, and the directory after a segment is created or deleted; the
+//! cursor's renames reach the disk with the next flush (a cursor older than the truth only
+//! means reports sent twice). An append is all or nothing: a write that fails (a full disk, an
+//! I/O error) is cut back off the file and reported to the caller, which counts the reports.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,7 +32,8 @@ use tracing::{error, warn};
 
 use crate::publish::{Message, Spool};
 
-/// A segment is rolled past this size.
+/// A segment is rolled past this size (an append is never split: a segment can end up to one
+/// append larger).
 pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 /// Largest record (key and value) the spool writes or believes when reading.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
@@ -60,7 +67,9 @@ pub struct FileSpool {
     max_bytes: u64,
     segments: BTreeMap<u64, Segment>,
     active: u64,
-    writer: BufWriter<File>,
+    file: File,
+    /// The cursor's file, overwritten in place (see [`FileSpool::save_cursor`]).
+    cursor_file: File,
     /// Delivered up to here: (segment, byte offset).
     cursor: (u64, u64),
     /// Positions after each record of the last peek, and where that scan ended.
@@ -118,6 +127,18 @@ fn resync(data: &[u8], from: usize) -> usize {
         .unwrap_or(data.len())
 }
 
+/// Makes the directory's entries (created, renamed, deleted files) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn open_segment(dir: &Path, seq: u64) -> io::Result<(PathBuf, File)> {
+    let path = segment_path(dir, seq);
+    let file = OpenOptions::new().create(true).append(true).open(&path)?;
+    sync_dir(dir)?;
+    Ok((path, file))
+}
+
 fn read_from(path: &Path, offset: u64) -> io::Result<Vec<u8>> {
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(offset))?;
@@ -137,7 +158,11 @@ impl FileSpool {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
-            if name == CURSOR_FILE || name.ends_with(".tmp") {
+            if name == CURSOR_FILE
+                || name.ends_with(".tmp")
+                || name.starts_with(crate::backfill::HEARTBEAT_FILE)
+                || name.starts_with(crate::backfill::TARGETS_FILE)
+            {
                 continue;
             }
             match name
@@ -161,16 +186,22 @@ impl FileSpool {
                 }
             })
             .unwrap_or((segments.keys().next().copied().unwrap_or(0), 0));
+        let cursor_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(CURSOR_FILE))?;
         let active = segments.keys().next_back().map_or(1, |last| last + 1);
-        let path = segment_path(dir, active);
-        let writer = BufWriter::new(OpenOptions::new().create(true).append(true).open(&path)?);
+        let (path, file) = open_segment(dir, active)?;
         segments.insert(active, Segment { path, size: 0 });
         let mut spool = FileSpool {
             dir: dir.to_path_buf(),
             max_bytes,
             segments,
             active,
-            writer,
+            file,
+            cursor_file,
             cursor,
             peeked: Vec::new(),
             scan_end: None,
@@ -178,6 +209,8 @@ impl FileSpool {
             stats: Arc::default(),
         };
         spool.drop_delivered()?;
+        spool.save_cursor()?;
+        sync_dir(dir)?;
         spool.update_bytes();
         Ok(spool)
     }
@@ -192,13 +225,47 @@ impl FileSpool {
         self.stats.bytes.store(bytes, Ordering::Relaxed);
     }
 
+    /// Finishes the active segment (fsynced) and starts the next one.
     fn roll(&mut self) -> io::Result<()> {
-        self.writer.flush()?;
+        self.file.sync_data()?;
+        let (path, file) = open_segment(&self.dir, self.active + 1)?;
         self.active += 1;
-        let path = segment_path(&self.dir, self.active);
-        self.writer = BufWriter::new(OpenOptions::new().create(true).append(true).open(&path)?);
+        self.file = file;
         self.segments.insert(self.active, Segment { path, size: 0 });
         Ok(())
+    }
+
+    /// Deletes a segment file, and makes the deletion durable.
+    fn remove_segment(&mut self, seq: u64) {
+        if let Some(seg) = self.segments.remove(&seq) {
+            if let Err(e) = fs::remove_file(&seg.path).and_then(|()| sync_dir(&self.dir)) {
+                warn!(segment = %seg.path.display(), error = %e, "cannot delete a spool segment");
+            }
+        }
+    }
+
+    /// Writes `frames` at the end of the active segment in one write, or not at all.
+    fn write_frames(&mut self, frames: &[u8]) -> io::Result<()> {
+        let before = self.segments.get(&self.active).map_or(0, |s| s.size);
+        match self.file.write_all(frames) {
+            Ok(()) => {
+                if let Some(seg) = self.segments.get_mut(&self.active) {
+                    seg.size += frames.len() as u64;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Cut a partial write back off, so that no half record is left behind.
+                if let Err(cut) = self.file.set_len(before) {
+                    warn!(error = %cut, "cannot cut a failed spool write back: its bytes will be skipped as damage");
+                    let size = self.file.metadata().map_or(before, |m| m.len());
+                    if let Some(seg) = self.segments.get_mut(&self.active) {
+                        seg.size = size;
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Deletes segments wholly before the cursor, and moves the cursor off a finished one.
@@ -209,8 +276,7 @@ impl FileSpool {
             if !finished || first == self.active {
                 break;
             }
-            let _ = fs::remove_file(&seg.path);
-            self.segments.remove(&first);
+            self.remove_segment(first);
             if self.cursor.0 <= first {
                 self.cursor = (
                     self.segments.keys().next().copied().unwrap_or(self.active),
@@ -227,10 +293,14 @@ impl FileSpool {
         Ok(())
     }
 
-    fn save_cursor(&self) -> io::Result<()> {
-        let tmp = self.dir.join(format!("{CURSOR_FILE}.tmp"));
-        fs::write(&tmp, format!("{} {}\n", self.cursor.0, self.cursor.1))?;
-        fs::rename(tmp, self.dir.join(CURSOR_FILE))
+    /// Overwrites the cursor in place, in one write of a fixed size: a kill leaves the old or
+    /// the new one, it needs no free space (a full disk cannot stop deliveries being marked),
+    /// and an unreadable one (a power loss mid-sector) only sends everything again.
+    fn save_cursor(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let text = format!("{:020} {:020}\n", self.cursor.0, self.cursor.1);
+        self.cursor_file.write_all_at(text.as_bytes(), 0)?;
+        self.cursor_file.set_len(text.len() as u64)
     }
 
     /// Drops the oldest segments until the spool fits its bound again.
@@ -248,8 +318,7 @@ impl FileSpool {
                 0
             };
             let lost = read_from(&seg.path, from).map(|d| count(&d)).unwrap_or(0);
-            let _ = fs::remove_file(&seg.path);
-            self.segments.remove(&first);
+            self.remove_segment(first);
             self.stats.dropped.fetch_add(lost, Ordering::Relaxed);
             error!(
                 reports = lost,
@@ -286,7 +355,7 @@ fn count(data: &[u8]) -> u64 {
 
 impl Spool for FileSpool {
     fn append(&mut self, messages: &[Message]) -> io::Result<()> {
-        let mut frame = Vec::new();
+        let mut frames = Vec::new();
         for m in messages {
             if m.key.len() + m.value.len() > MAX_RECORD_BYTES {
                 error!(
@@ -296,20 +365,29 @@ impl Spool for FileSpool {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            frame.clear();
-            encode(&m.key, &m.value, &mut frame);
-            if self
-                .segments
-                .get(&self.active)
-                .is_some_and(|s| s.size > 0 && s.size + frame.len() as u64 > SEGMENT_BYTES)
-            {
-                self.roll()?;
-                self.enforce_bound()?;
+            encode(&m.key, &m.value, &mut frames);
+        }
+        if frames.is_empty() {
+            return Ok(());
+        }
+        if self
+            .segments
+            .get(&self.active)
+            .is_some_and(|s| s.size > 0 && s.size + frames.len() as u64 > SEGMENT_BYTES)
+        {
+            self.roll()?;
+            self.enforce_bound()?;
+        }
+        if let Err(e) = self.write_frames(&frames) {
+            if !self.is_empty() || self.segments.get(&self.active).is_none_or(|s| s.size == 0) {
+                return Err(e);
             }
-            self.writer.write_all(&frame)?;
-            if let Some(seg) = self.segments.get_mut(&self.active) {
-                seg.size += frame.len() as u64;
-            }
+            // A full disk while everything written is delivered: start a new segment so the
+            // delivered one can go, and try once more.
+            self.roll()?;
+            self.drop_delivered()?;
+            self.save_cursor()?;
+            self.write_frames(&frames)?;
         }
         self.enforce_bound()?;
         self.update_bytes();
@@ -317,12 +395,11 @@ impl Spool for FileSpool {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.writer.flush()?;
-        self.writer.get_ref().sync_data()
+        self.file.sync_data()?;
+        self.cursor_file.sync_data()
     }
 
     fn peek(&mut self, max: usize) -> io::Result<Vec<Message>> {
-        self.writer.flush()?;
         self.peeked.clear();
         self.scan_end = None;
         let mut out = Vec::new();
@@ -372,6 +449,11 @@ impl Spool for FileSpool {
             }
             self.scan_end = Some((seq, start + data.len() as u64));
         }
+        if out.is_empty() && self.scan_end.is_some_and(|end| end > self.cursor) {
+            // Only damage was left (counted above): step past it, or every later peek would
+            // find the same nothing and the spool would never be empty.
+            self.commit(usize::MAX)?;
+        }
         Ok(out)
     }
 
@@ -379,7 +461,7 @@ impl Spool for FileSpool {
         if n == 0 {
             return Ok(());
         }
-        let position = if n == self.peeked.len() {
+        let position = if n >= self.peeked.len() {
             // Everything peeked is delivered: skip any damage scanned past as well.
             self.scan_end
                 .filter(|end| Some(end) >= self.peeked.last())
@@ -580,5 +662,109 @@ mod tests {
         fs::write(dir.path().join("00000000000000000000.seg"), b"").expect("empty segment");
         let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("reopen despite strangers");
         assert_eq!(drain(&mut spool, 10), sent[1..].to_vec());
+    }
+
+    #[test]
+    fn an_append_is_in_the_file_at_once_without_a_flush() {
+        // What a kill of the process leaves: the file as the kernel has it, no flush.
+        let dir = tempfile::tempdir().expect("dir");
+        let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("open");
+        let sent: Vec<Message> = (0..3).map(msg).collect();
+        spool.append(&sent).expect("append");
+        let mut other = FileSpool::open(dir.path(), u64::MAX).expect("open beside it");
+        assert_eq!(drain(&mut other, 10), sent);
+    }
+
+    #[test]
+    fn a_tail_of_only_damage_is_skipped_counted_and_left_behind() {
+        let dir = tempfile::tempdir().expect("dir");
+        let sent: Vec<Message> = (0..4).map(msg).collect();
+        {
+            let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("open");
+            spool.append(&sent).expect("append");
+            let got = spool.peek(10).expect("peek");
+            spool.commit(got.len()).expect("commit");
+        }
+        // Garbage after the delivered records, starting with the frame's magic byte.
+        let seg = segment_files(dir.path()).remove(0);
+        let mut data = fs::read(&seg).expect("read");
+        data.extend_from_slice(&[MAGIC, VERSION, 9, 0, 0, 0, 200, 0, 0, 0, 1, 2, 3, 4, 5, 6]);
+        data.extend_from_slice(&[0xA7; 40]);
+        fs::write(&seg, &data).expect("write");
+        let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("reopen");
+        assert!(!spool.is_empty(), "the damage is waiting");
+        assert!(spool.peek(10).expect("peek").is_empty());
+        assert!(
+            spool.is_empty(),
+            "one peek steps past damage with nothing behind it"
+        );
+        assert_eq!(spool.stats().corrupt.load(Ordering::Relaxed), 1);
+        spool.append(&[msg(9)]).expect("append");
+        assert_eq!(drain(&mut spool, 10), vec![msg(9)]);
+        drop(spool);
+        let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("reopen");
+        assert!(spool.is_empty(), "the step past the damage was saved");
+        assert!(drain(&mut spool, 10).is_empty());
+    }
+
+    /// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped.
+    struct SmallDisk(tempfile::TempDir);
+
+    impl SmallDisk {
+        fn mount(size: &str) -> SmallDisk {
+            let dir = tempfile::tempdir().expect("dir");
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .expect("mount runs")
+                .success();
+            assert!(ok, "mount a tmpfs (needs root)");
+            SmallDisk(dir)
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    #[test]
+    #[ignore = "needs root: mounts a tmpfs"]
+    fn a_full_disk_fails_whole_appends_and_leaves_every_written_record_readable() {
+        let disk = SmallDisk::mount("256k");
+        let dir = disk.0.path().join("spool");
+        let mut spool = FileSpool::open(&dir, u64::MAX).expect("open");
+        let mut written = Vec::new();
+        let mut failed = 0;
+        for i in 0..200 {
+            let batch: Vec<Message> = (i * 5..i * 5 + 5)
+                .map(|n| Message {
+                    key: b"k".to_vec(),
+                    value: format!("{n:06}{}", "z".repeat(600)).into_bytes(),
+                })
+                .collect();
+            match spool.append(&batch) {
+                Ok(()) => written.extend(batch),
+                Err(e) => {
+                    assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
+                    failed += 1;
+                }
+            }
+        }
+        assert!(failed > 0, "the disk must fill up");
+        assert!(!written.is_empty());
+        assert_eq!(
+            drain(&mut spool, 64),
+            written,
+            "every append that succeeded is there, whole; nothing of the failed ones"
+        );
+        assert_eq!(spool.stats().corrupt.load(Ordering::Relaxed), 0);
+        // Delivered segments are deleted, which makes room again.
+        spool.append(&[msg(1)]).expect("room again");
+        assert_eq!(drain(&mut spool, 64), vec![msg(1)]);
     }
 }
