@@ -55,11 +55,12 @@ struct StallWatch {
     task: tokio::task::JoinHandle<()>,
     metrics: Arc<SinkMetrics>,
     partition: i32,
+    consumer: u64,
 }
 
 impl StallWatch {
     fn start(metrics: Arc<SinkMetrics>, partition: i32) -> StallWatch {
-        metrics.partition_started(partition);
+        let consumer = metrics.partition_started(partition);
         let watched = metrics.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(STALL_REFRESH);
@@ -72,6 +73,7 @@ impl StallWatch {
             task,
             metrics,
             partition,
+            consumer,
         }
     }
 }
@@ -79,7 +81,8 @@ impl StallWatch {
 impl Drop for StallWatch {
     fn drop(&mut self) {
         self.task.abort();
-        self.metrics.partition_stopped(self.partition);
+        self.metrics
+            .partition_stopped(self.partition, self.consumer);
     }
 }
 
