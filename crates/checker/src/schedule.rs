@@ -347,6 +347,7 @@ mod tests {
         );
     }
 
+    /// Runs the scheduler for `run_for`, sending the target list of `change` at its time.
     async fn collect(
         list: Vec<Arc<TargetSettings>>,
         probe: Probe,
@@ -354,9 +355,23 @@ mod tests {
         run_for: Duration,
         change: Option<(Duration, Vec<Arc<TargetSettings>>)>,
     ) -> Vec<Report> {
+        let changes = change.into_iter().collect();
+        collect_with_reloads(list, probe, max_in_flight, run_for, changes).await
+    }
+
+    /// Runs the scheduler for `run_for`, sending each target list of `changes` at its time
+    /// (from the start).
+    async fn collect_with_reloads(
+        list: Vec<Arc<TargetSettings>>,
+        probe: Probe,
+        max_in_flight: usize,
+        run_for: Duration,
+        changes: Vec<(Duration, Vec<Arc<TargetSettings>>)>,
+    ) -> Vec<Report> {
         let (tx, rx) = watch::channel(list);
         let (reports_tx, mut reports_rx) = mpsc::channel(10_000);
         let stop = CancellationToken::new();
+        let start = tokio::time::Instant::now();
         let task = tokio::spawn(run(
             rx,
             probe,
@@ -365,35 +380,6 @@ mod tests {
             reports_tx,
             stop.clone(),
         ));
-        if let Some((after, list)) = change {
-            tokio::time::sleep(after).await;
-            tx.send(list).expect("scheduler listening");
-            tokio::time::sleep(run_for.saturating_sub(after)).await;
-        } else {
-            tokio::time::sleep(run_for).await;
-        }
-        stop.cancel();
-        task.await.expect("scheduler ends");
-        let mut out = Vec::new();
-        while let Ok(r) = reports_rx.try_recv() {
-            out.push(r);
-        }
-        out
-    }
-
-    /// Runs the scheduler for `run_for`, sending each target list of `changes` at its time
-    /// (from the start).
-    async fn collect_with_reloads(
-        list: Vec<Arc<TargetSettings>>,
-        probe: Probe,
-        run_for: Duration,
-        changes: Vec<(Duration, Vec<Arc<TargetSettings>>)>,
-    ) -> Vec<Report> {
-        let (tx, rx) = watch::channel(list);
-        let (reports_tx, mut reports_rx) = mpsc::channel(10_000);
-        let stop = CancellationToken::new();
-        let start = tokio::time::Instant::now();
-        let task = tokio::spawn(run(rx, probe, "test".into(), 10, reports_tx, stop.clone()));
         for (at, list) in changes {
             tokio::time::sleep_until(start + at).await;
             tx.send(list).expect("scheduler listening");
@@ -541,6 +527,7 @@ mod tests {
         let reports = collect_with_reloads(
             all(),
             up_probe(Duration::from_millis(5)),
+            10,
             Duration::from_millis(1500),
             changes,
         )

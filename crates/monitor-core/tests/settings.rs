@@ -850,3 +850,34 @@ fn checker_ids_urls_and_patterns_beyond_the_report_bounds_are_refused() {
     let file = dir.write("case.json", &at_the_bound);
     assert!(CheckerSettings::load(&dir.source(&file, &[]), true).is_ok());
 }
+
+#[test]
+fn target_ids_are_bounded_in_characters_as_the_report_counts_them() {
+    let max = monitor_core::report::MAX_ID_CHARS;
+    let dir = Dir::new();
+    // Two bytes of UTF-8 each: within the bound in characters, beyond it in bytes.
+    let at_the_bound = "é".repeat(max);
+    let file = dir.write(
+        "case.json",
+        &checker_file(
+            KAFKA_OK,
+            &format!(r#"{{"url": "http://a", "id": "{at_the_bound}"}}"#),
+        ),
+    );
+    let settings = CheckerSettings::load(&dir.source(&file, &[]), true).expect("accepted");
+    assert_eq!(settings.targets[0].id, at_the_bound);
+    let beyond = "é".repeat(max + 1);
+    let file = dir.write(
+        "case.json",
+        &checker_file(
+            KAFKA_OK,
+            &format!(r#"{{"url": "http://a", "id": "{beyond}"}}"#),
+        ),
+    );
+    let all = problems(CheckerSettings::load(&dir.source(&file, &[]), true).expect_err("refused"));
+    assert!(
+        all.iter()
+            .any(|p| p.starts_with("monitored_urls[0].id: must be 1 to 200 characters")),
+        "{all:#?}"
+    );
+}

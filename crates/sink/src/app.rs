@@ -44,8 +44,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The part of `sink.shutdown_timeout` kept for releasing the partitions after the consumers
 /// stopped; they get the rest.
 const RELEASE_RESERVE: Duration = Duration::from_secs(1);
-/// How long a consumer giving its partition back gets to store its last batch; the lease is
-/// then released anyway (the stored offset keeps a late batch from being stored twice).
+/// How long a consumer giving its partition back gets to store its last batch; it is then
+/// aborted (its transaction never commits, its messages are read again by the next owner) and
+/// the lease released, so no consumer outlives its lease.
 const GIVE_BACK_WAIT: Duration = Duration::from_secs(5);
 
 struct Running {
@@ -349,7 +350,7 @@ async fn rebalance(
 }
 
 /// Stops the consumers of `surplus` (each may store its last batch, all within
-/// [`GIVE_BACK_WAIT`]) and releases their leases.
+/// [`GIVE_BACK_WAIT`]; one still running then is aborted) and releases their leases.
 async fn give_back(
     leases: &mut Leases,
     running: &mut HashMap<i32, Running>,
@@ -364,11 +365,18 @@ async fn give_back(
         r.stop.cancel();
     }
     let deadline = Instant::now() + GIVE_BACK_WAIT;
-    for (partition, r) in stopping {
-        if tokio::time::timeout_at(deadline, r.task).await.is_err() {
+    for (partition, mut r) in stopping {
+        if tokio::time::timeout_at(deadline, &mut r.task)
+            .await
+            .is_err()
+        {
+            r.task.abort();
+            // Returns once the consumer, and the transaction it held, are dropped.
+            let _ = r.task.await;
             warn!(
                 partition,
-                "consumer still storing its last batch; giving the partition back anyway"
+                wait_ms = GIVE_BACK_WAIT.as_millis() as u64,
+                "consumer did not store its last batch in time: abandoned uncommitted, giving the partition back"
             );
         }
     }

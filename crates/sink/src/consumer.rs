@@ -2,11 +2,16 @@
 //! stored offset says.
 //!
 //! Batches are bounded by count (`sink.batch_size`) and by bytes ([`MAX_BATCH_BYTES`]), so no
-//! run of large messages costs unbounded memory or one oversized statement. A batch the
+//! run of large messages costs unbounded memory or one oversized statement. The messages of a
+//! fetch that do not fit in the batch wait for the next one (at most one fetch,
+//! [`MAX_FETCH_BYTES`]) rather than being fetched again: a fetch from inside a broker's record
+//! batch is answered by some brokers from the next record batch on, which would skip the rest
+//! of that one. A batch the
 //! database refuses for its data is bisected by the store, so no message can stop the
 //! partition; the partition's progress is reported to [`SinkMetrics`], which makes a stall
 //! visible in `/metrics` and `/readyz`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +19,7 @@ use monitor_core::backoff::Backoff;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::Client;
+use rskafka::record::RecordAndOffset;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
@@ -55,11 +61,12 @@ struct StallWatch {
     task: tokio::task::JoinHandle<()>,
     metrics: Arc<SinkMetrics>,
     partition: i32,
+    consumer: u64,
 }
 
 impl StallWatch {
     fn start(metrics: Arc<SinkMetrics>, partition: i32) -> StallWatch {
-        metrics.partition_started(partition);
+        let consumer = metrics.partition_started(partition);
         let watched = metrics.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(STALL_REFRESH);
@@ -72,6 +79,7 @@ impl StallWatch {
             task,
             metrics,
             partition,
+            consumer,
         }
     }
 }
@@ -79,7 +87,8 @@ impl StallWatch {
 impl Drop for StallWatch {
     fn drop(&mut self) {
         self.task.abort();
-        self.metrics.partition_stopped(self.partition);
+        self.metrics
+            .partition_stopped(self.partition, self.consumer);
     }
 }
 
@@ -134,12 +143,18 @@ pub async fn consume(
     let mut high_watermark: Option<i64> = None;
     // Nothing stored yet: consumption starts at the earliest offset.
     let start = position;
+    // Fetched messages that did not fit in the last batch; `position` is past them.
+    let mut pending: VecDeque<RecordAndOffset> = VecDeque::new();
 
     loop {
-        let mut batch =
-            Batch::new(&topic, partition, expected, position).with_window(config.window);
+        let resume = pending.front().map_or(position, |r| r.offset);
+        let mut batch = Batch::new(&topic, partition, expected, resume).with_window(config.window);
         let mut deadline: Option<Instant> = None;
         backoff.reset();
+        fill(&mut batch, &mut pending, &config);
+        if !batch.is_empty() {
+            deadline = Some(Instant::now() + config.batch_linger);
+        }
         while !stop.is_cancelled() && !full(&batch, &config) {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
@@ -161,16 +176,12 @@ pub async fn consume(
                 Ok((records, watermark)) => {
                     backoff.reset();
                     for record in records {
-                        if record.offset < position {
-                            continue;
+                        if record.offset >= position {
+                            position = record.offset + 1;
+                            pending.push_back(record);
                         }
-                        if full(&batch, &config) {
-                            // The rest is fetched again for the next batch.
-                            break;
-                        }
-                        position = record.offset + 1;
-                        batch.push(record.offset, record.record.key, record.record.value);
                     }
+                    fill(&mut batch, &mut pending, &config);
                     high_watermark = Some(watermark);
                     metrics.partition_waiting(partition, waiting(watermark, expected, start));
                     metrics
@@ -241,6 +252,16 @@ pub async fn consume(
 /// Whether the batch is as large as a batch may be.
 fn full(batch: &Batch, config: &ConsumerConfig) -> bool {
     batch.len() >= config.batch_size || (!batch.is_empty() && batch.bytes() >= config.batch_bytes)
+}
+
+/// Moves fetched messages into `batch` until it is full or none is left.
+fn fill(batch: &mut Batch, pending: &mut VecDeque<RecordAndOffset>, config: &ConsumerConfig) {
+    while !full(batch, config) {
+        let Some(record) = pending.pop_front() else {
+            break;
+        };
+        batch.push(record.offset, record.record.key, record.record.value);
+    }
 }
 
 /// Whether the broker holds messages past the stored offset (`start` when none is stored).

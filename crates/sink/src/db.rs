@@ -48,8 +48,9 @@ pub fn tcp_bounds() -> Vec<(&'static str, String)> {
 }
 
 /// Sets each `(parameter, value)` for the session. A parameter this server does not know (an
-/// older PostgreSQL) or may not set is skipped with a warning: the bound it gives is lost, the
-/// connection is not.
+/// older PostgreSQL: 42704), may not set (42501) or cannot take on its platform (22023, such
+/// as `tcp_user_timeout` on a server built without `TCP_USER_TIMEOUT`, outside Linux) is
+/// skipped with a warning: the bound it gives is lost, the connection is not.
 pub async fn bound_session(
     conn: &mut PgConnection,
     bounds: &[(&str, String)],
@@ -63,7 +64,7 @@ pub async fn bound_session(
         match set {
             Ok(_) => {}
             Err(sqlx::Error::Database(e))
-                if matches!(e.code().as_deref(), Some("42704" | "42501")) =>
+                if matches!(e.code().as_deref(), Some("42704" | "42501" | "22023")) =>
             {
                 warn!(parameter = name, error = %e, "the server does not take this session bound; going on without it");
             }

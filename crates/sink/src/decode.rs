@@ -17,8 +17,11 @@ use monitor_core::report::{bound_error, Report};
 pub const MAX_AHEAD: Duration = Duration::from_secs(24 * 3600);
 
 /// How old `scheduled_at` may be when `sink.retention` is not set. With a retention, the
-/// retention is the bound (an older report would be dropped by the next housekeeping anyway).
-/// Either way the number of day partitions reports can create is bounded.
+/// retention is the bound. Either way the bound is taken back to the start of its day: the
+/// retention drops whole days, and a report of a day it still keeps is stored (with a short
+/// retention, "1h" say, the reports of the hours before are not refused while their day is
+/// kept). So the number of day partitions reports can create is bounded, and no report is
+/// refused that its day partition would keep.
 pub const MAX_AGE_WITHOUT_RETENTION: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// Years `started_at` may fall in: outside, the clock of the checker that wrote it is broken.
@@ -61,13 +64,14 @@ impl Window {
         let ahead = chrono::Duration::from_std(self.max_ahead).unwrap_or(chrono::Duration::MAX);
         let oldest = now
             .checked_sub_signed(age)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+            .and_then(|t| t.date_naive().and_hms_opt(0, 0, 0))
+            .map_or(DateTime::<Utc>::MIN_UTC, |t| t.and_utc());
         let latest = now
             .checked_add_signed(ahead)
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
         if scheduled_at < oldest {
             return Err(format!(
-                "scheduled_at {scheduled_at} is older than {} s (sink.retention, or {} s without one): the checker's clock is wrong or the report is too old to keep",
+                "scheduled_at {scheduled_at} is before {oldest}, the start of the oldest day kept ({} s back: sink.retention, or {} s without one): the checker's clock is wrong or the report is too old to keep",
                 self.max_age.as_secs(),
                 MAX_AGE_WITHOUT_RETENTION.as_secs()
             ));
@@ -213,6 +217,32 @@ mod tests {
         );
         let err = run(&future).err().unwrap_or_default();
         assert!(err.contains("ahead of the sink's clock"), "{err}");
+    }
+
+    #[test]
+    fn a_short_retention_keeps_the_reports_of_every_day_it_keeps() {
+        let at = |t: &str| DateTime::parse_from_rfc3339(t).expect("date").to_utc();
+        let now = at("2026-11-28T12:00:00Z");
+        let window = Window::from_retention(Some(Duration::from_secs(3600)));
+        let report = |scheduled: &str| {
+            json().replacen(
+                "\"scheduled_at\":\"",
+                &format!("\"scheduled_at\":\"{scheduled}\",\"x\":\""),
+                1,
+            )
+        };
+        let decode_at = |scheduled: &str| decode(Some(report(scheduled).as_bytes()), &window, now);
+        // Two hours old, but its day is kept until an hour after it ends.
+        assert!(decode_at("2026-11-28T10:00:00Z").is_ok());
+        assert!(decode_at("2026-11-28T00:00:00Z").is_ok());
+        // Yesterday ended more than an hour ago: dropped, so refused.
+        let err = decode_at("2026-11-27T23:59:59Z").err().unwrap_or_default();
+        assert!(
+            err.starts_with(
+                "scheduled_at 2026-11-27 23:59:59 UTC is before 2026-11-28 00:00:00 UTC"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! replica is not ready. `partition_stalled_seconds` shows how long each partition has waited.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +33,9 @@ pub const STALL_BOUND: Duration = Duration::from_secs(120);
 /// Where one partition stands.
 #[derive(Debug, Clone, Copy)]
 struct Progress {
+    /// The consumer this is the progress of (from [`SinkMetrics::partition_started`]): a
+    /// consumer that was replaced must not remove its successor's entry when it stops.
+    consumer: u64,
     /// When its stored offset last moved (or consumption started).
     advanced_at: Instant,
     /// Since when the broker has held messages past the stored offset; `None` when caught up.
@@ -74,6 +77,7 @@ pub struct SinkMetrics {
     /// The stall past which the replica is not ready ([`STALL_BOUND`] unless set).
     pub stall_bound: Duration,
     progress: Mutex<HashMap<i32, Progress>>,
+    next_consumer: AtomicU64,
 }
 
 impl Default for SinkMetrics {
@@ -90,6 +94,7 @@ impl Default for SinkMetrics {
             ready: AtomicBool::new(false),
             stall_bound: STALL_BOUND,
             progress: Mutex::new(HashMap::new()),
+            next_consumer: AtomicU64::new(0),
         }
     }
 }
@@ -165,22 +170,31 @@ impl SinkMetrics {
             .unwrap_or_default()
     }
 
-    /// A consumer of `partition` started.
-    pub fn partition_started(&self, partition: i32) {
+    /// A consumer of `partition` started; returns its number, for
+    /// [`SinkMetrics::partition_stopped`]. It replaces any earlier consumer of the partition.
+    pub fn partition_started(&self, partition: i32) -> u64 {
+        let consumer = self.next_consumer.fetch_add(1, Ordering::Relaxed);
         self.progress().insert(
             partition,
             Progress {
+                consumer,
                 advanced_at: Instant::now(),
                 waiting_since: None,
             },
         );
         self.refresh(partition);
+        consumer
     }
 
-    /// The consumer of `partition` stopped: it no longer counts.
-    pub fn partition_stopped(&self, partition: i32) {
-        self.progress().remove(&partition);
-        self.stalled_seconds.remove(&PartitionLabels { partition });
+    /// The consumer `consumer` of `partition` stopped: it no longer counts. A consumer that
+    /// was already replaced (it outlived its give-back) leaves its successor's entry alone.
+    pub fn partition_stopped(&self, partition: i32, consumer: u64) {
+        let mut progress = self.progress();
+        let current = progress.get(&partition).map(|p| p.consumer);
+        if current == Some(consumer) {
+            progress.remove(&partition);
+            self.stalled_seconds.remove(&PartitionLabels { partition });
+        }
     }
 
     /// The stored offset of `partition` moved.
@@ -218,5 +232,26 @@ impl SinkMetrics {
 
     fn progress(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Progress>> {
         self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_consumer_that_stops_late_leaves_its_successor_tracked() {
+        let metrics = SinkMetrics::default();
+        let old = metrics.partition_started(3);
+        let new = metrics.partition_started(3);
+        metrics.partition_stopped(3, old);
+        metrics.partition_waiting(3, true);
+        let waiting = metrics
+            .progress()
+            .get(&3)
+            .map(|p| p.waiting_since.is_some());
+        assert_eq!(waiting, Some(true), "the new consumer is still watched");
+        metrics.partition_stopped(3, new);
+        assert!(metrics.progress().is_empty());
     }
 }

@@ -197,13 +197,13 @@ impl Batch {
 /// Whether the database refused a statement because of the data it was given, so that the
 /// same data will always be refused: SQLSTATE class 22 (data exception), 23 (integrity
 /// constraint violation) and 54 (program limit exceeded, such as an index row too large).
-/// A missing day partition (23514 without a constraint) is not about the data: it is created
-/// and the batch retried.
+/// A missing day partition ([`is_missing_partition`]) is not about the data: it is created and
+/// the batch retried.
 pub fn is_data_error(error: &SinkError) -> bool {
-    let SinkError::Database(error) = error else {
+    let SinkError::Database(inner) = error else {
         return false;
     };
-    let db = match error {
+    let db = match inner {
         sqlx::Error::Database(db) => db,
         sqlx::Error::Encode(_) => return true,
         _ => return false,
@@ -213,11 +213,7 @@ pub fn is_data_error(error: &SinkError) -> bool {
     };
     match code.get(..2) {
         Some("22" | "54") => true,
-        Some("23") => {
-            let missing_partition = code == "23514"
-                && (db.constraint().is_none() || db.message().starts_with("no partition"));
-            !missing_partition
-        }
+        Some("23") => !is_missing_partition(error),
         _ => false,
     }
 }

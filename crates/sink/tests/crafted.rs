@@ -55,8 +55,15 @@ fn spawn_sink(
     db: &TestDatabase,
     metrics: Arc<SinkMetrics>,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    spawn_sink_with(settings(topic, db), metrics)
+}
+
+/// [`spawn_sink`] with these settings.
+fn spawn_sink_with(
+    s: SinkSettings,
+    metrics: Arc<SinkMetrics>,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let stop = CancellationToken::new();
-    let s = settings(topic, db);
     let token = stop.clone();
     let task = tokio::spawn(async move {
         sink::run_with_metrics(s, metrics, token)
@@ -340,7 +347,12 @@ async fn batches_of_large_messages_are_stored_in_bounded_transactions() {
         .collect();
     produce(&client, &topic, valued(values)).await;
     let metrics = Arc::new(SinkMetrics::default());
-    let (stop, task) = spawn_sink(&topic, &db, metrics.clone());
+    let mut settings = settings(&topic, &db);
+    // A linger far longer than fetching every message takes, and a count bound above 400:
+    // without the byte bound all 400 would be one transaction.
+    settings.sink.batch_linger = Duration::from_secs(10);
+    assert!(settings.sink.batch_size >= 400);
+    let (stop, task) = spawn_sink_with(settings, metrics.clone());
     let pool = PgPool::connect(&db.url).await.expect("connect");
     wait_for_offset(&pool, &topic, 400, Duration::from_secs(120)).await;
     assert_eq!(count(&pool, "SELECT count(*) FROM results").await, 400);

@@ -382,3 +382,27 @@ async fn a_half_open_replica_loses_its_partitions_within_the_lease_timeout() {
     pool.close().await;
     db.drop_database().await;
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
+async fn a_session_bound_the_server_cannot_take_is_skipped_not_fatal() {
+    // A server built where a bound is not supported (TCP_USER_TIMEOUT outside Linux) refuses
+    // its value with 22023, as any server refuses a value out of range: the connection must
+    // still be usable, without that bound.
+    let db = TestDatabase::create().await;
+    let mut conn = PgConnection::connect(&db.url).await.expect("connect");
+    let bounds = [
+        ("tcp_keepalives_count", "-1".to_string()),
+        ("idle_in_transaction_session_timeout", "20s".to_string()),
+    ];
+    sink::db::bound_session(&mut conn, &bounds)
+        .await
+        .expect("a refused bound is skipped");
+    let (set,): (String,) = sqlx::query_as("SHOW idle_in_transaction_session_timeout")
+        .fetch_one(&mut conn)
+        .await
+        .expect("show");
+    assert_eq!(set, "20s", "the bounds after the refused one are still set");
+    conn.close().await.expect("close");
+    db.drop_database().await;
+}

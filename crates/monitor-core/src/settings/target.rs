@@ -312,10 +312,12 @@ fn read_target(
     let ca_file = s.readable_file("ca_file", base_dir, problems);
     let configured_id = s.string("id", problems);
     if let Some(id) = &configured_id {
-        if id.trim().is_empty() || id.len() > 200 {
+        // Counted in characters, as the report's bound is.
+        let max = crate::report::MAX_ID_CHARS;
+        if id.trim().is_empty() || id.chars().count() > max {
             problems.push(Problem::new(
                 &s.path_of("id"),
-                "must be 1 to 200 characters".to_string(),
+                format!("must be 1 to {max} characters"),
             ));
         }
     }
