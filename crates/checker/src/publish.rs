@@ -38,6 +38,10 @@ pub use crate::topic::{Produced, PublishError, ReportTopic};
 /// The spool is fsynced at least this often while reports are written to it: the most a power
 /// loss can take. (A kill of the process takes nothing: each append is a `write(2)`.)
 pub const SPOOL_SYNC_EVERY: Duration = Duration::from_secs(1);
+/// After a round that timed out, the next one may take twice as long, up to this: a broker that
+/// answers every round a little slower than `produce_timeout` (a long link, a loaded broker) is
+/// still delivered to, instead of the same round timing out and being sent again forever.
+pub const MAX_ROUND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most reports written to the spool in one append (one `write(2)`).
 const APPEND_MAX_REPORTS: usize = 1024;
 /// An append stops taking reports once it holds this many bytes.
@@ -165,6 +169,8 @@ struct Delivery {
     /// After a failed round: no new round before this.
     retry_at: Option<Instant>,
     backoff: Backoff,
+    /// The bound of the next round: `produce_timeout`, or more after rounds that timed out.
+    round_timeout: Duration,
     /// Appended or committed since the last fsync.
     dirty: bool,
     sync_at: Instant,
@@ -190,6 +196,7 @@ impl Delivery {
             backlog,
             retry_at: None,
             backoff: Backoff::default(),
+            round_timeout: settings.produce_timeout,
             dirty: false,
             sync_at: Instant::now() + SPOOL_SYNC_EVERY,
             closed: false,
@@ -346,7 +353,7 @@ impl Delivery {
         }
         let stats = self.stats.clone();
         let result = {
-            let send = deliver(topic, kafka, settings, &batch, &stats);
+            let send = deliver(topic, kafka, self.round_timeout, &batch, &stats);
             let send = async {
                 match deadline {
                     Some(at) => tokio::time::timeout_at(at, send)
@@ -370,13 +377,14 @@ impl Delivery {
 
     fn finish_round(
         &mut self,
-        result: Result<(), PublishError>,
+        result: Result<Duration, PublishError>,
         n: usize,
         from_spool: bool,
         settings: &ProducerSettings,
     ) {
+        self.adapt_round_timeout(&result, settings.produce_timeout);
         match result {
-            Ok(()) => {
+            Ok(_) => {
                 if from_spool {
                     if let Err(e) = self.spool.commit(n) {
                         error!(error = %e, "cannot mark spooled reports delivered: they may be sent again");
@@ -399,6 +407,25 @@ impl Delivery {
             }
         }
     }
+
+    /// Doubles the round bound after a round that timed out (up to [`MAX_ROUND_TIMEOUT`]);
+    /// after one that succeeded, brings it back towards twice what the round took, never below
+    /// `produce_timeout`.
+    fn adapt_round_timeout(&mut self, result: &Result<Duration, PublishError>, base: Duration) {
+        let next = match result {
+            Ok(took) => self.round_timeout.min(took.saturating_mul(2)),
+            Err(PublishError::Timeout(_)) => self.round_timeout.saturating_mul(2),
+            Err(_) => self.round_timeout,
+        };
+        let next = next.clamp(base, MAX_ROUND_TIMEOUT.max(base));
+        if next > self.round_timeout {
+            warn!(
+                round_timeout_ms = next.as_millis() as u64,
+                "rounds take longer than produce_timeout: the next may take longer"
+            );
+        }
+        self.round_timeout = next;
+    }
 }
 
 fn now_micros() -> u64 {
@@ -412,22 +439,23 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// One round to Kafka. Waits at most `produce_timeout` for the connection (which goes on in the
-/// background if that is not enough), then produces within `produce_timeout`.
+/// One round to Kafka. Waits at most `timeout` for the connection (which goes on in the
+/// background if that is not enough), then produces within `timeout`. Returns how long the
+/// produce took.
 async fn deliver(
     topic: &mut Option<ReportTopic>,
     kafka: &KafkaSettings,
-    settings: &ProducerSettings,
+    timeout: Duration,
     messages: &[Message],
     stats: &PublisherStats,
-) -> Result<(), PublishError> {
+) -> Result<Duration, PublishError> {
     let topic = topic.get_or_insert_with(|| ReportTopic::new(kafka));
-    let result = match topic.connected(settings.produce_timeout).await {
+    let result = match topic.connected(timeout).await {
         Ok(()) => {
             let started = Instant::now();
-            tokio::time::timeout(settings.produce_timeout, topic.produce(messages))
+            tokio::time::timeout(timeout, topic.produce(messages))
                 .await
-                .unwrap_or(Err(PublishError::Timeout(settings.produce_timeout)))
+                .unwrap_or(Err(PublishError::Timeout(timeout)))
                 .map(|produced| (produced, started.elapsed()))
         }
         Err(e) => Err(e),
@@ -442,7 +470,7 @@ async fn deliver(
             let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
             stats.last_round_micros.store(micros, Ordering::Relaxed);
             debug!(reports = messages.len(), too_large = dead, "produced");
-            Ok(())
+            Ok(took)
         }
         Err(e) => {
             stats.produce_errors.fetch_add(1, Ordering::Relaxed);

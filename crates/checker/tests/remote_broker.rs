@@ -221,6 +221,43 @@ async fn every_report_reaches_a_broker_120ms_away_with_64_partitions_and_default
     drop(broker);
 }
 
+/// A broker whose every round takes longer than `produce_timeout` (200 ms round trips against
+/// 150 ms): the rounds' bound grows until they fit, so every report is acknowledged and the
+/// spool drains, instead of the same round timing out and being sent again forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn rounds_slower_than_produce_timeout_are_still_acknowledged() {
+    let (proxy, listener) = Proxy::bind().await;
+    let proxy = proxy.with_latency(Duration::from_millis(100));
+    let broker = OwnBroker::start(Some(proxy.port)).await;
+    proxy.forward_to(listener, broker.port);
+    let dir = tempfile::tempdir().expect("dir");
+    let brokers = format!("127.0.0.1:{}", proxy.port);
+    let admin = client_of(
+        &settings(dir.path(), &brokers, "x", "")
+            .kafka
+            .expect("kafka"),
+    )
+    .await;
+    let topic = create_topic(&admin, 4).await;
+    // The [checker] table follows the [kafka] lines.
+    let settings = settings(
+        dir.path(),
+        &brokers,
+        &topic,
+        "[checker]\nproduce_timeout = \"150ms\"\n",
+    );
+    let (sent, stats) = publish(&settings, 20, 20).await;
+    assert_all_arrived(&sent, &report_ids(&admin, &topic, 4).await, &stats);
+    let acknowledged = stats.produced.load(Ordering::Relaxed);
+    assert!(
+        acknowledged >= sent.len() as u64,
+        "every report is acknowledged, not only written: {acknowledged} of {}",
+        sent.len()
+    );
+    drop(broker);
+}
+
 mod tls {
     //! The same over mutual TLS: a TLS terminator in front of the broker (its command line
     //! cannot enable TLS), behind the latency proxy, so every handshake crosses the link.
