@@ -135,6 +135,36 @@ WEBMON__KAFKA__TLS__KEY_FILE="$work/kafka.key" WEBMON__DATABASE__PASSWORD_FILE="
 WEBMON__DATABASE__SSLROOTCERT="$work/db-ca.pem" bash -c '
   checker --check-config --config deploy/k8s/web-monitor.toml >/dev/null
   sink --check-config --config deploy/k8s/web-monitor.toml >/dev/null'
+log "the compose health checks, run against the real binaries"
+GRAFANA_ADMIN_PASSWORD=check docker-compose -f deploy/docker-compose.yml config >"$work/compose.yaml"
+healthz() { # service -> its healthcheck command, for bash -c
+  python3 -c 'import sys, yaml
+t = yaml.safe_load(open(sys.argv[1]))["services"][sys.argv[2]]["healthcheck"]["test"]
+assert t[:3] == ["CMD", "bash", "-c"], t
+print(t[3].replace("$$", "$"))' "$work/compose.yaml" "$1"
+}
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+for svc in checker sink; do
+  port=$(free_port)
+  cmd="$(healthz "$svc")"
+  default_port=$(grep -o '/dev/tcp/127.0.0.1/[0-9]*' <<<"$cmd" | grep -o '[0-9]*$')
+  cmd="${cmd//\/dev\/tcp\/127.0.0.1\/$default_port//dev/tcp/127.0.0.1/$port}"
+  ! bash -c "$cmd" 2>/dev/null || die "$svc health check passes with nothing listening"
+  case $svc in
+    checker) checker --stdout --config configs/compose.toml --admin-listen "127.0.0.1:$port" >/dev/null 2>"$work/$svc.log" & ;;
+    sink) sink --config configs/compose.toml --admin-listen "127.0.0.1:$port" >/dev/null 2>"$work/$svc.log" & ;;
+  esac
+  pid=$!
+  ok=
+  for _ in $(seq 50); do
+    if bash -c "$cmd" 2>/dev/null; then ok=1; break; fi
+    sleep 0.2
+  done
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  [ -n "$ok" ] || { cat "$work/$svc.log" >&2; die "$svc health check never passed against a running $svc"; }
+done
+
 check_cmds="$(readme_commands '(checker|sink) --check-config ')"
 [ -n "$check_cmds" ] || die "the README no longer documents --check-config"
 while IFS= read -r cmd; do
