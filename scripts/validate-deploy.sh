@@ -49,6 +49,11 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
   export PATH="$HOME/.local/bin:$PATH"
 fi
 
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  log "installing PyYAML (for deploy/checks)"
+  python3 -m pip install -q pyyaml 2>/dev/null || python3 -m pip install -q --user pyyaml || die "pip install pyyaml failed"
+fi
+
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -116,6 +121,9 @@ sed 's/^sslrootcert = .*/sslrootcert = "\/etc\/web-monitor\/db\/root.pem"/' depl
 sed 's/seccompProfile: {type: RuntimeDefault}//; /seccompProfile:/,+1d; s/automountServiceAccountToken: false//' "$work/base.yaml" >"$work/loose.yaml"
 ! python3 deploy/checks/k8s.py pod-security "$work/loose.yaml" 2>/dev/null \
   || die "the Pod Security check accepts pods without seccompProfile"
+{ cat "$work/base.yaml"; echo ---; cat "$work/secret.yaml"; } >"$work/with-secret.yaml"
+! python3 deploy/checks/k8s.py settings "$work/with-secret.yaml" deploy/k8s/web-monitor.toml README.md 2>/dev/null \
+  || die "the settings check accepts a Secret in the base"
 
 log "alert rules"
 python3 deploy/checks/k8s.py rules deploy/prometheus/alerts.yml deploy/components/prometheus/prometheusrule.yaml \

@@ -177,6 +177,10 @@ def check_settings(objects, toml_path, readme):
     settings = tomllib.load(open(toml_path, "rb"))
     secrets = documented_secrets(readme)
     configmaps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
+    for o in objects:
+        if o["kind"] == "Secret":
+            problem(f"Secret/{o['metadata']['name']}", "Secrets stay out of the base: applying it "
+                    "would overwrite the real ones (create them as the README says)")
     for where, obj, spec in pod_specs(objects):
         volumes = {v["name"]: v for v in spec.get("volumes", []) or []}
         for c in containers(spec):
