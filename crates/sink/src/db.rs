@@ -129,8 +129,13 @@ pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, SinkError> {
         .connect_lazy_with(connect_options(settings)?))
 }
 
-/// Applies the pending migrations.
+/// Applies the pending migrations. Migrations a newer sink applied and this one does not know
+/// are allowed, so that during a rolling upgrade (or a rollback) an older sink still starts
+/// against the newer schema; migrations are written to keep older sinks working (add, then
+/// remove in a later release).
 pub async fn migrate(pool: &PgPool) -> Result<(), SinkError> {
-    MIGRATOR.run(pool).await?;
+    let mut migrator = sqlx::migrate!("../../migrations");
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await?;
     Ok(())
 }
