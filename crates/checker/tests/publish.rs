@@ -2,13 +2,13 @@
 //! the broker's link in the middle of a run, after which every report has arrived, in order
 //! per target.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use checker::partitioner::partition_for;
-use checker::publish::{run, Message, PublisherStats, Spool};
+use checker::publish::{run, PublisherStats};
 use monitor_core::report::Report;
 use monitor_core::settings::{CheckerSettings, KafkaSettings, ProducerSettings, SettingsSource};
 use monitor_core::testing::{
@@ -18,29 +18,8 @@ use rskafka::client::partition::UnknownTopicHandling;
 use rskafka::client::{Client, ClientBuilder};
 use tokio::sync::mpsc;
 
-/// A spool in memory: the publisher's fallback, without the disk.
-#[derive(Default)]
-struct MemorySpool(VecDeque<Message>);
-
-impl Spool for MemorySpool {
-    fn append(&mut self, messages: &[Message]) -> io::Result<()> {
-        self.0.extend(messages.iter().cloned());
-        Ok(())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-    fn peek(&mut self, max: usize) -> io::Result<Vec<Message>> {
-        Ok(self.0.iter().take(max).cloned().collect())
-    }
-    fn commit(&mut self, n: usize) -> io::Result<()> {
-        self.0.drain(..n.min(self.0.len()));
-        Ok(())
-    }
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
+mod support;
+use support::MemorySpool;
 
 fn settings(brokers: &str, topic: &str) -> (KafkaSettings, ProducerSettings) {
     let env = HashMap::from([
@@ -235,50 +214,8 @@ mod tls {
     //! A TLS terminator in front of the test broker (its command line cannot enable TLS), with
     //! certificates made here: the checker must reach the broker over mutual TLS.
 
+    use super::support::{ca, leaf, Ca};
     use super::*;
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
-    struct Ca {
-        pem: String,
-        der: CertificateDer<'static>,
-        issuer: Issuer<'static, KeyPair>,
-    }
-
-    fn ca() -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-        let key = KeyPair::generate().expect("key");
-        let cert = params.self_signed(&key).expect("ca");
-        Ca {
-            pem: cert.pem(),
-            der: cert.der().clone(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    fn leaf(
-        ca: &Ca,
-        names: &[&str],
-    ) -> (
-        CertificateDer<'static>,
-        String,
-        PrivateKeyDer<'static>,
-        String,
-    ) {
-        let params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .expect("params");
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &ca.issuer).expect("leaf");
-        (
-            cert.der().clone(),
-            cert.pem(),
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            key.serialize_pem(),
-        )
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]

@@ -2,13 +2,13 @@
 //! latency proxy, with a topic of many partitions, in plain text and over mutual TLS; and a
 //! broker whose `message.max.bytes` is lower than a round, or than one report.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use checker::publish::{run, Message, PublisherStats, Spool};
+use checker::publish::{run, PublisherStats};
 use monitor_core::report::Report;
 use monitor_core::settings::{CheckerSettings, KafkaSettings, SettingsSource};
 use monitor_core::testing::{sample_report, OwnBroker, Proxy};
@@ -16,32 +16,11 @@ use rskafka::client::partition::UnknownTopicHandling;
 use rskafka::client::Client;
 use tokio::sync::mpsc;
 
+mod support;
+use support::MemorySpool;
+
 /// One way of a cross-region link: 120 ms round trips.
 const ONE_WAY: Duration = Duration::from_millis(60);
-
-/// A spool in memory: the publisher's fallback, without the disk.
-#[derive(Default)]
-struct MemorySpool(VecDeque<Message>);
-
-impl Spool for MemorySpool {
-    fn append(&mut self, messages: &[Message]) -> io::Result<()> {
-        self.0.extend(messages.iter().cloned());
-        Ok(())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-    fn peek(&mut self, max: usize) -> io::Result<Vec<Message>> {
-        Ok(self.0.iter().take(max).cloned().collect())
-    }
-    fn commit(&mut self, n: usize) -> io::Result<()> {
-        self.0.drain(..n.min(self.0.len()));
-        Ok(())
-    }
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 /// Checker settings with every default but the brokers, the topic and `kafka_extra` (TOML
 /// lines of the `kafka` table, paths relative to `dir`).
@@ -262,51 +241,8 @@ mod tls {
     //! The same over mutual TLS: a TLS terminator in front of the broker (its command line
     //! cannot enable TLS), behind the latency proxy, so every handshake crosses the link.
 
+    use super::support::{ca, leaf, Ca};
     use super::*;
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
-    struct Ca {
-        pem: String,
-        der: CertificateDer<'static>,
-        issuer: Issuer<'static, KeyPair>,
-    }
-
-    fn ca() -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-        let key = KeyPair::generate().expect("key");
-        let cert = params.self_signed(&key).expect("ca");
-        Ca {
-            pem: cert.pem(),
-            der: cert.der().clone(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A certificate for `names` signed by `ca`: DER, PEM, key DER, key PEM.
-    fn leaf(
-        ca: &Ca,
-        names: &[&str],
-    ) -> (
-        CertificateDer<'static>,
-        String,
-        PrivateKeyDer<'static>,
-        String,
-    ) {
-        let params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .expect("params");
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &ca.issuer).expect("leaf");
-        (
-            cert.der().clone(),
-            cert.pem(),
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            key.serialize_pem(),
-        )
-    }
 
     /// Terminates mutual TLS (client certificates signed by `ca` only) on a port of its own,
     /// which it returns, and forwards the plain bytes to `upstream`.
