@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use url::Url;
 
-use super::kafka::read_password;
+use super::problems::{Problem, Problems};
+use super::secret::{read_password, Secret};
 use super::walk::Section;
-use super::{Problem, Problems, Secret};
 
 /// PostgreSQL's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,45 +77,19 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
 }
 
+/// Reads the `database` section (or the original `db`); `None` when it is absent or has
+/// problems.
 pub(crate) fn read_database(
     root: &mut Section<'_>,
     base_dir: &Path,
     problems: &mut Problems,
 ) -> Option<DatabaseSettings> {
-    let key = match (root.has("database"), root.has("db")) {
-        (true, true) => {
-            problems.push(Problem::new(
-                "db",
-                "give either `database` or the original `db` section, not both",
-            ));
-            return None;
-        }
-        (false, true) => "db",
-        (true, false) => "database",
-        (false, false) => {
-            root.raw("database");
-            root.raw("db");
-            return None;
-        }
-    };
+    let key = section_key(root, problems)?;
     let mut s = root.section(key, problems);
     let before = problems.len();
 
-    let url = s.string("url", problems).filter(|u| !u.trim().is_empty());
-    if let Some(text) = &url {
-        match Url::parse(text) {
-            Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {}
-            // Never echo the URL: it may hold the password.
-            Ok(_) => problems.push(Problem::new(
-                &s.path_of("url"),
-                "must start with postgres:// or postgresql://",
-            )),
-            Err(e) => problems.push(Problem::new(
-                &s.path_of("url"),
-                format!("is not a valid URL ({e})"),
-            )),
-        }
-    }
+    let url = read_url(&mut s, problems);
+    // With a URL, the separate keys are optional: it names the server, database and user.
     let need = url.is_none();
     let host = if need {
         s.required_string("host", "the PostgreSQL server's host name", problems)
@@ -123,25 +97,88 @@ pub(crate) fn read_database(
         s.string("host", problems)
     };
     let port = s.integer("port", 5432, 1, 65535, problems) as u16;
-    let name = if s.has("db_name") {
-        if need {
-            s.required_string("db_name", "the database name", problems)
-        } else {
-            s.string("db_name", problems)
-        }
-    } else if need {
-        s.required_string("name", "the database name", problems)
-    } else {
-        s.string("name", problems)
-    };
-    s.raw("db_name");
-    s.raw("name");
+    let name = read_name(&mut s, need, problems);
     let user = if need {
         s.required_string("user", "the database user", problems)
     } else {
         s.string("user", problems)
     };
     let password = read_password(&mut s, base_dir, false, problems);
+    let (sslmode, sslrootcert) = read_tls(&mut s, base_dir, problems);
+    let max_connections = s.integer("max_connections", 8, 1, 1000, problems) as u32;
+    s.finish(problems);
+
+    (problems.len() == before).then(|| DatabaseSettings {
+        url: url.map(Secret::new),
+        host: host.unwrap_or_default(),
+        port,
+        name: name.unwrap_or_default(),
+        user: user.unwrap_or_default(),
+        password,
+        sslmode,
+        sslrootcert,
+        max_connections,
+    })
+}
+
+/// Which key holds the section: `database`, or the original service's `db`. `None` when
+/// neither (or both, which is a problem) is there.
+fn section_key(root: &mut Section<'_>, problems: &mut Problems) -> Option<&'static str> {
+    match (root.has("database"), root.has("db")) {
+        (true, true) => {
+            problems.push(Problem::new(
+                "db",
+                "give either `database` or the original `db` section, not both",
+            ));
+            None
+        }
+        (false, true) => Some("db"),
+        (true, false) => Some("database"),
+        (false, false) => {
+            root.raw("database");
+            root.raw("db");
+            None
+        }
+    }
+}
+
+/// The `url`, when set: a `postgres://` or `postgresql://` URL. Never echoed in a problem, as
+/// it may hold the password.
+fn read_url(s: &mut Section<'_>, problems: &mut Problems) -> Option<String> {
+    let url = s.string("url", problems).filter(|u| !u.trim().is_empty())?;
+    match Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {}
+        Ok(_) => problems.push(Problem::new(
+            &s.path_of("url"),
+            "must start with postgres:// or postgresql://",
+        )),
+        Err(e) => problems.push(Problem::new(
+            &s.path_of("url"),
+            format!("is not a valid URL ({e})"),
+        )),
+    }
+    Some(url)
+}
+
+/// The database name, from `name` or the original service's `db_name`; required when `need`.
+fn read_name(s: &mut Section<'_>, need: bool, problems: &mut Problems) -> Option<String> {
+    let key = if s.has("db_name") { "db_name" } else { "name" };
+    let name = if need {
+        s.required_string(key, "the database name", problems)
+    } else {
+        s.string(key, problems)
+    };
+    s.raw("db_name");
+    s.raw("name");
+    name
+}
+
+/// `sslmode` and `sslrootcert`, which `verify-ca` and `verify-full` need.
+fn read_tls(
+    s: &mut Section<'_>,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> (SslMode, Option<PathBuf>) {
     let sslmode = match s.string("sslmode", problems) {
         None => SslMode::default(),
         Some(text) => SslMode::parse(text.trim()).unwrap_or_else(|| {
@@ -165,18 +202,5 @@ pub(crate) fn read_database(
             ),
         ));
     }
-    let max_connections = s.integer("max_connections", 8, 1, 1000, problems) as u32;
-    s.finish(problems);
-
-    (problems.len() == before).then(|| DatabaseSettings {
-        url: url.map(Secret::new),
-        host: host.unwrap_or_default(),
-        port,
-        name: name.unwrap_or_default(),
-        user: user.unwrap_or_default(),
-        password,
-        sslmode,
-        sslrootcert,
-        max_connections,
-    })
+    (sslmode, sslrootcert)
 }

@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::problems::{Problem, Problems};
+use super::secret::{read_password, Secret};
 use super::walk::Section;
-use super::{Problem, Problems, Secret};
 
 /// Partitions given to the topic when the service creates it.
 pub const DEFAULT_PARTITIONS: i64 = 6;
@@ -97,6 +98,7 @@ pub struct SaslSettings {
     pub password: Secret,
 }
 
+/// Reads the `kafka` section; `None` when it is absent or has problems.
 pub(crate) fn read_kafka(
     root: &mut Section<'_>,
     base_dir: &Path,
@@ -109,6 +111,34 @@ pub(crate) fn read_kafka(
     let mut s = root.section("kafka", problems);
     let before = problems.len();
 
+    let brokers = read_brokers(&mut s, problems);
+    let topic = read_topic(&mut s, problems);
+    let create_topic = s.bool("create_topic", true, problems);
+    let partitions = s.integer("partitions", DEFAULT_PARTITIONS, 1, 10_000, problems) as i32;
+    let replication_factor = s.integer("replication_factor", 1, 1, 100, problems) as i16;
+    let tls = read_tls(&mut s, base_dir, problems);
+    let sasl = read_sasl(&mut s, base_dir, problems);
+    let compression = read_compression(&mut s, problems);
+    let nodelay_relay = s.bool("nodelay_relay", true, problems);
+    let max_request_bytes = read_max_request_bytes(&mut s, problems);
+    s.finish(problems);
+
+    (problems.len() == before).then_some(KafkaSettings {
+        brokers,
+        topic,
+        create_topic,
+        partitions,
+        replication_factor,
+        tls,
+        sasl,
+        compression,
+        nodelay_relay,
+        max_request_bytes,
+    })
+}
+
+/// The bootstrap brokers: `brokers`, or the original service's `host` and `port`.
+fn read_brokers(s: &mut Section<'_>, problems: &mut Problems) -> Vec<String> {
     let brokers = if s.has("brokers") {
         if s.has("host") {
             problems.push(Problem::new(
@@ -141,6 +171,11 @@ pub(crate) fn read_kafka(
             problems.push(Problem::new(&brokers_path, format!("{broker:?}: {why}")));
         }
     }
+    brokers
+}
+
+/// The topic of reports, which must be a valid Kafka topic name.
+fn read_topic(s: &mut Section<'_>, problems: &mut Problems) -> String {
     let topic = s
         .required_string(
             "topic",
@@ -154,11 +189,12 @@ pub(crate) fn read_kafka(
             format!("{topic:?} is not a valid topic name: use up to 249 of a-z A-Z 0-9 . _ -"),
         ));
     }
-    let create_topic = s.bool("create_topic", true, problems);
-    let partitions = s.integer("partitions", DEFAULT_PARTITIONS, 1, 10_000, problems) as i32;
-    let replication_factor = s.integer("replication_factor", 1, 1, 100, problems) as i16;
+    topic
+}
 
-    // TLS: the `tls` table, or the original service's flat keys.
+/// TLS: the `tls` table, or the original service's flat keys (`ssl_cafile`, `ssl_certfile`,
+/// `ssl_keyfile`). `None` for plaintext.
+fn read_tls(s: &mut Section<'_>, base_dir: &Path, problems: &mut Problems) -> Option<TlsSettings> {
     let mut tls_section = s.section("tls", problems);
     let tls_enabled = tls_section.bool("enabled", tls_section.exists(), problems);
     let ca_file = tls_section
@@ -189,29 +225,36 @@ pub(crate) fn read_kafka(
             "enabled is false but certificate files are set: remove them or enable TLS",
         ));
     }
+    tls
+}
 
-    let sasl = read_sasl(&mut s, base_dir, problems);
-    let compression = match s
+/// The compression of produced batches (default LZ4).
+fn read_compression(s: &mut Section<'_>, problems: &mut Problems) -> Compression {
+    let Some(name) = s
         .string("compression", problems)
         .map(|c| c.to_ascii_lowercase())
-    {
-        None => Compression::default(),
-        Some(c) => match c.as_str() {
-            "none" => Compression::None,
-            "gzip" => Compression::Gzip,
-            "lz4" => Compression::Lz4,
-            "snappy" => Compression::Snappy,
-            "zstd" => Compression::Zstd,
-            other => {
-                problems.push(Problem::new(
-                    &s.path_of("compression"),
-                    format!("{other:?} is not a compression: use none, gzip, lz4, snappy or zstd"),
-                ));
-                Compression::default()
-            }
-        },
+    else {
+        return Compression::default();
     };
-    let nodelay_relay = s.bool("nodelay_relay", true, problems);
+    match name.as_str() {
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "lz4" => Compression::Lz4,
+        "snappy" => Compression::Snappy,
+        "zstd" => Compression::Zstd,
+        other => {
+            problems.push(Problem::new(
+                &s.path_of("compression"),
+                format!("{other:?} is not a compression: use none, gzip, lz4, snappy or zstd"),
+            ));
+            Compression::default()
+        }
+    }
+}
+
+/// The bound of one produce request, between [`MIN_MAX_REQUEST_BYTES`] and
+/// [`MAX_MAX_REQUEST_BYTES`].
+fn read_max_request_bytes(s: &mut Section<'_>, problems: &mut Problems) -> u64 {
     let max_request_bytes = s.size(
         "max_request_bytes",
         DEFAULT_MAX_REQUEST_BYTES,
@@ -227,20 +270,7 @@ pub(crate) fn read_kafka(
             ),
         ));
     }
-    s.finish(problems);
-
-    (problems.len() == before).then_some(KafkaSettings {
-        brokers,
-        topic,
-        create_topic,
-        partitions,
-        replication_factor,
-        tls,
-        sasl,
-        compression,
-        nodelay_relay,
-        max_request_bytes,
-    })
+    max_request_bytes
 }
 
 fn read_sasl(
@@ -278,48 +308,6 @@ fn read_sasl(
         username: username?,
         password: password?,
     })
-}
-
-/// A password from `password` or from the file named by `password_file` (one line, trailing
-/// newline removed). At most one of the two may be set; one must be when `required`.
-pub(crate) fn read_password(
-    s: &mut Section<'_>,
-    base_dir: &Path,
-    required: bool,
-    problems: &mut Problems,
-) -> Option<Secret> {
-    let inline = s.string("password", problems);
-    let file = s.readable_file("password_file", base_dir, problems);
-    match (inline, file) {
-        (Some(_), Some(_)) => {
-            problems.push(Problem::new(
-                &s.path_of("password_file"),
-                "give either password or password_file, not both",
-            ));
-            None
-        }
-        (Some(p), None) => Some(Secret::new(p)),
-        (None, Some(path)) => match std::fs::read_to_string(&path) {
-            Ok(text) => Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_string())),
-            Err(e) => {
-                problems.push(Problem::new(
-                    &s.path_of("password_file"),
-                    format!("cannot read {}: {e}", path.display()),
-                ));
-                None
-            }
-        },
-        (None, None) => {
-            if !required {
-                return None;
-            }
-            problems.push(Problem::new(
-                &s.path_of("password"),
-                "is missing: set password_file, or the password through the environment",
-            ));
-            None
-        }
-    }
 }
 
 fn check_broker(broker: &str) -> Result<(), String> {

@@ -5,12 +5,15 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::problems::{ConfigError, Problem, Problems};
+use super::units::format_size;
+use super::walk::{resolve, Section};
+
+use super::source::SettingsSource;
+
 use super::database::{read_database, DatabaseSettings};
 use super::kafka::{read_kafka, KafkaSettings};
 use super::target::{read_targets, TargetSettings};
-use super::units::format_size;
-use super::walk::{resolve, Section};
-use super::{ConfigError, Problem, Problems, SettingsSource};
 
 /// Default bound on checks running at once in one checker.
 pub const DEFAULT_MAX_IN_FLIGHT: i64 = 1000;
@@ -227,21 +230,7 @@ fn read_checker_section(
     problems: &mut Problems,
 ) -> CheckerSection {
     let mut s = root.section("checker", problems);
-    let id = s
-        .string("id", problems)
-        .filter(|s| !s.trim().is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
-        .unwrap_or_else(|| "checker".into());
-    let id_chars = id.chars().count();
-    if id_chars > crate::report::MAX_ID_CHARS {
-        problems.push(Problem::new(
-            &s.path_of("id"),
-            format!(
-                "is {id_chars} characters (from checker.id or HOSTNAME): reports allow at most {}",
-                crate::report::MAX_ID_CHARS
-            ),
-        ));
-    }
+    let id = read_checker_id(&mut s, problems);
     let max_in_flight = s.integer(
         "max_in_flight",
         DEFAULT_MAX_IN_FLIGHT,
@@ -262,7 +251,49 @@ fn read_checker_section(
             Shard::default()
         }),
     };
-    let producer = ProducerSettings {
+    let producer = read_producer(&mut s, base_dir, problems);
+    let admin_listen = read_admin_listen(&mut s, CHECKER_ADMIN_LISTEN, problems);
+    let watch_config = read_watch_config(&mut s, problems);
+    s.finish(problems);
+    CheckerSection {
+        id,
+        max_in_flight,
+        max_body_memory,
+        shard,
+        producer,
+        admin_listen,
+        watch_config,
+    }
+}
+
+/// `checker.id`, else the `HOSTNAME` environment variable, else `checker`; it must fit in a
+/// report.
+fn read_checker_id(s: &mut Section<'_>, problems: &mut Problems) -> String {
+    let id = s
+        .string("id", problems)
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "checker".into());
+    let id_chars = id.chars().count();
+    if id_chars > crate::report::MAX_ID_CHARS {
+        problems.push(Problem::new(
+            &s.path_of("id"),
+            format!(
+                "is {id_chars} characters (from checker.id or HOSTNAME): reports allow at most {}",
+                crate::report::MAX_ID_CHARS
+            ),
+        ));
+    }
+    id
+}
+
+/// The producer's keys of the `checker` section.
+fn read_producer(
+    s: &mut Section<'_>,
+    base_dir: &Path,
+    problems: &mut Problems,
+) -> ProducerSettings {
+    ProducerSettings {
         linger: s
             .duration_within("linger", Duration::from_millis(50), MAX_LINGER, problems)
             .unwrap_or(Duration::from_millis(50)),
@@ -294,9 +325,13 @@ fn read_checker_section(
                 problems,
             )
             .unwrap_or(Duration::from_secs(10)),
-    };
-    let admin_listen = read_admin_listen(&mut s, CHECKER_ADMIN_LISTEN, problems);
-    let watch_config = match s.raw("watch_config") {
+    }
+}
+
+/// `checker.watch_config`: an interval, `true` for the default one, or `false` for SIGHUP
+/// only.
+fn read_watch_config(s: &mut Section<'_>, problems: &mut Problems) -> Option<Duration> {
+    match s.raw("watch_config") {
         Some(serde_json::Value::Bool(false)) => None,
         Some(serde_json::Value::String(off)) if off.eq_ignore_ascii_case("false") => None,
         Some(serde_json::Value::Bool(true)) => Some(DEFAULT_WATCH_CONFIG),
@@ -309,16 +344,6 @@ fn read_checker_section(
             MAX_WATCH_CONFIG,
             problems,
         ),
-    };
-    s.finish(problems);
-    CheckerSection {
-        id,
-        max_in_flight,
-        max_body_memory,
-        shard,
-        producer,
-        admin_listen,
-        watch_config,
     }
 }
 

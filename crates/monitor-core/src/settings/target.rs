@@ -13,8 +13,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use super::problems::{Problem, Problems};
 use super::walk::{describe, show, Section};
-use super::{Problem, Problems};
 
 /// Default time between two checks of a target (the original service's default).
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(60);
@@ -246,60 +246,15 @@ fn read_target(
     let period = s.duration_within("period", DEFAULT_PERIOD, MAX_PERIOD, problems);
     let timeout = s.duration_within("timeout", DEFAULT_TIMEOUT, MAX_TIMEOUT, problems);
     if let (Some(period), Some(timeout)) = (period, timeout) {
-        if timeout >= period {
-            problems.push(Problem::new(
-                &s.path_of("timeout"),
-                format!(
-                    "{} is not less than period {}: a check must end before the next one is due",
-                    show(timeout),
-                    show(period)
-                ),
-            ));
-        }
+        check_timeout_below_period(&s, period, timeout, problems);
     }
     let regexp = pattern(&mut s, "regexp", problems);
     let negative_regexp = pattern(&mut s, "negative_regexp", problems);
-    let method = match s.string("method", problems) {
-        None => Method::GET,
-        Some(text) => match Method::from_bytes(text.trim().to_ascii_uppercase().as_bytes()) {
-            Ok(m) => m,
-            Err(_) => {
-                problems.push(Problem::new(
-                    &s.path_of("method"),
-                    format!("{text:?} is not an HTTP method (GET, HEAD, POST…)"),
-                ));
-                Method::GET
-            }
-        },
-    };
+    let method = read_method(&mut s, problems);
     let mut headers = headers(&mut s, problems);
     let secret_headers = secret_headers(&mut s, &mut headers, problems);
     let body = s.string("body", problems);
-    let expected_status = match s.raw("expected_status") {
-        None => StatusSet::default(),
-        Some(value) => {
-            let text = match value {
-                Value::Array(items) => items
-                    .iter()
-                    .map(|v| match v {
-                        Value::String(s) => s.clone(),
-                        other => describe(other),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(","),
-                Value::Number(n) => n.to_string(),
-                Value::String(s) => s.clone(),
-                other => describe(other),
-            };
-            StatusSet::parse(&text).unwrap_or_else(|why| {
-                problems.push(Problem::new(
-                    &s.path_of("expected_status"),
-                    format!("{why}; use codes and ranges such as [\"200-299\", 301]"),
-                ));
-                StatusSet::default()
-            })
-        }
-    };
+    let expected_status = read_expected_status(&mut s, problems);
     let follow_redirects = s.bool("follow_redirects", true, problems);
     let max_redirects = s.integer(
         "max_redirects",
@@ -310,17 +265,7 @@ fn read_target(
     ) as u32;
     let body_limit = s.size("body_limit", DEFAULT_BODY_LIMIT, MAX_BODY_LIMIT, problems);
     let ca_file = s.readable_file("ca_file", base_dir, problems);
-    let configured_id = s.string("id", problems);
-    if let Some(id) = &configured_id {
-        // Counted in characters, as the report's bound is.
-        let max = crate::report::MAX_ID_CHARS;
-        if id.trim().is_empty() || id.chars().count() > max {
-            problems.push(Problem::new(
-                &s.path_of("id"),
-                format!("must be 1 to {max} characters"),
-            ));
-        }
-    }
+    let configured_id = read_id(&mut s, problems);
     s.finish(problems);
 
     if problems.len() > before {
@@ -345,6 +290,84 @@ fn read_target(
         body_limit,
         ca_file,
     })
+}
+
+/// A check must end before the next one of its target is due.
+fn check_timeout_below_period(
+    s: &Section<'_>,
+    period: Duration,
+    timeout: Duration,
+    problems: &mut Problems,
+) {
+    if timeout >= period {
+        problems.push(Problem::new(
+            &s.path_of("timeout"),
+            format!(
+                "{} is not less than period {}: a check must end before the next one is due",
+                show(timeout),
+                show(period)
+            ),
+        ));
+    }
+}
+
+/// The HTTP method (default GET), in any case.
+fn read_method(s: &mut Section<'_>, problems: &mut Problems) -> Method {
+    let Some(text) = s.string("method", problems) else {
+        return Method::GET;
+    };
+    match Method::from_bytes(text.trim().to_ascii_uppercase().as_bytes()) {
+        Ok(m) => m,
+        Err(_) => {
+            problems.push(Problem::new(
+                &s.path_of("method"),
+                format!("{text:?} is not an HTTP method (GET, HEAD, POST…)"),
+            ));
+            Method::GET
+        }
+    }
+}
+
+/// The status codes that count as up: a list of codes and ranges, one code, or a
+/// comma-separated string of either (default 200-299).
+fn read_expected_status(s: &mut Section<'_>, problems: &mut Problems) -> StatusSet {
+    let Some(value) = s.raw("expected_status") else {
+        return StatusSet::default();
+    };
+    let text = match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => describe(other),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        other => describe(other),
+    };
+    StatusSet::parse(&text).unwrap_or_else(|why| {
+        problems.push(Problem::new(
+            &s.path_of("expected_status"),
+            format!("{why}; use codes and ranges such as [\"200-299\", 301]"),
+        ));
+        StatusSet::default()
+    })
+}
+
+/// The configured `id`, if any: 1 to [`MAX_ID_CHARS`](crate::report::MAX_ID_CHARS)
+/// characters, counted in characters as the report's bound is.
+fn read_id(s: &mut Section<'_>, problems: &mut Problems) -> Option<String> {
+    let id = s.string("id", problems)?;
+    let max = crate::report::MAX_ID_CHARS;
+    if id.trim().is_empty() || id.chars().count() > max {
+        problems.push(Problem::new(
+            &s.path_of("id"),
+            format!("must be 1 to {max} characters"),
+        ));
+    }
+    Some(id)
 }
 
 fn parse_url(text: &str, path: &str, problems: &mut Problems) -> Option<Url> {

@@ -1,6 +1,14 @@
 //! A walker over the merged configuration tree that turns loose values (a file plus
 //! environment overrides) into typed ones, collecting every problem with its path instead of
 //! stopping at the first.
+//!
+//! Written by hand because serde cannot do this part: a `Deserialize` run ends at its first
+//! error, so `serde_path_to_error` names the path of one problem only, and `serde_ignored`
+//! reports unknown keys only of a run that succeeded; the promise here is every problem at
+//! once. Serde still does the parsing (the `config` crate reads each format and merges the
+//! overrides into one `serde_json::Value`); this walker only reads that tree. It also takes
+//! the loose forms the original service and environment overrides write (`"port": "19071"`,
+//! `"true"`, a comma-separated list) where a derived `Deserialize` would want one type.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -8,10 +16,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::problems::{Problem, Problems};
 use super::units::{
     duration_at_most, format_duration, format_size, parse_seconds, parse_size, MAX_DURATION,
 };
-use super::{Problem, Problems};
 
 /// One object of the tree, with the path that names it in messages.
 #[derive(Debug)]
