@@ -13,8 +13,8 @@ use tracing::{error, info};
 use checker::app::{self, Output};
 use checker::metrics::CheckerMetrics;
 use checker::probe::Prober;
-use monitor_core::admin::{self, AdminState};
-use monitor_core::telemetry::{self, LogFormat};
+use monitor_core::runtime::admin::{self, AdminState};
+use monitor_core::runtime::telemetry::{self, LogFormat};
 use prometheus_client::registry::Registry;
 use std::sync::Mutex;
 

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use monitor_core::backoff::Backoff;
+use monitor_core::runtime::backoff::Backoff;
 
 pub use crate::topic::{Produced, PublishError, ReportTopic};
 /// The spool is fsynced at least this often while reports are written to it: the most a power

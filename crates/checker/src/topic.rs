@@ -58,7 +58,7 @@ const RECORD_OVERHEAD: usize = 40;
 pub enum PublishError {
     /// Connecting failed.
     #[error(transparent)]
-    Connect(#[from] monitor_core::kafka::KafkaConnectError),
+    Connect(#[from] monitor_core::runtime::broker::KafkaConnectError),
     /// A request failed.
     #[error("kafka: {0}")]
     Kafka(#[from] rskafka::client::error::Error),
@@ -426,7 +426,8 @@ async fn client_of(
         return Ok(Arc::clone(client));
     }
     let client = Arc::new(
-        monitor_core::kafka::connect(settings, "web-monitor-checker", CLIENT_RETRY_FOR).await?,
+        monitor_core::runtime::broker::connect(settings, "web-monitor-checker", CLIENT_RETRY_FOR)
+            .await?,
     );
     links.lock().unwrap_or_else(|e| e.into_inner()).client = Some(Arc::clone(&client));
     Ok(client)

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-/// The endpoint's header timeout (`monitor_core::admin::HEADER_READ_TIMEOUT`, not reachable
+/// The endpoint's header timeout (`monitor_core::runtime::admin::HEADER_READ_TIMEOUT`, not reachable
 /// here without the crate's `admin` feature).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -39,7 +39,7 @@ fn spawn(config: &Path, admin: u16, limit: &str, log: &Path) -> Child {
         .arg("--log-file")
         .arg(log)
         .env_remove("WEBMON_CONFIG")
-        .env("RUST_LOG", "warn,monitor_core::admin=info")
+        .env("RUST_LOG", "warn,monitor_core::runtime::admin=info")
         .env("WEBMON__CHECKER__WATCH_CONFIG", "false")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -435,9 +435,10 @@ mod sasl {
             n as u64,
             "every report was produced, none left in the spool"
         );
-        let client = monitor_core::kafka::connect(&kafka, "reader", Duration::from_secs(10))
-            .await
-            .expect("an authenticated reader");
+        let client =
+            monitor_core::runtime::broker::connect(&kafka, "reader", Duration::from_secs(10))
+                .await
+                .expect("an authenticated reader");
         let ids: std::collections::BTreeSet<String> = read_all(&client, &kafka.topic, 2)
             .await
             .values()

@@ -53,7 +53,7 @@ fn settings(
 /// A client of the brokers of `kafka` (through the same proxies, TLS and relay).
 async fn client_of(kafka: &KafkaSettings) -> Arc<Client> {
     Arc::new(
-        monitor_core::kafka::connect(kafka, "test-admin", Duration::from_secs(30))
+        monitor_core::runtime::broker::connect(kafka, "test-admin", Duration::from_secs(30))
             .await
             .expect("a client of the test broker"),
     )

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use monitor_core::admin::{self, AdminState, Limits};
+use monitor_core::runtime::admin::{self, AdminState, Limits};
 use monitor_core::testing::http_get;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -160,5 +160,30 @@ async fn a_request_head_over_the_bound_is_refused_and_closed() {
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn routes_merged_into_the_admin_router_are_served_beside_its_own() {
+    let shutdown = CancellationToken::new();
+    let state = Arc::new(AdminState {
+        registry: Mutex::new(Registry::default()),
+        ready: Box::new(|| false),
+    });
+    let router =
+        admin::router(state).route("/api/v1/ping", axum::routing::get(|| async { "pong" }));
+    let listener = admin::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(admin::serve_router(listener, router, shutdown.clone()));
+
+    let (status, body) = http_get(port, "/api/v1/ping").await;
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "pong");
+    let (status, body) = http_get(port, "/readyz").await;
+    assert!(status.contains("503"), "{status}");
+    assert_eq!(body, "not ready\n");
+    let (status, body) = http_get(port, "/elsewhere").await;
+    assert!(status.contains("404"), "{status}");
+    assert_eq!(body, "try /metrics, /healthz or /readyz\n");
     shutdown.cancel();
 }

@@ -27,7 +27,7 @@ use crate::leases::Leases;
 use crate::metrics::SinkMetrics;
 use crate::store::ReportStore;
 use crate::SinkError;
-use monitor_core::backoff::Backoff;
+use monitor_core::runtime::backoff::Backoff;
 
 /// How long Kafka requests retry inside the client before the caller's own backoff takes over.
 const KAFKA_RETRY_FOR: Duration = Duration::from_secs(10);
@@ -128,7 +128,7 @@ async fn connect_kafka(
     let mut backoff = Backoff::default();
     loop {
         let attempt = tokio::select! {
-            attempt = monitor_core::kafka::connect(&settings.kafka, "web-monitor-sink", KAFKA_RETRY_FOR) => attempt,
+            attempt = monitor_core::runtime::broker::connect(&settings.kafka, "web-monitor-sink", KAFKA_RETRY_FOR) => attempt,
             _ = shutdown.cancelled() => return None,
         };
         match attempt {

@@ -12,7 +12,7 @@ pub enum SinkError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// Kafka could not be reached.
     #[error(transparent)]
-    KafkaConnect(#[from] monitor_core::kafka::KafkaConnectError),
+    KafkaConnect(#[from] monitor_core::runtime::broker::KafkaConnectError),
     /// A Kafka request failed.
     #[error("kafka: {0}")]
     Kafka(#[from] rskafka::client::error::Error),

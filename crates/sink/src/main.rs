@@ -8,9 +8,9 @@ use std::time::Duration;
 use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand};
-use monitor_core::admin::{self, AdminState};
+use monitor_core::runtime::admin::{self, AdminState};
+use monitor_core::runtime::telemetry::{self, LogFormat};
 use monitor_core::settings::{SettingsSource, SinkSettings};
-use monitor_core::telemetry::{self, LogFormat};
 use prometheus_client::registry::Registry;
 use sink::metrics::SinkMetrics;
 use tokio_util::sync::CancellationToken;

@@ -729,10 +729,13 @@ async fn a_sink_with_scram_credentials_stores_and_a_wrong_password_stores_nothin
         sasl.mechanism = monitor_core::settings::SaslMechanism::ScramSha256;
         sasl
     });
-    let client =
-        monitor_core::kafka::connect(&producer_settings, "producer", Duration::from_secs(10))
-            .await
-            .expect("the producer logs in");
+    let client = monitor_core::runtime::broker::connect(
+        &producer_settings,
+        "producer",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the producer logs in");
     client
         .controller_client()
         .expect("controller")

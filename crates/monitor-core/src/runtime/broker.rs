@@ -129,7 +129,7 @@ pub async fn connect(
     // The relay needs Linux (TCP_QUICKACK, /proc); elsewhere the brokers are reached directly.
     #[cfg(target_os = "linux")]
     if settings.nodelay_relay {
-        let relay = crate::kafka_relay::address().map_err(KafkaConnectError::Relay)?;
+        let relay = super::relay::address().map_err(KafkaConnectError::Relay)?;
         builder = builder.socks5_proxy(relay.to_string());
     }
     if let Some(sasl) = &settings.sasl {

@@ -1,6 +1,9 @@
 //! The admin endpoint both services serve: `/metrics` (Prometheus text format), `/healthz`
 //! (the process is alive) and `/readyz` (the service can do its work).
 //!
+//! The routes are an axum [`Router`] ([`router`]), so later endpoints (an API) can merge
+//! theirs into it and be served the same way ([`serve_router`]).
+//!
 //! It must stay cheap and answer whatever clients do, because it shares the process (and its
 //! memory limit) with the service: at most [`MAX_CONNECTIONS`] connections are open, and a
 //! new one beyond that closes the oldest, so idle or slow clients (slowloris) can neither
@@ -10,20 +13,22 @@
 //! fails (out of file descriptors, `EMFILE`), it logs once, retries every
 //! [`ACCEPT_RETRY_DELAY`] instead of spinning, and says when accepting works again.
 //!
-//! Written on hyper directly rather than axum: three fixed routes need no router, and
-//! `axum::serve` exposes neither a connection cap, nor the header timeout's length, nor the
-//! request-head size, which are what this endpoint needs.
+//! The accept loop is written here on hyper rather than left to `axum::serve`, which exposes
+//! neither a connection cap, nor the header timeout's length, nor the request-head size, nor
+//! a connection's age: each accepted connection is served by hyper with those bounds, the
+//! router answering its requests.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response, StatusCode};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -99,6 +104,46 @@ pub async fn serve_with(
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, max_connections = limits.max_connections, "admin endpoint: /metrics /healthz /readyz");
     }
+    accept_loop(listener, router(state), shutdown, limits).await;
+}
+
+/// The endpoint's routes: `/metrics`, `/healthz` and `/readyz`, whatever the method, and a
+/// pointer to them for any other path. Merge other routes into it before serving it.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/metrics", any(metrics))
+        .route("/healthz", any(healthz))
+        .route("/readyz", any(readyz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` fires, within the default [`Limits`].
+pub async fn serve_router(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    serve_router_with(listener, router, shutdown, Limits::default()).await;
+}
+
+/// [`serve_router`] within `limits`. Every connection is closed when `shutdown` fires.
+pub async fn serve_router_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    limits: Limits,
+) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, max_connections = limits.max_connections, "admin endpoint listening");
+    }
+    accept_loop(listener, router, shutdown, limits).await;
+}
+
+/// Accepts connections until `shutdown` fires, each served by `router` in a task of its own
+/// within `limits`.
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    limits: Limits,
+) {
     let open = Arc::new(Mutex::new(Open::default()));
     let mut failed_accepts = 0u64;
     loop {
@@ -106,8 +151,8 @@ pub async fn serve_with(
             _ = shutdown.cancelled() => return,
             a = listener.accept() => a,
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
             Err(e) => {
                 if failed_accepts == 0 {
                     warn!(error = %e, retry_ms = ACCEPT_RETRY_DELAY.as_millis() as u64, "admin endpoint cannot accept connections (out of file descriptors?): retrying");
@@ -124,7 +169,7 @@ pub async fn serve_with(
             failed_accepts = 0;
         }
         let slot = Open::admit(&open, limits.max_connections, &shutdown);
-        tokio::spawn(connection(stream, peer, state.clone(), limits, slot));
+        tokio::spawn(connection(stream, router.clone(), limits, slot));
     }
 }
 
@@ -174,17 +219,8 @@ impl Drop for Slot {
 
 /// Serves one connection until it ends, is closed to make room or by shutdown, or reaches
 /// its age.
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    state: Arc<AdminState>,
-    limits: Limits,
-    slot: Slot,
-) {
-    let service = hyper::service::service_fn(move |req| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(respond(&state, &req, peer)) }
-    });
+async fn connection(stream: TcpStream, router: Router, limits: Limits, slot: Slot) {
+    let service = TowerToHyperService::new(router);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -205,52 +241,52 @@ async fn connection(
     }
 }
 
-fn respond(
-    state: &AdminState,
-    req: &Request<Incoming>,
-    _peer: SocketAddr,
-) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match req.uri().path() {
-        "/metrics" => {
-            let mut text = String::new();
-            let registry = state.registry.lock().unwrap_or_else(|p| p.into_inner());
-            match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                Ok(()) => (
-                    StatusCode::OK,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    text,
-                ),
-                Err(e) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain",
-                    format!("cannot encode metrics: {e}\n"),
-                ),
-            }
-        }
-        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/readyz" => {
-            if (state.ready)() {
-                (StatusCode::OK, "text/plain", "ready\n".to_string())
-            } else {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "not ready\n".to_string(),
-                )
-            }
-        }
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "try /metrics, /healthz or /readyz\n".to_string(),
+/// A plain-text answer.
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// `/metrics`: the registry in the OpenMetrics text format.
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    let mut body = String::new();
+    let registry = state.registry.lock().unwrap_or_else(|p| p.into_inner());
+    match prometheus_client::encoding::text::encode(&mut body, &registry) {
+        Ok(()) => text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body,
         ),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, v);
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("cannot encode metrics: {e}\n"),
+        ),
     }
-    response
+}
+
+/// `/healthz`: the process answers.
+async fn healthz() -> Response {
+    text(StatusCode::OK, "text/plain", "ok\n".to_string())
+}
+
+/// `/readyz`: whether the service can do its work.
+async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+    if (state.ready)() {
+        text(StatusCode::OK, "text/plain", "ready\n".to_string())
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready\n".to_string(),
+        )
+    }
+}
+
+/// Any other path.
+async fn not_found() -> Response {
+    text(
+        StatusCode::NOT_FOUND,
+        "text/plain",
+        "try /metrics, /healthz or /readyz\n".to_string(),
+    )
 }

@@ -1,0 +1,20 @@
+//! The runtime both services share, above the contract: retry delays, the connection to
+//! Kafka and its relay, the admin endpoint, logging, and what both binaries' `main` do.
+//!
+//! Each piece is behind the feature of what it needs (`kafka`, `admin`, `telemetry`), so a
+//! service builds only what it runs; all of them read the contract ([`crate::settings`],
+//! [`crate::report`]) and none is read by it.
+//!
+//! Floors, top to bottom: `service` (the binaries' shared start and stop) uses `telemetry`;
+//! `broker` (the Kafka client) uses `relay`; `admin` and `backoff` stand alone.
+
+#[cfg(feature = "admin")]
+pub mod admin;
+#[cfg(feature = "kafka")]
+pub mod broker;
+#[cfg(all(feature = "kafka", target_os = "linux"))]
+pub mod relay;
+
+pub mod backoff;
+#[cfg(feature = "telemetry")]
+pub mod telemetry;
