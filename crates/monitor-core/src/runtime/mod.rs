@@ -8,6 +8,9 @@
 //! Floors, top to bottom: `service` (the binaries' shared start and stop) uses `telemetry`;
 //! `broker` (the Kafka client) uses `relay`; `admin` and `backoff` stand alone.
 
+#[cfg(feature = "telemetry")]
+pub mod service;
+
 #[cfg(feature = "admin")]
 pub mod admin;
 #[cfg(feature = "kafka")]
