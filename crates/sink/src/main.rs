@@ -1,20 +1,15 @@
 //! `sink`: consumes reports from Kafka and stores each exactly once in PostgreSQL.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use std::sync::{Arc, Mutex};
-
 use clap::{Parser, Subcommand};
-use monitor_core::admin::{self, AdminState};
-use monitor_core::settings::{SettingsSource, SinkSettings};
+use monitor_core::settings::{ConfigError, DatabaseSettings, SettingsSource, SinkSettings};
 use monitor_core::telemetry::{self, LogFormat};
-use prometheus_client::registry::Registry;
-use sink::metrics::SinkMetrics;
+use sink::{Application, SinkError};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 /// How long blocking work left over at exit may hold the process.
 const RUNTIME_STOP: Duration = Duration::from_millis(200);
@@ -98,21 +93,9 @@ fn main() -> ExitCode {
         eprintln!("{e}");
         return ExitCode::FAILURE;
     }
-    let source = SettingsSource {
-        file: args.config.clone(),
-        ..SettingsSource::default()
-    };
     let command = args.command.take().unwrap_or(Command::Run);
-    // Commands that only touch PostgreSQL need only the database section.
-    let database_only =
-        !args.check_config && matches!(command, Command::Migrate | Command::Report { .. });
-    let loaded = if database_only {
-        SinkSettings::load_database(&source).map(|database| (database, None))
-    } else {
-        SinkSettings::load(&source).map(|s| (s.database.clone(), Some(s)))
-    };
-    let (database, settings) = match loaded {
-        Ok(l) => l,
+    let (database, settings) = match load(&args, &command) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
@@ -135,61 +118,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
-        match command {
-            Command::Report {
-                since,
-                target,
-                format,
-            } => {
-                let pool = sink::db::pool(&database)?;
-                let summaries = sink::report::summarize(&pool, since, target.as_deref()).await?;
-                if format == "json" {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&summaries).unwrap_or_default()
-                    );
-                } else {
-                    print!("{}", sink::report::table(&summaries));
-                }
-                Ok(())
-            }
-            Command::Migrate => {
-                let pool = sink::db::pool(&database)?;
-                sink::db::migrate(&pool).await?;
-                info!("migrations applied");
-                Ok(())
-            }
-            Command::Run => {
-                let Some(settings) = settings else {
-                    return Ok(());
-                };
-                let shutdown = CancellationToken::new();
-                let mut registry = Registry::default();
-                let metrics = SinkMetrics::register(&mut registry);
-                let addr = args
-                    .admin_listen
-                    .clone()
-                    .unwrap_or_else(|| settings.sink.admin_listen.clone());
-                let listener = admin::bind(&addr)
-                    .await
-                    .map_err(|source| sink::SinkError::Admin { addr, source })?;
-                let ready = metrics.clone();
-                let state = Arc::new(AdminState {
-                    registry: Mutex::new(registry),
-                    ready: Box::new(move || ready.is_ready()),
-                });
-                let admin_task = tokio::spawn(admin::serve(listener, state, shutdown.clone()));
-                tokio::spawn(signal(shutdown.clone()));
-                let bound = settings.sink.shutdown_timeout;
-                let run = sink::run_with_metrics(settings, metrics, shutdown.clone());
-                let result = within_shutdown_timeout(run, &shutdown, bound).await;
-                shutdown.cancel();
-                let _ = admin_task.await;
-                result
-            }
-        }
-    });
+    let result = runtime.block_on(execute(command, database, settings, args.admin_listen));
     // Dropping the runtime would wait for blocking work without bound: the shutdown is over.
     runtime.shutdown_timeout(RUNTIME_STOP);
     match result {
@@ -201,28 +130,72 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the sink until it ends, but no longer than `bound` after `shutdown` fired: whatever is
-/// still running then (a coordinator waiting on the database, a lease release) is dropped with
-/// the runtime, and a transaction left open is never committed, so its messages are read again.
-async fn within_shutdown_timeout(
-    run: impl Future<Output = Result<(), sink::SinkError>>,
-    shutdown: &CancellationToken,
-    bound: Duration,
-) -> Result<(), sink::SinkError> {
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(bound).await;
+/// The settings `command` needs: commands that only touch PostgreSQL need only the database
+/// section (unless the whole configuration is being checked).
+fn load(
+    args: &Args,
+    command: &Command,
+) -> Result<(DatabaseSettings, Option<SinkSettings>), ConfigError> {
+    let source = SettingsSource {
+        file: args.config.clone(),
+        ..SettingsSource::default()
     };
-    tokio::select! {
-        result = run => result,
-        () = deadline => {
-            warn!(
-                shutdown_timeout_ms = bound.as_millis() as u64,
-                "shutdown did not finish within sink.shutdown_timeout: exiting now; batches not committed will be read again"
-            );
+    let database_only =
+        !args.check_config && matches!(command, Command::Migrate | Command::Report { .. });
+    if database_only {
+        SinkSettings::load_database(&source).map(|database| (database, None))
+    } else {
+        SinkSettings::load(&source).map(|s| (s.database.clone(), Some(s)))
+    }
+}
+
+/// Runs `command`.
+async fn execute(
+    command: Command,
+    database: DatabaseSettings,
+    settings: Option<SinkSettings>,
+    admin_listen: Option<String>,
+) -> Result<(), SinkError> {
+    match command {
+        Command::Report {
+            since,
+            target,
+            format,
+        } => {
+            let pool = sink::db::pool(&database)?;
+            let summaries = sink::uptime::summarize(&pool, since, target.as_deref()).await?;
+            if format == "json" {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summaries).unwrap_or_default()
+                );
+            } else {
+                print!("{}", sink::uptime::table(&summaries));
+            }
             Ok(())
         }
+        Command::Migrate => {
+            let pool = sink::db::pool(&database)?;
+            sink::db::migrate(&pool).await?;
+            info!("migrations applied");
+            Ok(())
+        }
+        Command::Run => match settings {
+            Some(settings) => run(settings, admin_listen).await,
+            None => Ok(()),
+        },
     }
+}
+
+/// Consumes and stores until SIGTERM or SIGINT; `admin_listen` overrides `sink.admin_listen`.
+async fn run(mut settings: SinkSettings, admin_listen: Option<String>) -> Result<(), SinkError> {
+    if let Some(addr) = admin_listen {
+        settings.sink.admin_listen = addr;
+    }
+    let app = Application::build(settings).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal(shutdown.clone()));
+    app.run_until_stopped(shutdown).await
 }
 
 /// Fires `shutdown` on SIGTERM or SIGINT.
