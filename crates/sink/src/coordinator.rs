@@ -280,9 +280,7 @@ async fn give_back(
             .await
             .is_err()
         {
-            r.task.abort();
-            // Returns once the consumer, and the transaction it held, are dropped.
-            let _ = r.task.await;
+            abort(r.task).await;
             warn!(
                 partition,
                 wait_ms = GIVE_BACK_WAIT.as_millis() as u64,
@@ -311,9 +309,7 @@ async fn stop_all_within(running: &mut HashMap<i32, Running>, grace: Duration) {
             Ok(Ok(Err(e))) => warn!(partition, error = %e, "consumer stopped with an error"),
             Ok(Err(e)) => error!(partition, error = %e, "consumer panicked"),
             Err(_) => {
-                r.task.abort();
-                // Returns once the consumer, and the transaction it held, are dropped.
-                let _ = r.task.await;
+                abort(r.task).await;
                 warn!(
                     partition,
                     grace_ms = grace.as_millis() as u64,
@@ -322,4 +318,11 @@ async fn stop_all_within(running: &mut HashMap<i32, Running>, grace: Duration) {
             }
         }
     }
+}
+
+/// Aborts a consumer; returns once it, and the transaction it held, are dropped (that
+/// transaction never commits, so its messages are read again).
+async fn abort(task: JoinHandle<Result<(), SinkError>>) {
+    task.abort();
+    let _ = task.await;
 }
