@@ -16,6 +16,7 @@ use monitor_core::testing::{
     create_topic, kafka_brokers, kafka_client, sample_report as report, TestDatabase,
 };
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::client::Client;
 use rskafka::record::Record;
 use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
@@ -39,7 +40,7 @@ fn csv_opt<T: ToString>(v: Option<T>) -> String {
 }
 
 /// The rows in COPY's text format.
-fn copy_text(reports: &[(i32, i64, Report)], topic: &str) -> Vec<u8> {
+fn copy_text(reports: &[Placed], topic: &str) -> Vec<u8> {
     let mut out = String::new();
     for (partition, offset, r) in reports {
         let ts = |t: chrono::DateTime<Utc>| t.to_rfc3339();
@@ -77,8 +78,13 @@ fn copy_text(reports: &[(i32, i64, Report)], topic: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// A report of the benchmark and its place in the topic.
+type Placed = (i32, i64, Report);
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> BenchResult<()> {
     let total: i64 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
@@ -87,17 +93,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total = per_partition * i64::from(PARTITIONS);
     println!("sink benchmark: {total} reports over {PARTITIONS} partitions");
 
-    // The backlog.
     let client = kafka_client().await;
     let topic = create_topic(&client, PARTITIONS).await;
+    let all = produce_backlog(&client, &topic, per_partition).await?;
+
+    let db = TestDatabase::create().await;
+    let pool = PgPool::connect(&db.url).await?;
+    sink::db::migrate(&pool).await?;
+    let sink_rate = run_sink(&pool, &db, &topic, total).await?;
+    let copy_rate = copy_ceiling(&pool, &all, &topic).await?;
+    println!("sink / ceiling: {:.0} %", 100.0 * sink_rate / copy_rate);
+    pool.close().await;
+    db.drop_database().await;
+    Ok(())
+}
+
+/// The backlog: `per_partition` reports produced to each partition. Returns them with their
+/// places.
+async fn produce_backlog(
+    client: &Client,
+    topic: &str,
+    per_partition: i64,
+) -> BenchResult<Vec<Placed>> {
+    let total = per_partition * i64::from(PARTITIONS);
     let mut all = Vec::with_capacity(usize::try_from(total)?);
     let started = Instant::now();
     let mut bytes = 0usize;
     for p in 0..PARTITIONS {
         let pc = client
-            .partition_client(topic.clone(), p, UnknownTopicHandling::Retry)
+            .partition_client(topic.to_string(), p, UnknownTopicHandling::Retry)
             .await?;
-        let mut offset = 0i64;
         let reports: Vec<Report> = (0..per_partition)
             .map(|n| {
                 let target = format!("p{p}-t{}", n % TARGETS_PER_PARTITION);
@@ -120,55 +145,58 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .collect();
             pc.produce(records, Compression::NoCompression).await?;
         }
-        for r in reports {
-            all.push((p, offset, r));
-            offset += 1;
-        }
+        all.extend((0..).zip(reports).map(|(offset, r)| (p, offset, r)));
     }
     println!(
         "backlog produced in {:.1} s ({} bytes per report on average)",
         started.elapsed().as_secs_f64(),
         bytes / usize::try_from(total)?
     );
+    Ok(all)
+}
 
-    // The sink.
-    let db = TestDatabase::create().await;
-    let pool = PgPool::connect(&db.url).await?;
-    sink::db::migrate(&pool).await?;
+/// The sink through the backlog; returns its rate in reports per second.
+async fn run_sink(pool: &PgPool, db: &TestDatabase, topic: &str, total: i64) -> BenchResult<f64> {
     let env: HashMap<String, String> = HashMap::from([
         ("WEBMON__KAFKA__BROKERS".into(), kafka_brokers().join(",")),
-        ("WEBMON__KAFKA__TOPIC".into(), topic.clone()),
+        ("WEBMON__KAFKA__TOPIC".into(), topic.to_string()),
         ("WEBMON__DATABASE__URL".into(), db.url.clone()),
         ("WEBMON__SINK__BATCH_SIZE".into(), "5000".into()),
         ("WEBMON__SINK__BATCH_LINGER".into(), "100ms".into()),
         ("WEBMON__SINK__FETCH_MAX_WAIT".into(), "100ms".into()),
         ("WEBMON__SINK__REBALANCE_INTERVAL".into(), "200ms".into()),
+        ("WEBMON__SINK__ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
     ]);
     let settings = SinkSettings::load(&SettingsSource {
         file: None,
         env: Some(env),
         base_dir: None,
     })?;
+    let app = sink::Application::build(settings).await?;
     let stop = CancellationToken::new();
     let started = Instant::now();
-    let task = tokio::spawn(sink::run(settings, stop.clone()));
-    while offsets(&pool, &topic).await < total {
+    let task = tokio::spawn(app.run_until_stopped(stop.clone()));
+    while offsets(pool, topic).await < total {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let sink_secs = started.elapsed().as_secs_f64();
     stop.cancel();
     task.await??;
     let rows: i64 = sqlx::query("SELECT count(*) FROM results")
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await?
         .get(0);
     assert_eq!(rows, total, "every report stored once");
     let sink_rate = total as f64 / sink_secs;
     println!("sink: {total} reports in {sink_secs:.1} s = {sink_rate:.0} reports/s (from Kafka, batches of 5000)");
+    Ok(sink_rate)
+}
 
-    // The ceiling: COPY of the same rows into the same (emptied) table.
-    sqlx::query("TRUNCATE results").execute(&pool).await?;
-    let text = copy_text(&all, &topic);
+/// The ceiling: `COPY` of the same rows into the same (emptied) table; returns its rate in
+/// rows per second.
+async fn copy_ceiling(pool: &PgPool, all: &[Placed], topic: &str) -> BenchResult<f64> {
+    sqlx::query("TRUNCATE results").execute(pool).await?;
+    let text = copy_text(all, topic);
     let started = Instant::now();
     let mut conn = pool.acquire().await?;
     let mut copy = conn
@@ -184,11 +212,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     copy.finish().await?;
     let copy_secs = started.elapsed().as_secs_f64();
+    let total = all.len();
     let copy_rate = total as f64 / copy_secs;
     println!("COPY ceiling: {total} rows in {copy_secs:.1} s = {copy_rate:.0} rows/s");
-    println!("sink / ceiling: {:.0} %", 100.0 * sink_rate / copy_rate);
-    drop(conn);
-    pool.close().await;
-    db.drop_database().await;
-    Ok(())
+    Ok(copy_rate)
 }

@@ -6,10 +6,10 @@
 //! fetch that do not fit in the batch wait for the next one (at most one fetch,
 //! [`MAX_FETCH_BYTES`]) rather than being fetched again: a fetch from inside a broker's record
 //! batch is answered by some brokers from the next record batch on, which would skip the rest
-//! of that one. A batch the
-//! database refuses for its data is bisected by the store, so no message can stop the
-//! partition; the partition's progress is reported to [`SinkMetrics`], which makes a stall
-//! visible in `/metrics` and `/readyz`.
+//! of that one. Each message is decoded (see [`crate::decode`]) as it joins the batch, so the
+//! store only ever sees decoded batches. A batch the database refuses for its data is bisected
+//! by the store, so no message can stop the partition; the partition's progress is reported to
+//! [`SinkMetrics`], which makes a stall visible in `/metrics` and `/readyz`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,10 +24,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
-use crate::decode::Window;
+use crate::decode::{self, Window};
+use crate::error::SinkError;
 use crate::metrics::{PartitionLabels, SinkMetrics};
+use crate::retry::retry_until_stopped;
 use crate::store::{Batch, ReportStore, Stored};
-use crate::SinkError;
 
 /// Most bytes asked for in one fetch.
 pub const MAX_FETCH_BYTES: i32 = 8 * 1024 * 1024;
@@ -92,130 +93,155 @@ impl Drop for StallWatch {
     }
 }
 
-/// Consumes `partition` until `stop` fires (then stores what it holds and returns `Ok`), or
-/// until another replica is found to own it (`Err(SinkError::OffsetMoved)`).
-#[instrument(skip_all, fields(topic = %topic, partition))]
-pub async fn consume(
-    client: Arc<Client>,
-    store: Arc<ReportStore>,
-    topic: String,
+/// What the consumers of a topic's partitions share: one is cloned for each partition taken.
+#[derive(Clone)]
+pub struct Consumer {
+    /// The Kafka client.
+    pub client: Arc<Client>,
+    /// Where batches are stored.
+    pub store: Arc<ReportStore>,
+    /// The topic.
+    pub topic: String,
+    /// How partitions are consumed.
+    pub config: ConsumerConfig,
+    /// Where progress is recorded.
+    pub metrics: Arc<SinkMetrics>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("topic", &self.topic)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// Consumes `partition` until `stop` fires (then stores what it holds and returns `Ok`), or
+    /// until another replica is found to own it (`Err(SinkError::OffsetMoved)`).
+    #[instrument(skip_all, fields(topic = %self.topic, partition))]
+    pub async fn consume(self, partition: i32, stop: CancellationToken) -> Result<(), SinkError> {
+        let Some(mut position) = self.open(partition, &stop).await else {
+            return Ok(());
+        };
+        info!(
+            offset = position.position,
+            stored = position.expected.is_some(),
+            "consuming"
+        );
+        let _watch = StallWatch::start(self.metrics.clone(), partition);
+        loop {
+            let mut batch = position.next_batch(&self.topic);
+            position.fill_batch(&mut batch, &self.metrics, &stop).await;
+            if !batch.is_empty() || Some(batch.next_offset) != position.expected {
+                let stored = store_batch(&self.store, &mut batch, &self.metrics, &stop).await;
+                position.stored(&batch, &self.metrics);
+                if !stored? {
+                    // Shutting down: what is not stored is read again by the next owner.
+                    return Ok(());
+                }
+            }
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Where consumption of `partition` starts: the stored offset, or the earliest one when
+    /// none is stored. `None` when stopped first.
+    async fn open(&self, partition: i32, stop: &CancellationToken) -> Option<Position> {
+        let client = retry_until_stopped(
+            stop,
+            || {
+                let topic = self.topic.clone();
+                self.client
+                    .partition_client(topic, partition, UnknownTopicHandling::Retry)
+            },
+            |e| warn!(error = %e, "cannot reach the partition's leader; retrying"),
+        )
+        .await?;
+        let expected = retry_until_stopped(
+            stop,
+            || self.store.next_offset(&self.topic, partition),
+            |e| warn!(error = %e, "cannot read the stored offset; retrying"),
+        )
+        .await?;
+        let position = match expected {
+            Some(o) => o,
+            None => earliest(&client, stop).await?,
+        };
+        Some(Position {
+            client,
+            partition,
+            config: self.config,
+            expected,
+            position,
+            // Nothing stored yet: consumption starts at the earliest offset.
+            start: position,
+            pending: VecDeque::new(),
+            high_watermark: None,
+        })
+    }
+}
+
+/// Where the consumer of one partition stands.
+struct Position {
+    client: PartitionClient,
     partition: i32,
     config: ConsumerConfig,
-    metrics: Arc<SinkMetrics>,
-    stop: CancellationToken,
-) -> Result<(), SinkError> {
-    let mut backoff = Backoff::default();
-    let partition_client = loop {
-        match client
-            .partition_client(topic.clone(), partition, UnknownTopicHandling::Retry)
-            .await
-        {
-            Ok(pc) => break pc,
-            Err(e) => {
-                warn!(error = %e, "cannot reach the partition's leader; retrying");
-                if !backoff.sleep(stop.cancelled()).await {
-                    return Ok(());
-                }
-            }
-        }
-    };
-    backoff.reset();
-    let mut expected = loop {
-        match store.next_offset(&topic, partition).await {
-            Ok(o) => break o,
-            Err(e) => {
-                warn!(error = %e, "cannot read the stored offset; retrying");
-                if !backoff.sleep(stop.cancelled()).await {
-                    return Ok(());
-                }
-            }
-        }
-    };
-    let mut position = match expected {
-        Some(o) => o,
-        None => match earliest(&partition_client, &stop).await {
-            Some(o) => o,
-            None => return Ok(()),
-        },
-    };
-    info!(offset = position, stored = expected.is_some(), "consuming");
-    let _watch = StallWatch::start(metrics.clone(), partition);
-    let mut high_watermark: Option<i64> = None;
-    // Nothing stored yet: consumption starts at the earliest offset.
-    let start = position;
-    // Fetched messages that did not fit in the last batch; `position` is past them.
-    let mut pending: VecDeque<RecordAndOffset> = VecDeque::new();
+    /// The stored next offset (`None`: nothing stored yet).
+    expected: Option<i64>,
+    /// The next offset to fetch.
+    position: i64,
+    /// Where consumption started.
+    start: i64,
+    /// Fetched messages that did not fit in the last batch; `position` is past them.
+    pending: VecDeque<RecordAndOffset>,
+    /// The partition's high watermark, once fetched.
+    high_watermark: Option<i64>,
+}
 
-    loop {
-        let resume = pending.front().map_or(position, |r| r.offset);
-        let mut batch = Batch::new(&topic, partition, expected, resume).with_window(config.window);
-        let mut deadline: Option<Instant> = None;
-        backoff.reset();
-        fill(&mut batch, &mut pending, &config);
-        if !batch.is_empty() {
-            deadline = Some(Instant::now() + config.batch_linger);
-        }
-        while !stop.is_cancelled() && !full(&batch, &config) {
+impl Position {
+    /// An empty batch continuing from the stored offset.
+    fn next_batch(&self, topic: &str) -> Batch {
+        let resume = self.pending.front().map_or(self.position, |r| r.offset);
+        Batch::new(topic, self.partition, self.expected, resume)
+    }
+
+    /// Fills `batch` from what is pending and from fetches until it is full, its linger is
+    /// over or `stop` fires, or the partition must start again from its earliest offset.
+    async fn fill_batch(
+        &mut self,
+        batch: &mut Batch,
+        metrics: &SinkMetrics,
+        stop: &CancellationToken,
+    ) {
+        let mut backoff = Backoff::default();
+        self.fill(batch);
+        let mut deadline = self.linger_from(batch, None);
+        while !stop.is_cancelled() && !full(batch, &self.config) {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
-            let max_wait = match deadline {
-                Some(d) => d
-                    .saturating_duration_since(Instant::now())
-                    .min(config.fetch_max_wait),
-                None => config.fetch_max_wait,
-            };
-            let max_wait_ms = i32::try_from(max_wait.as_millis())
-                .unwrap_or(i32::MAX)
-                .max(1);
+            let max_wait_ms = max_wait_ms(deadline, self.config.fetch_max_wait);
             let fetched = tokio::select! {
                 _ = stop.cancelled() => break,
-                r = partition_client.fetch_records(position, 1..MAX_FETCH_BYTES, max_wait_ms) => r,
+                r = self.client.fetch_records(self.position, 1..MAX_FETCH_BYTES, max_wait_ms) => r,
             };
             match fetched {
                 Ok((records, watermark)) => {
                     backoff.reset();
-                    for record in records {
-                        if record.offset >= position {
-                            position = record.offset + 1;
-                            pending.push_back(record);
-                        }
-                    }
-                    fill(&mut batch, &mut pending, &config);
-                    high_watermark = Some(watermark);
-                    metrics.partition_waiting(partition, waiting(watermark, expected, start));
-                    metrics
-                        .lag
-                        .get_or_create(&PartitionLabels { partition })
-                        .set(watermark - position);
-                    debug!(lag = watermark - position, "fetched");
-                    if !batch.is_empty() && deadline.is_none() {
-                        deadline = Some(Instant::now() + config.batch_linger);
-                    }
+                    self.take(records, watermark, batch, metrics);
+                    deadline = self.linger_from(batch, deadline);
                 }
                 Err(KafkaError::ServerError {
                     protocol_error: ProtocolError::OffsetOutOfRange,
                     ..
                 }) => {
-                    let Some(first) = earliest(&partition_client, &stop).await else {
-                        break;
-                    };
-                    if first > position {
-                        warn!(
-                            skipped = first - position,
-                            from = position,
-                            to = first,
-                            "offset out of range: the broker no longer holds these messages (retention); continuing from the earliest"
-                        );
-                    } else {
-                        warn!(
-                            stored = position,
-                            earliest = first,
-                            "offset out of range beyond the end of the partition (was the topic re-created?); continuing from the earliest"
-                        );
+                    if let Some(first) = self.restart_from_earliest(stop).await {
+                        batch.next_offset = first;
                     }
-                    position = first;
-                    batch.next_offset = first;
                     break;
                 }
                 Err(e) => {
@@ -226,47 +252,113 @@ pub async fn consume(
                 }
             }
         }
+    }
 
-        if !batch.is_empty() || Some(batch.next_offset) != expected {
-            let stored = store_batch(&store, &mut batch, &metrics, &stop).await;
-            if batch.expected_offset != expected {
-                expected = batch.expected_offset;
-                metrics.partition_advanced(partition);
-                if let Some(watermark) = high_watermark {
-                    metrics.partition_waiting(partition, waiting(watermark, expected, start));
-                }
-            }
-            match stored {
-                Ok(true) => {}
-                // Shutting down: what is not stored is read again by the next owner.
-                Ok(false) => return Ok(()),
-                Err(e) => return Err(e),
-            }
-        }
-        if stop.is_cancelled() {
-            return Ok(());
+    /// The batch's deadline: `deadline` once set, else one linger from now if the batch holds
+    /// a message.
+    fn linger_from(&self, batch: &Batch, deadline: Option<Instant>) -> Option<Instant> {
+        match deadline {
+            Some(d) => Some(d),
+            None if !batch.is_empty() => Some(Instant::now() + self.config.batch_linger),
+            None => None,
         }
     }
+
+    /// Queues fetched `records`, moves what fits into `batch`, and records the lag.
+    fn take(
+        &mut self,
+        records: Vec<RecordAndOffset>,
+        watermark: i64,
+        batch: &mut Batch,
+        metrics: &SinkMetrics,
+    ) {
+        for record in records {
+            if record.offset >= self.position {
+                self.position = record.offset + 1;
+                self.pending.push_back(record);
+            }
+        }
+        self.fill(batch);
+        self.high_watermark = Some(watermark);
+        let partition = self.partition;
+        metrics.partition_waiting(partition, self.waiting(watermark));
+        metrics
+            .lag
+            .get_or_create(&PartitionLabels { partition })
+            .set(watermark - self.position);
+        debug!(lag = watermark - self.position, "fetched");
+    }
+
+    /// After an out-of-range fetch: continues from the partition's earliest offset, which it
+    /// returns. `None` when stopped first.
+    async fn restart_from_earliest(&mut self, stop: &CancellationToken) -> Option<i64> {
+        let first = earliest(&self.client, stop).await?;
+        let position = self.position;
+        if first > position {
+            warn!(
+                skipped = first - position,
+                from = position,
+                to = first,
+                "offset out of range: the broker no longer holds these messages (retention); continuing from the earliest"
+            );
+        } else {
+            warn!(
+                stored = position,
+                earliest = first,
+                "offset out of range beyond the end of the partition (was the topic re-created?); continuing from the earliest"
+            );
+        }
+        self.position = first;
+        Some(first)
+    }
+
+    /// Moves pending messages into `batch`, decoding each, until it is full or none is left.
+    fn fill(&mut self, batch: &mut Batch) {
+        while !full(batch, &self.config) {
+            let Some(record) = self.pending.pop_front() else {
+                break;
+            };
+            let window = &self.config.window;
+            let (key, value) = (record.record.key, record.record.value);
+            decode::push(batch, window, record.offset, key, value);
+        }
+    }
+
+    /// After storing `batch` (wholly or in part): its stored offset is the partition's.
+    fn stored(&mut self, batch: &Batch, metrics: &SinkMetrics) {
+        if batch.expected_offset == self.expected {
+            return;
+        }
+        self.expected = batch.expected_offset;
+        metrics.partition_advanced(self.partition);
+        if let Some(watermark) = self.high_watermark {
+            metrics.partition_waiting(self.partition, self.waiting(watermark));
+        }
+    }
+
+    /// Whether the broker holds messages past the stored offset (`start` when none is stored).
+    fn waiting(&self, high_watermark: i64) -> bool {
+        high_watermark > self.expected.unwrap_or(self.start)
+    }
+}
+
+/// How long the broker may hold the next fetch: until the batch's deadline, at most
+/// `fetch_max_wait`, at least a millisecond.
+fn max_wait_ms(deadline: Option<Instant>, fetch_max_wait: Duration) -> i32 {
+    let max_wait = match deadline {
+        Some(d) => d
+            .saturating_duration_since(Instant::now())
+            .min(fetch_max_wait),
+        None => fetch_max_wait,
+    };
+    i32::try_from(max_wait.as_millis())
+        .unwrap_or(i32::MAX)
+        .max(1)
 }
 
 /// Whether the batch is as large as a batch may be.
 fn full(batch: &Batch, config: &ConsumerConfig) -> bool {
     batch.len() >= config.batch_size || (!batch.is_empty() && batch.bytes() >= config.batch_bytes)
-}
-
-/// Moves fetched messages into `batch` until it is full or none is left.
-fn fill(batch: &mut Batch, pending: &mut VecDeque<RecordAndOffset>, config: &ConsumerConfig) {
-    while !full(batch, config) {
-        let Some(record) = pending.pop_front() else {
-            break;
-        };
-        batch.push(record.offset, record.record.key, record.record.value);
-    }
-}
-
-/// Whether the broker holds messages past the stored offset (`start` when none is stored).
-fn waiting(high_watermark: i64, stored: Option<i64>, start: i64) -> bool {
-    high_watermark > stored.unwrap_or(start)
 }
 
 /// Stores `batch`, retrying what is not about its data until stored (`Ok(true)`) or `stop`
@@ -278,13 +370,13 @@ async fn store_batch(
     metrics: &SinkMetrics,
     stop: &CancellationToken,
 ) -> Result<bool, SinkError> {
+    // Not `retry_until_stopped`: each attempt resumes the batch where the last one left it.
     let mut backoff = Backoff::default();
     let started = Instant::now();
-    let mut done = Stored::default();
     loop {
+        let mut done = Stored::default();
         let result = store.store_bisecting(batch, &mut done).await;
         count(metrics, done, started);
-        done = Stored::default();
         match result {
             Ok(()) => {
                 debug!(next_offset = batch.next_offset, "stored");
@@ -322,16 +414,10 @@ fn count(metrics: &SinkMetrics, stored: Stored, started: Instant) {
 
 /// The partition's earliest offset, retried until known or `stop`.
 async fn earliest(partition_client: &PartitionClient, stop: &CancellationToken) -> Option<i64> {
-    let mut backoff = Backoff::default();
-    loop {
-        match partition_client.get_offset(OffsetAt::Earliest).await {
-            Ok(o) => return Some(o),
-            Err(e) => {
-                warn!(error = %e, "cannot read the earliest offset; retrying");
-                if !backoff.sleep(stop.cancelled()).await {
-                    return None;
-                }
-            }
-        }
-    }
+    retry_until_stopped(
+        stop,
+        || partition_client.get_offset(OffsetAt::Earliest),
+        |e| warn!(error = %e, "cannot read the earliest offset; retrying"),
+    )
+    .await
 }

@@ -14,7 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{PgConnection, PgPool};
 use tracing::warn;
 
-use crate::SinkError;
+use crate::error::SinkError;
 
 /// Server-side TCP keepalive: silence on a connection before the first probe.
 pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(5);

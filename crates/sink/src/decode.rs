@@ -1,15 +1,19 @@
-//! A Kafka message becomes a report or a dead letter. Everything a producer can get wrong ends
-//! here as a reason, never as an error that stops the sink.
+//! A Kafka message becomes a report or a dead letter of the store's [`Batch`]. Everything a
+//! producer can get wrong ends here as a reason, never as an error that stops the sink.
 //!
 //! Whatever its bytes, a message must end up stored: so text bound for the database is made
-//! storable here (PostgreSQL `text` cannot hold NUL), a dead letter's reason is bounded and
-//! cleaned the same way (it may quote the message), and a report whose dates would need an
-//! absurd table partition is refused with the field named.
+//! storable here (PostgreSQL `text` cannot hold NUL, see [`crate::store::text`]), a dead
+//! letter's reason is bounded and cleaned the same way (it may quote the message), and a
+//! report whose dates would need an absurd table partition is refused with the field named.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
-use monitor_core::report::{bound_error, Report};
+use monitor_core::report::Report;
+
+use crate::store::text::{reason, storable_text};
+use crate::store::Batch;
 
 /// How far ahead of the sink's clock `scheduled_at` may be: a checker's clock a little ahead
 /// is tolerated, a report from next month is a broken clock (and would need a partition of its
@@ -30,10 +34,6 @@ const STARTED_YEARS: std::ops::RangeInclusive<i32> = 2000..=2200;
 /// Years a certificate's expiry may fall in: what X.509 can express (RFC 5280 uses
 /// 9999-12-31T23:59:59Z for "no expiry"), all within what PostgreSQL stores.
 const CERT_YEARS: std::ops::RangeInclusive<i32> = 0..=9999;
-
-/// Longest reason stored with a dead letter, in characters. Reasons may quote the message, so
-/// they are cut to this.
-pub const MAX_REASON_CHARS: usize = monitor_core::report::MAX_ERROR_CHARS;
 
 /// The span of `scheduled_at` a stored report may have, relative to the time it is decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +86,20 @@ impl Window {
     }
 }
 
+/// Decodes the message at `offset` into `batch`: a report, or a dead letter saying why not.
+pub fn push(
+    batch: &mut Batch,
+    window: &Window,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+) {
+    match decode(value.as_deref(), window, Utc::now()) {
+        Ok(report) => batch.push_report(offset, key, value, report),
+        Err(error) => batch.push_dead_letter(offset, key, value, error),
+    }
+}
+
 /// A message's payload as a storable report, or why not. The reason is already fit to store
 /// (see [`reason`]).
 pub fn decode(value: Option<&[u8]>, window: &Window, now: DateTime<Utc>) -> Result<Report, String> {
@@ -96,27 +110,6 @@ pub fn decode(value: Option<&[u8]>, window: &Window, now: DateTime<Utc>) -> Resu
     Ok(report)
 }
 
-/// A text as PostgreSQL `text` can hold it: NUL becomes U+FFFD. (Rust strings are valid UTF-8,
-/// the only other thing `text` requires.)
-pub fn storable_text(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.contains('\0') {
-        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
-    } else {
-        std::borrow::Cow::Borrowed(text)
-    }
-}
-
-/// A dead letter's reason as stored: control characters (which a quoted message may hold)
-/// shown as U+FFFD, cut to [`MAX_REASON_CHARS`].
-pub fn reason(text: &str) -> String {
-    let cleaned: String = text
-        .chars()
-        .take(MAX_REASON_CHARS + 1)
-        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-        .collect();
-    bound_error(cleaned)
-}
-
 /// Makes every text field storable.
 fn clean_report(report: &mut Report) {
     for text in [
@@ -124,7 +117,7 @@ fn clean_report(report: &mut Report) {
         &mut report.url,
         &mut report.checker_id,
     ] {
-        if let std::borrow::Cow::Owned(clean) = storable_text(text) {
+        if let Cow::Owned(clean) = storable_text(text) {
             *text = clean;
         }
     }
@@ -132,7 +125,7 @@ fn clean_report(report: &mut Report) {
         .into_iter()
         .flatten()
     {
-        if let std::borrow::Cow::Owned(clean) = storable_text(text) {
+        if let Cow::Owned(clean) = storable_text(text) {
             *text = clean;
         }
     }
@@ -243,13 +236,5 @@ mod tests {
             ),
             "{err}"
         );
-    }
-
-    #[test]
-    fn reasons_are_bounded_and_hold_no_control_characters() {
-        let long = format!("bad \0 value {}", "x".repeat(10_000));
-        let r = reason(&long);
-        assert_eq!(r.chars().count(), MAX_REASON_CHARS);
-        assert!(!r.chars().any(char::is_control));
     }
 }

@@ -23,7 +23,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
 use crate::db::{bound_session, tcp_bounds};
-use crate::SinkError;
+use crate::error::SinkError;
 
 /// Most replicas sharing one topic.
 pub const MAX_MEMBERS: i32 = 1024;

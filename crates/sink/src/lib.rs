@@ -3,19 +3,30 @@
 //! Consumes check reports from Kafka and stores each exactly once in PostgreSQL.
 //!
 //! ## Layout
-//! - [`decode`]: a Kafka message becomes a report row or a dead letter; nothing in a message
-//!   can stop the sink.
-//! - [`store`]: [`store::ReportStore`], the only code that writes SQL: one transaction per
-//!   batch holds its rows, its dead letters and the partition's next offset.
-//! - [`partitions`]: the day partitions of `results`, created on demand and dropped past the
-//!   retention, with bounded waits for their locks.
+//! The floors follow the data: a message is fetched by the consumer, decoded, and stored.
+//! - [`application`]: [`Application`], the sink as a library: `build` binds the admin
+//!   endpoint, `run_until_stopped` connects, migrates and runs until shut down.
+//! - [`coordinator`]: takes a fair share of the topic's partitions through [`leases`], runs one
+//!   consumer per owned partition, and gives partitions back when more replicas join; beside
+//!   it run [`housekeeping`] (day partitions ahead, retention) and [`topic`] (the partition
+//!   count).
+//! - [`consumer`]: the loop that fetches one partition, decodes each message into a batch, and
+//!   hands the batch to the store.
+//! - [`decode`]: a Kafka message becomes a report or a dead letter of the batch; nothing in a
+//!   message can stop the sink.
+//! - [`store`]: [`store::ReportStore`], the only code that writes the results: one
+//!   transaction per [`store::Batch`] holds its rows, its dead letters and the partition's
+//!   next offset; [`store::partitions`] keeps the day partitions of `results`.
 //! - [`leases`]: partition ownership through PostgreSQL advisory locks, so replicas share a
 //!   topic's partitions without consumer groups.
-//! - [`metrics`]: the Prometheus metrics and readiness.
-//! - [`consumer`]: the loop that fetches one partition, batches, and stores.
-//! - [`app`]: wiring: the coordinator that takes and gives back partitions, and shutdown.
-//! - [`report`]: the uptime report (`sink report`).
+//! - [`uptime`]: the uptime summary of `sink report`, read from the stored results.
 //! - [`db`]: connecting to PostgreSQL and the embedded migrations.
+//! - [`metrics`], [`retry`], [`error`]: the Prometheus metrics and readiness, waiting out
+//!   outages, and the error type, used on every floor.
+//!
+//! The SQL lives in [`store`], [`store::partitions`], [`leases`] and [`uptime`]. What reads
+//! the stored results (verdicts, incidents, notifications, an HTTP API) gets rooms of its own
+//! beside [`uptime`].
 //!
 //! ## Exactly once
 //! rskafka has no consumer groups and no offset commit, so offsets live in PostgreSQL, in the
@@ -24,16 +35,19 @@
 //! lost its lease cannot store a batch twice. Rows whose `report_id` is stored already are
 //! skipped, which covers a producer's retries.
 
-pub mod app;
+pub mod application;
 pub mod consumer;
+pub mod coordinator;
 pub mod db;
 pub mod decode;
 pub mod error;
+pub mod housekeeping;
 pub mod leases;
 pub mod metrics;
-pub mod partitions;
-pub mod report;
+pub mod retry;
 pub mod store;
+pub mod topic;
+pub mod uptime;
 
-pub use app::{run, run_with_metrics};
+pub use application::Application;
 pub use error::SinkError;

@@ -1,23 +1,13 @@
 //! `sink`: consumes reports from Kafka and stores each exactly once in PostgreSQL.
 
-use std::future::Future;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
-
-use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand};
-use monitor_core::runtime::admin::{self, AdminState};
-use monitor_core::runtime::telemetry::{self, LogFormat};
-use monitor_core::settings::{SettingsSource, SinkSettings};
-use prometheus_client::registry::Registry;
-use sink::metrics::SinkMetrics;
+use monitor_core::settings::{ConfigError, DatabaseSettings, SinkSettings};
+use monitor_core::runtime::service::{self, CommonArgs};
+use sink::{Application, SinkError};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
-
-/// How long blocking work left over at exit may hold the process.
-const RUNTIME_STOP: Duration = Duration::from_millis(200);
+use tracing::{error, info};
 
 /// Consumes check reports from Kafka and stores each exactly once in PostgreSQL.
 ///
@@ -26,42 +16,8 @@ const RUNTIME_STOP: Duration = Duration::from_millis(200);
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Settings file (TOML, YAML or JSON, by extension). The original service's
-    /// configs/config.json works as it is.
-    #[arg(
-        long,
-        short = 'c',
-        env = "WEBMON_CONFIG",
-        value_name = "PATH",
-        global = true
-    )]
-    config: Option<PathBuf>,
-
-    /// Validate the settings, print every problem found, and exit: 0 when valid, 2 otherwise.
-    /// Touches no network.
-    #[arg(long)]
-    check_config: bool,
-
-    /// Serve /metrics (Prometheus), /healthz and /readyz on this address. Overrides
-    /// sink.admin_listen (default 0.0.0.0:9102).
-    #[arg(long, value_name = "ADDR:PORT")]
-    admin_listen: Option<String>,
-
-    /// Log format: text (human-readable) or json (one object per line). The level comes from
-    /// RUST_LOG (default info).
-    #[arg(
-        long,
-        value_enum,
-        default_value = "text",
-        env = "WEBMON_LOG_FORMAT",
-        global = true
-    )]
-    log_format: LogFormat,
-
-    /// Append the logs to this file (its directory is created), e.g. logs/monitor.log,
-    /// instead of writing them to standard error.
-    #[arg(long, value_name = "PATH", env = "WEBMON_LOG_FILE", global = true)]
-    log_file: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -94,31 +50,19 @@ fn parse_since(text: &str) -> Result<std::time::Duration, String> {
 
 fn main() -> ExitCode {
     let mut args = Args::parse();
-    if let Err(e) = telemetry::init(args.log_format, args.log_file.as_deref()) {
+    if let Err(e) = args.common.init_logging() {
         eprintln!("{e}");
         return ExitCode::FAILURE;
     }
-    let source = SettingsSource {
-        file: args.config.clone(),
-        ..SettingsSource::default()
-    };
     let command = args.command.take().unwrap_or(Command::Run);
-    // Commands that only touch PostgreSQL need only the database section.
-    let database_only =
-        !args.check_config && matches!(command, Command::Migrate | Command::Report { .. });
-    let loaded = if database_only {
-        SinkSettings::load_database(&source).map(|database| (database, None))
-    } else {
-        SinkSettings::load(&source).map(|s| (s.database.clone(), Some(s)))
-    };
-    let (database, settings) = match loaded {
-        Ok(l) => l,
+    let (database, settings) = match load(&args, &command) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    if args.check_config {
+    if args.common.check_config {
         if let Some(s) = &settings {
             println!(
                 "configuration is valid: brokers {}, topic {:?}",
@@ -128,123 +72,79 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
-        match command {
-            Command::Report {
-                since,
-                target,
-                format,
-            } => {
-                let pool = sink::db::pool(&database)?;
-                let summaries = sink::report::summarize(&pool, since, target.as_deref()).await?;
-                if format == "json" {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&summaries).unwrap_or_default()
-                    );
-                } else {
-                    print!("{}", sink::report::table(&summaries));
-                }
-                Ok(())
-            }
-            Command::Migrate => {
-                let pool = sink::db::pool(&database)?;
-                sink::db::migrate(&pool).await?;
-                info!("migrations applied");
-                Ok(())
-            }
-            Command::Run => {
-                let Some(settings) = settings else {
-                    return Ok(());
-                };
-                let shutdown = CancellationToken::new();
-                let mut registry = Registry::default();
-                let metrics = SinkMetrics::register(&mut registry);
-                let addr = args
-                    .admin_listen
-                    .clone()
-                    .unwrap_or_else(|| settings.sink.admin_listen.clone());
-                let listener = admin::bind(&addr)
-                    .await
-                    .map_err(|source| sink::SinkError::Admin { addr, source })?;
-                let ready = metrics.clone();
-                let state = Arc::new(AdminState {
-                    registry: Mutex::new(registry),
-                    ready: Box::new(move || ready.is_ready()),
-                });
-                let admin_task = tokio::spawn(admin::serve(listener, state, shutdown.clone()));
-                tokio::spawn(signal(shutdown.clone()));
-                let bound = settings.sink.shutdown_timeout;
-                let run = sink::run_with_metrics(settings, metrics, shutdown.clone());
-                let result = within_shutdown_timeout(run, &shutdown, bound).await;
-                shutdown.cancel();
-                let _ = admin_task.await;
-                result
+    let admin_listen = args.common.admin_listen.take();
+    service::run_to_exit(async move {
+        match execute(command, database, settings, admin_listen).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!(error = %e, "sink failed");
+                ExitCode::FAILURE
             }
         }
-    });
-    // Dropping the runtime would wait for blocking work without bound: the shutdown is over.
-    runtime.shutdown_timeout(RUNTIME_STOP);
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!(error = %e, "sink failed");
-            ExitCode::FAILURE
-        }
+    })
+}
+
+/// The settings `command` needs: commands that only touch PostgreSQL need only the database
+/// section (unless the whole configuration is being checked).
+fn load(
+    args: &Args,
+    command: &Command,
+) -> Result<(DatabaseSettings, Option<SinkSettings>), ConfigError> {
+    let source = args.common.source();
+    let database_only =
+        !args.common.check_config && matches!(command, Command::Migrate | Command::Report { .. });
+    if database_only {
+        SinkSettings::load_database(&source).map(|database| (database, None))
+    } else {
+        SinkSettings::load(&source).map(|s| (s.database.clone(), Some(s)))
     }
 }
 
-/// Runs the sink until it ends, but no longer than `bound` after `shutdown` fired: whatever is
-/// still running then (a coordinator waiting on the database, a lease release) is dropped with
-/// the runtime, and a transaction left open is never committed, so its messages are read again.
-async fn within_shutdown_timeout(
-    run: impl Future<Output = Result<(), sink::SinkError>>,
-    shutdown: &CancellationToken,
-    bound: Duration,
-) -> Result<(), sink::SinkError> {
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(bound).await;
-    };
-    tokio::select! {
-        result = run => result,
-        () = deadline => {
-            warn!(
-                shutdown_timeout_ms = bound.as_millis() as u64,
-                "shutdown did not finish within sink.shutdown_timeout: exiting now; batches not committed will be read again"
-            );
+/// Runs `command`.
+async fn execute(
+    command: Command,
+    database: DatabaseSettings,
+    settings: Option<SinkSettings>,
+    admin_listen: Option<String>,
+) -> Result<(), SinkError> {
+    match command {
+        Command::Report {
+            since,
+            target,
+            format,
+        } => {
+            let pool = sink::db::pool(&database)?;
+            let summaries = sink::uptime::summarize(&pool, since, target.as_deref()).await?;
+            if format == "json" {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summaries).unwrap_or_default()
+                );
+            } else {
+                print!("{}", sink::uptime::table(&summaries));
+            }
             Ok(())
         }
+        Command::Migrate => {
+            let pool = sink::db::pool(&database)?;
+            sink::db::migrate(&pool).await?;
+            info!("migrations applied");
+            Ok(())
+        }
+        Command::Run => match settings {
+            Some(settings) => run(settings, admin_listen).await,
+            None => Ok(()),
+        },
     }
 }
 
-/// Fires `shutdown` on SIGTERM or SIGINT.
-async fn signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            error!("cannot install signal handlers");
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM"),
-            _ = int.recv() => info!("SIGINT"),
-        }
+/// Consumes and stores until SIGTERM or SIGINT; `admin_listen` overrides `sink.admin_listen`.
+async fn run(mut settings: SinkSettings, admin_listen: Option<String>) -> Result<(), SinkError> {
+    if let Some(addr) = admin_listen {
+        settings.sink.admin_listen = addr;
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    shutdown.cancel();
+    let app = Application::build(settings).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(service::stop_on_signals(shutdown.clone(), None));
+    app.run_until_stopped(shutdown).await
 }

@@ -3,14 +3,16 @@
 //! anything past the contract's bounds), whose numbers and dates are arbitrary, and whose JSON
 //! may have arbitrary bytes overwritten, stored as one batch in a real PostgreSQL.
 
+mod support;
+
 use chrono::{DateTime, Utc};
 use monitor_core::report::to_micros;
 use monitor_core::testing::{sample_report, TestDatabase};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use sink::store::{Batch, ReportStore, Stored};
-use sqlx::PgPool;
+use sink::decode::{self, Window};
+use sink::store::{Batch, Stored};
 
 /// Messages in the batch.
 const MESSAGES: usize = 300;
@@ -100,9 +102,7 @@ fn message(n: usize) -> impl Strategy<Value = Vec<u8>> {
 #[ignore = "needs PostgreSQL: run scripts/test.sh"]
 async fn any_bytes_in_any_field_end_stored_or_dead_lettered() {
     let db = TestDatabase::create().await;
-    let pool = PgPool::connect(&db.url).await.expect("connect");
-    sink::db::migrate(&pool).await.expect("migrations apply");
-    let store = ReportStore::new(pool.clone());
+    let (pool, store) = support::migrated_store(&db).await;
 
     // A new draw each run; the seed is printed so that a failing one can be run again.
     let seed: u64 = std::env::var("ANY_BYTES_SEED")
@@ -120,7 +120,8 @@ async fn any_bytes_in_any_field_end_stored_or_dead_lettered() {
             .new_tree(&mut runner)
             .expect("a message")
             .current();
-        batch.push(n as i64, Some(b"k".to_vec()), Some(value));
+        let key = Some(b"k".to_vec());
+        decode::push(&mut batch, &Window::default(), n as i64, key, Some(value));
     }
     let mut stored = Stored::default();
     store

@@ -4,6 +4,8 @@
 //! targets with arbitrary ids, URLs and patterns and checkers with arbitrary ids, all decode
 //! and store in a real PostgreSQL.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -15,7 +17,8 @@ use monitor_core::testing::TestDatabase;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use sink::store::{Batch, ReportStore};
+use sink::decode::{self, Window};
+use sink::store::Batch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -204,9 +207,7 @@ fn acceptor(not_after: i64) -> tokio_rustls::TlsAcceptor {
 async fn every_report_the_checker_can_produce_decodes_and_stores() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let db = TestDatabase::create().await;
-    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
-    sink::db::migrate(&pool).await.expect("migrations apply");
-    let store = ReportStore::new(pool.clone());
+    let (pool, store) = support::migrated_store(&db).await;
     let handle = tokio::runtime::Handle::current();
     // The stored offset so far: each case is one message, stored in a batch of its own.
     let stored: Mutex<Option<i64>> = Mutex::new(None);
@@ -227,7 +228,13 @@ async fn every_report_the_checker_can_produce_decodes_and_stores() {
                 let expected = *stored.lock().unwrap_or_else(|p| p.into_inner());
                 let offset = expected.unwrap_or(0);
                 let mut batch = Batch::new("checker-reports", 0, expected, offset);
-                batch.push(offset, None, Some(report.to_json()));
+                decode::push(
+                    &mut batch,
+                    &Window::default(),
+                    offset,
+                    None,
+                    Some(report.to_json()),
+                );
                 let refused: Vec<String> =
                     batch.dead_letters.iter().map(|d| d.error.clone()).collect();
                 prop_assert!(

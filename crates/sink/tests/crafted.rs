@@ -3,26 +3,22 @@
 //! partition that cannot move shows in the metrics and in readiness; two regions checking the
 //! same target in the same slot both keep their result.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
 use chrono::Utc;
 use monitor_core::report::{report_id, Report};
-use monitor_core::settings::{SettingsSource, SinkSettings};
-use monitor_core::testing::{
-    create_topic, kafka_brokers, kafka_client, sample_report, TestDatabase,
-};
-use prometheus_client::registry::Registry;
-use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use monitor_core::testing::{create_topic, http_get, kafka_client, sample_report, TestDatabase};
 use rskafka::client::Client;
-use rskafka::record::Record;
-use sink::metrics::SinkMetrics;
+use sink::decode::{self, Window};
+use sink::Application;
 use sqlx::{PgPool, Row};
-use tokio_util::sync::CancellationToken;
 
-/// A message's key and value.
-type Message = (Option<Vec<u8>>, Option<Vec<u8>>);
+use support::{
+    count, migrated_store, offsets_sql, produce_messages, sample, settings, wait_for, Message,
+    RunningSink,
+};
 
 /// A crafted message and what its dead letter's reason must say.
 type Crafted = (Option<Vec<u8>>, Option<Vec<u8>>, &'static str);
@@ -30,77 +26,9 @@ type Crafted = (Option<Vec<u8>>, Option<Vec<u8>>, &'static str);
 /// A stored dead letter: key, payload, reason.
 type Kept = (Option<Vec<u8>>, Option<Vec<u8>>, String);
 
-fn settings(topic: &str, db: &TestDatabase) -> SinkSettings {
-    let env = HashMap::from([
-        ("WEBMON__KAFKA__BROKERS".into(), kafka_brokers().join(",")),
-        ("WEBMON__KAFKA__TOPIC".into(), topic.to_string()),
-        ("WEBMON__DATABASE__URL".into(), db.url.clone()),
-        ("WEBMON__SINK__BATCH_SIZE".into(), "500".into()),
-        ("WEBMON__SINK__BATCH_LINGER".into(), "50ms".into()),
-        ("WEBMON__SINK__FETCH_MAX_WAIT".into(), "50ms".into()),
-        ("WEBMON__SINK__REBALANCE_INTERVAL".into(), "200ms".into()),
-        ("WEBMON__SINK__ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
-    ]);
-    SinkSettings::load(&SettingsSource {
-        file: None,
-        env: Some(env),
-        base_dir: None,
-    })
-    .expect("test settings are valid")
-}
-
-/// A sink running in this process, recording into `metrics`, until the token is cancelled.
-fn spawn_sink(
-    topic: &str,
-    db: &TestDatabase,
-    metrics: Arc<SinkMetrics>,
-) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    spawn_sink_with(settings(topic, db), metrics)
-}
-
-/// [`spawn_sink`] with these settings.
-fn spawn_sink_with(
-    s: SinkSettings,
-    metrics: Arc<SinkMetrics>,
-) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let stop = CancellationToken::new();
-    let token = stop.clone();
-    let task = tokio::spawn(async move {
-        sink::run_with_metrics(s, metrics, token)
-            .await
-            .expect("sink runs");
-    });
-    (stop, task)
-}
-
 /// Produces `messages` (key, value) to partition 0, in order.
 async fn produce(client: &Client, topic: &str, messages: Vec<Message>) {
-    let pc = client
-        .partition_client(topic.to_string(), 0, UnknownTopicHandling::Retry)
-        .await
-        .expect("partition client");
-    let mut chunk = Vec::new();
-    let mut bytes = 0;
-    for (key, value) in messages {
-        bytes += key.as_ref().map_or(0, Vec::len) + value.as_ref().map_or(0, Vec::len);
-        chunk.push(Record {
-            key,
-            value,
-            headers: BTreeMap::new(),
-            timestamp: Utc::now(),
-        });
-        if bytes > 512 * 1024 {
-            pc.produce(std::mem::take(&mut chunk), Compression::NoCompression)
-                .await
-                .expect("produce");
-            bytes = 0;
-        }
-    }
-    if !chunk.is_empty() {
-        pc.produce(chunk, Compression::NoCompression)
-            .await
-            .expect("produce");
-    }
+    produce_messages(client, topic, 0, messages).await;
 }
 
 fn valued(values: Vec<Vec<u8>>) -> Vec<Message> {
@@ -110,31 +38,10 @@ fn valued(values: Vec<Vec<u8>>) -> Vec<Message> {
         .collect()
 }
 
-async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query(sql)
-        .fetch_one(pool)
-        .await
-        .map(|r| r.get::<i64, _>(0))
-        .unwrap_or(-1)
-}
-
 /// Waits until the stored offset of partition 0 reaches `messages`.
 async fn wait_for_offset(pool: &PgPool, topic: &str, messages: i64, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    let sql = format!(
-        "SELECT COALESCE(max(next_offset), 0)::int8 FROM kafka_offsets WHERE kafka_topic = '{topic}'"
-    );
-    loop {
-        let stored = count(pool, &sql).await;
-        if stored == messages {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the stored offset reached {stored} of {messages} within {within:?}: the partition is stuck"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = "the stored offset (the partition is stuck?)";
+    wait_for(pool, &offsets_sql(topic), messages, within, what).await;
 }
 
 /// A report of now (inside the sink's window), as JSON to edit.
@@ -254,7 +161,7 @@ async fn crafted_messages_are_stored_or_dead_lettered_and_never_stall_the_partit
     let total = messages.len() as i64;
     produce(&client, &topic, messages).await;
 
-    let (stop, task) = spawn_sink(&topic, &db, Arc::default());
+    let sink = RunningSink::start(settings(&topic, &db)).await;
     let pool = PgPool::connect(&db.url).await.expect("connect");
     wait_for_offset(&pool, &topic, total, Duration::from_secs(60)).await;
 
@@ -306,7 +213,7 @@ async fn crafted_messages_are_stored_or_dead_lettered_and_never_stall_the_partit
             "{error:?} should say {expected:?}"
         );
         assert!(
-            error.chars().count() <= sink::decode::MAX_REASON_CHARS,
+            error.chars().count() <= sink::store::text::MAX_REASON_CHARS,
             "a reason is bounded: {} characters",
             error.chars().count()
         );
@@ -323,8 +230,7 @@ async fn crafted_messages_are_stored_or_dead_lettered_and_never_stall_the_partit
         0,
         "no partition is made for an absurd date"
     );
-    stop.cancel();
-    task.await.expect("sink stops cleanly");
+    sink.stop().await.expect("sink stops cleanly");
     pool.close().await;
     db.drop_database().await;
 }
@@ -346,33 +252,23 @@ async fn batches_of_large_messages_are_stored_in_bounded_transactions() {
         })
         .collect();
     produce(&client, &topic, valued(values)).await;
-    let metrics = Arc::new(SinkMetrics::default());
     let mut settings = settings(&topic, &db);
     // A linger far longer than fetching every message takes, and a count bound above 400:
     // without the byte bound all 400 would be one transaction.
     settings.sink.batch_linger = Duration::from_secs(10);
     assert!(settings.sink.batch_size >= 400);
-    let (stop, task) = spawn_sink_with(settings, metrics.clone());
+    let sink = RunningSink::start(settings).await;
     let pool = PgPool::connect(&db.url).await.expect("connect");
     wait_for_offset(&pool, &topic, 400, Duration::from_secs(120)).await;
     assert_eq!(count(&pool, "SELECT count(*) FROM results").await, 400);
-    let mut text = String::new();
-    let mut registry = Registry::default();
-    registry.register("b", "batches", metrics.batch_seconds.clone());
-    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
-    let batches: f64 = text
-        .lines()
-        .find(|l| l.starts_with("b_count"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_default();
+    let (_, text) = http_get(sink.admin.port(), "/metrics").await;
+    let batches = sample(&text, "webmon_sink_batch_seconds_count").unwrap_or_default();
     let bound = sink::consumer::MAX_BATCH_BYTES as f64;
     assert!(
         batches >= (400.0 * 60_000.0 / bound).ceil(),
         "{batches} transactions for 24 MB with a {bound}-byte bound"
     );
-    stop.cancel();
-    task.await.expect("sink stops cleanly");
+    sink.stop().await.expect("sink stops cleanly");
     pool.close().await;
     db.drop_database().await;
 }
@@ -381,12 +277,16 @@ async fn batches_of_large_messages_are_stored_in_bounded_transactions() {
 #[ignore = "needs PostgreSQL: run scripts/test.sh"]
 async fn a_report_the_database_refuses_becomes_a_dead_letter_and_the_rest_are_stored() {
     let db = TestDatabase::create().await;
-    let pool = PgPool::connect(&db.url).await.expect("connect");
-    sink::db::migrate(&pool).await.expect("migrations apply");
-    let store = sink::store::ReportStore::new(pool.clone());
+    let (pool, store) = migrated_store(&db).await;
     let mut batch = sink::store::Batch::new("refused", 0, None, 0);
     for n in 0..40 {
-        batch.push(n, None, Some(bytes(&fresh("ok", n))));
+        decode::push(
+            &mut batch,
+            &Window::default(),
+            n,
+            None,
+            Some(bytes(&fresh("ok", n))),
+        );
     }
     // Reports that reach the store without the decoder's checks (any writer of the batch):
     // an id too long for the index, and one beyond the schema's bound.
@@ -436,18 +336,21 @@ async fn a_partition_that_cannot_advance_shows_in_the_metrics_and_readiness() {
     let client = kafka_client().await;
     let topic = create_topic(&client, 1).await;
     let db = TestDatabase::create().await;
-    let mut registry = Registry::default();
-    let metrics = SinkMetrics::register_with_stall_bound(&mut registry, Duration::from_secs(2));
     produce(
         &client,
         &topic,
         valued((0..20).map(|n| bytes(&fresh("s", n))).collect()),
     )
     .await;
-    let (stop, task) = spawn_sink(&topic, &db, metrics.clone());
+    let app = Application::build_with_stall_bound(settings(&topic, &db), Duration::from_secs(2))
+        .await
+        .expect("the sink binds");
+    let sink = RunningSink::run(app);
+    let admin = sink.admin.port();
+    let ready = async || http_get(admin, "/readyz").await.0.contains("200");
     let pool = PgPool::connect(&db.url).await.expect("connect");
     wait_for_offset(&pool, &topic, 20, Duration::from_secs(60)).await;
-    wait_until(|| metrics.is_ready(), "ready once caught up").await;
+    wait_until(ready, "ready once caught up").await;
 
     // A long lock on the offsets (a stuck migration, an operator's transaction) holds every
     // batch back while messages wait.
@@ -463,41 +366,36 @@ async fn a_partition_that_cannot_advance_shows_in_the_metrics_and_readiness() {
     )
     .await;
     wait_until(
-        || !metrics.is_ready(),
+        async || !ready().await,
         "not ready while the partition is stalled",
     )
     .await;
     let stalled = "webmon_sink_partition_stalled_seconds{partition=\"0\"}";
     wait_until(
-        || gauge(&registry, stalled) >= 2.0,
+        async || gauge(admin, stalled).await >= 2.0,
         "the stall in the gauge",
     )
     .await;
 
     blocker.rollback().await.expect("unlock");
     wait_for_offset(&pool, &topic, 40, Duration::from_secs(60)).await;
-    wait_until(|| metrics.is_ready(), "ready again once it moves").await;
-    assert_eq!(gauge(&registry, stalled), 0.0);
-    stop.cancel();
-    task.await.expect("sink stops cleanly");
+    wait_until(ready, "ready again once it moves").await;
+    assert_eq!(gauge(admin, stalled).await, 0.0);
+    sink.stop().await.expect("sink stops cleanly");
     pool.close().await;
     db.drop_database().await;
 }
 
-async fn wait_until(condition: impl Fn() -> bool, what: &str) {
+async fn wait_until(mut condition: impl AsyncFnMut() -> bool, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !condition() {
+    while !condition().await {
         assert!(tokio::time::Instant::now() < deadline, "never {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-fn gauge(registry: &Registry, name: &str) -> f64 {
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, registry).expect("encodes");
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from {text}"))
+/// The gauge `name` as the admin endpoint on `port` serves it.
+async fn gauge(port: u16, name: &str) -> f64 {
+    let (_, text) = http_get(port, "/metrics").await;
+    sample(&text, name).unwrap_or_else(|| panic!("{name} missing from {text}"))
 }

@@ -1,7 +1,9 @@
 //! Several regions checking the same targets: each region's report of a slot is its own,
 //! through a real broker into a real PostgreSQL.
 
-use std::collections::{BTreeMap, HashMap};
+mod support;
+
+use std::collections::HashMap;
 use std::time::Duration;
 
 use checker::probe::Prober;
@@ -9,11 +11,10 @@ use checker::schedule::missed_report;
 use chrono::Utc;
 use monitor_core::report::{to_micros, Report};
 use monitor_core::settings::{CheckerSettings, SettingsSource, SinkSettings, TargetSettings};
-use monitor_core::testing::{create_topic, kafka_brokers, kafka_client, ok_site, TestDatabase};
-use rskafka::client::partition::{Compression, UnknownTopicHandling};
-use rskafka::record::Record;
+use monitor_core::testing::{create_topic, kafka_client, ok_site, TestDatabase};
 use sqlx::{PgPool, Row};
-use tokio_util::sync::CancellationToken;
+
+use support::{produce_messages, settings_from, wait_for_offsets, RunningSink};
 
 /// The targets of a checker settings file, as every region would load it.
 fn targets(json: &str) -> (Vec<TargetSettings>, tempfile::TempDir) {
@@ -33,21 +34,10 @@ fn targets(json: &str) -> (Vec<TargetSettings>, tempfile::TempDir) {
 }
 
 fn sink_settings(topic: &str, db: &TestDatabase) -> SinkSettings {
-    let env = HashMap::from([
-        ("WEBMON__KAFKA__BROKERS".into(), kafka_brokers().join(",")),
-        ("WEBMON__KAFKA__TOPIC".into(), topic.to_string()),
-        ("WEBMON__DATABASE__URL".into(), db.url.clone()),
-        ("WEBMON__SINK__BATCH_LINGER".into(), "50ms".into()),
-        ("WEBMON__SINK__FETCH_MAX_WAIT".into(), "50ms".into()),
-        ("WEBMON__SINK__REBALANCE_INTERVAL".into(), "200ms".into()),
-        ("WEBMON__SINK__ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
-    ]);
-    SinkSettings::load(&SettingsSource {
-        file: None,
-        env: Some(env),
-        base_dir: None,
-    })
-    .expect("test settings are valid")
+    let mut env = support::env(topic, &db.url);
+    // The default batch size.
+    env.remove("WEBMON__SINK__BATCH_SIZE");
+    settings_from(env)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,46 +76,17 @@ async fn two_regions_checking_the_same_targets_both_keep_their_results() {
     let client = kafka_client().await;
     let topic = create_topic(&client, 1).await;
     let db = TestDatabase::create().await;
-    let pc = client
-        .partition_client(topic.clone(), 0, UnknownTopicHandling::Retry)
-        .await
-        .expect("partition client");
-    let records = reports
+    let messages = reports
         .iter()
-        .map(|r| Record {
-            key: Some(r.target_id.as_bytes().to_vec()),
-            value: Some(r.to_json()),
-            headers: BTreeMap::new(),
-            timestamp: Utc::now(),
-        })
+        .map(|r| (Some(r.target_id.as_bytes().to_vec()), Some(r.to_json())))
         .collect();
-    pc.produce(records, Compression::NoCompression)
-        .await
-        .expect("produce");
+    produce_messages(&client, &topic, 0, messages).await;
 
-    let stop = CancellationToken::new();
-    let settings = sink_settings(&topic, &db);
-    let token = stop.clone();
-    let task = tokio::spawn(async move { sink::run(settings, token).await.expect("sink runs") });
+    let sink = RunningSink::start(sink_settings(&topic, &db)).await;
     let pool = PgPool::connect(&db.url).await.expect("connect");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let messages = reports.len() as i64;
-    loop {
-        let stored: Option<i64> =
-            sqlx::query_scalar("SELECT next_offset FROM kafka_offsets WHERE kafka_topic = $1")
-                .bind(&topic)
-                .fetch_optional(&pool)
-                .await
-                .unwrap_or_default(); // Until the sink has applied the migrations.
-        if stored == Some(messages) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "stored offset {stored:?} of {messages}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Until the sink has applied the migrations, the offsets read as -1.
+    wait_for_offsets(&pool, &topic, messages, Duration::from_secs(60)).await;
 
     // Per region and target: three checked slots and one missed one, each stored once.
     let rows: Vec<(String, String, i64)> = sqlx::query(
@@ -162,8 +123,7 @@ async fn two_regions_checking_the_same_targets_both_keep_their_results() {
         2 * 4,
         "every slot of every target has both regions"
     );
-    stop.cancel();
-    task.await.expect("sink stops cleanly");
+    sink.stop().await.expect("sink stops cleanly");
     pool.close().await;
     db.drop_database().await;
 }

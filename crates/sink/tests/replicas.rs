@@ -2,176 +2,21 @@
 //! broker and a real PostgreSQL: membership counted per database, day partitions dropped by
 //! another replica, DDL behind a long reader, and a replica whose connections go half-open.
 
-use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::Duration;
 
 use chrono::Utc;
-use monitor_core::report::{report_id, to_micros};
-use monitor_core::testing::{
-    create_topic, kafka_brokers, kafka_client, sample_report, Proxy, TestDatabase,
-};
-use rskafka::client::partition::{Compression, UnknownTopicHandling};
-use rskafka::client::Client;
-use rskafka::record::Record;
+use monitor_core::testing::{create_topic, kafka_client, sample_report, Proxy, TestDatabase};
+use sink::decode::{self, Window};
 use sink::store::{Batch, ReportStore};
-use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
 use tokio::time::Instant;
 
-const REBALANCE: Duration = Duration::from_millis(200);
-
-fn env(topic: &str, database_url: &str) -> HashMap<String, String> {
-    HashMap::from([
-        ("WEBMON__KAFKA__BROKERS".into(), kafka_brokers().join(",")),
-        ("WEBMON__KAFKA__TOPIC".into(), topic.to_string()),
-        ("WEBMON__DATABASE__URL".into(), database_url.to_string()),
-        ("WEBMON__SINK__BATCH_SIZE".into(), "500".into()),
-        ("WEBMON__SINK__BATCH_LINGER".into(), "50ms".into()),
-        ("WEBMON__SINK__FETCH_MAX_WAIT".into(), "50ms".into()),
-        (
-            "WEBMON__SINK__REBALANCE_INTERVAL".into(),
-            format!("{}ms", REBALANCE.as_millis()),
-        ),
-        ("WEBMON__SINK__ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
-    ])
-}
-
-/// A sink process; killed when dropped, so a failing test leaves none behind.
-struct SinkProcess(Child);
-
-impl SinkProcess {
-    fn start(env: HashMap<String, String>) -> SinkProcess {
-        SinkProcess(
-            Command::new(env!("CARGO_BIN_EXE_sink"))
-                .envs(env)
-                .env("RUST_LOG", "warn")
-                .env_remove("WEBMON_CONFIG")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("sink starts"),
-        )
-    }
-}
-
-impl Drop for SinkProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A report of `target` scheduled `minutes_ago` minutes ago (today's partitions).
-fn recent_report(target: &str, minutes_ago: i64) -> Vec<u8> {
-    let mut r = sample_report(target, 0);
-    r.scheduled_at = to_micros(Utc::now() - chrono::Duration::minutes(minutes_ago));
-    r.started_at = r.scheduled_at;
-    r.report_id = report_id(&r.checker_id, target, r.scheduled_at);
-    r.to_json()
-}
-
-/// Produces `values` to `partition`, keyed by `key`.
-async fn produce(client: &Client, topic: &str, partition: i32, key: &str, values: Vec<Vec<u8>>) {
-    let pc = client
-        .partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry)
-        .await
-        .expect("partition client");
-    let records = values
-        .into_iter()
-        .map(|v| Record {
-            key: Some(key.as_bytes().to_vec()),
-            value: Some(v),
-            headers: BTreeMap::new(),
-            timestamp: Utc::now(),
-        })
-        .collect();
-    pc.produce(records, Compression::NoCompression)
-        .await
-        .expect("produce");
-}
-
-/// Produces `count` recent reports of target `t<p>-<round>` to each of `partitions`.
-async fn produce_recent(client: &Client, topic: &str, partitions: i32, round: i64, count: i64) {
-    for p in 0..partitions {
-        let target = format!("t{p}-{round}");
-        let values = (0..count).map(|n| recent_report(&target, n)).collect();
-        produce(client, topic, p, &target, values).await;
-    }
-}
-
-async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query(sql)
-        .fetch_one(pool)
-        .await
-        .map(|r| r.get::<i64, _>(0))
-        .unwrap_or(-1)
-}
-
-async fn wait_for_offsets(pool: &PgPool, topic: &str, messages: i64, within: Duration) {
-    let deadline = Instant::now() + within;
-    let sql = format!(
-        "SELECT COALESCE(sum(next_offset), 0)::int8 FROM kafka_offsets WHERE kafka_topic = '{topic}'"
-    );
-    loop {
-        let stored = count(pool, &sql).await;
-        if stored == messages {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "offsets reached {stored} of {messages} messages within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn assert_exactly_once(pool: &PgPool, expected_rows: i64) {
-    assert_eq!(
-        count(pool, "SELECT count(*) FROM results").await,
-        expected_rows
-    );
-    assert_eq!(
-        count(pool, "SELECT count(DISTINCT report_id) FROM results").await,
-        expected_rows,
-        "no report is stored twice"
-    );
-}
-
-/// Advisory locks (membership + partitions) held by each sink in this database.
-async fn owners(pool: &PgPool) -> Vec<i64> {
-    sqlx::query(
-        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-         WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'web-monitor-sink-leases' \
-           AND a.datname = current_database() \
-         GROUP BY l.pid ORDER BY 1",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("locks")
-    .iter()
-    .map(|r| r.get::<i64, _>(0))
-    .collect()
-}
-
-/// Waits until `owners` is `expected`; returns how long it took.
-async fn wait_for_owners(pool: &PgPool, expected: &[i64], within: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        let now = owners(pool).await;
-        if now == expected {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < within,
-            "lock counts (membership + partitions) per sink: {now:?}, expected {expected:?} within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn pool(db: &TestDatabase) -> PgPool {
-    PgPool::connect(&db.url).await.expect("connect")
-}
+use support::{
+    assert_exactly_once, count, env, migrated_store, owners, pool, produce_recent, recent_report,
+    wait_for_offsets, wait_for_owners, SinkProcess, REBALANCE,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
@@ -209,7 +54,7 @@ async fn two_deployments_on_one_server_each_take_every_partition_of_the_same_top
 fn batch_of(reports: &[Vec<u8>], expected: Option<i64>, first: i64) -> Batch {
     let mut batch = Batch::new("days", 0, expected, first);
     for (i, r) in (first..).zip(reports) {
-        batch.push(i, None, Some(r.clone()));
+        decode::push(&mut batch, &Window::default(), i, None, Some(r.clone()));
     }
     batch
 }
@@ -218,12 +63,8 @@ fn batch_of(reports: &[Vec<u8>], expected: Option<i64>, first: i64) -> Batch {
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn a_day_dropped_by_another_replicas_retention_is_created_again_on_demand() {
     let db = TestDatabase::create().await;
-    let pool = pool(&db).await;
-    sink::db::migrate(&pool).await.expect("migrations apply");
-    let (x, y) = (
-        ReportStore::new(pool.clone()),
-        ReportStore::new(PgPool::connect(&db.url).await.expect("connect")),
-    );
+    let (pool, x) = migrated_store(&db).await;
+    let y = ReportStore::new(PgPool::connect(&db.url).await.expect("connect"));
     // Replica x stores a report of an old day, so it knows that day's partition.
     let day_old = sample_report("late", 0).to_json();
     x.store(&batch_of(&[day_old], None, 0))
@@ -251,9 +92,7 @@ async fn a_day_dropped_by_another_replicas_retention_is_created_again_on_demand(
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn reports_spanning_many_days_create_a_bounded_number_of_partitions_per_call() {
     let db = TestDatabase::create().await;
-    let pool = pool(&db).await;
-    sink::db::migrate(&pool).await.expect("migrations apply");
-    let store = ReportStore::new(pool.clone());
+    let (pool, store) = migrated_store(&db).await;
     // 100 reports, one a day over the last 100 days (inside the sink's accepted window).
     let reports: Vec<Vec<u8>> = (0..100)
         .map(|n| recent_report("spread", n * 24 * 60))
@@ -268,7 +107,7 @@ async fn reports_spanning_many_days_create_a_bounded_number_of_partitions_per_ca
             Err(e) => {
                 let made = count(&pool, partitions).await - before;
                 assert!(
-                    made <= sink::partitions::MAX_NEW_DAYS_PER_CALL as i64,
+                    made <= sink::store::partitions::MAX_NEW_DAYS_PER_CALL as i64,
                     "one call created {made} partitions ({e})"
                 );
                 assert!(attempts < 10, "no progress: {e}");
@@ -288,9 +127,7 @@ async fn inserts_and_leases_go_on_while_a_long_reader_holds_results_and_retentio
     let client = kafka_client().await;
     let topic = create_topic(&client, 4).await;
     let db = TestDatabase::create().await;
-    let pool = pool(&db).await;
-    sink::db::migrate(&pool).await.expect("migrations apply");
-    let store = ReportStore::new(pool.clone());
+    let (pool, store) = migrated_store(&db).await;
     // Today's partitions, and an old day that the retention below wants gone.
     store
         .create_partitions_around_now(1, 3)

@@ -2,21 +2,19 @@
 //! another session): it exits within `sink.shutdown_timeout`, well before a pod's kill, and
 //! after a restart every message is stored exactly once.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use chrono::Utc;
-use monitor_core::testing::{
-    create_topic, kafka_brokers, kafka_client, sample_report, TestDatabase,
-};
-use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use monitor_core::testing::{create_topic, kafka_client, sample_report, TestDatabase};
 use rskafka::client::Client;
-use rskafka::record::Record;
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+
+use support::{count, offsets_sql};
 
 /// The bound the test gives the sink.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -24,19 +22,16 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 const EXIT_MARGIN: Duration = Duration::from_millis(1500);
 
 fn spawn_sink(topic: &str, db: &TestDatabase, log: &Path) -> Child {
+    let mut env = support::env(topic, &db.url);
+    // The default batch size.
+    env.remove("WEBMON__SINK__BATCH_SIZE");
+    env.insert(
+        "WEBMON__SINK__SHUTDOWN_TIMEOUT".into(),
+        format!("{}s", SHUTDOWN_TIMEOUT.as_secs()),
+    );
     Command::new(env!("CARGO_BIN_EXE_sink"))
         .env_remove("WEBMON_CONFIG")
-        .env("WEBMON__KAFKA__BROKERS", kafka_brokers().join(","))
-        .env("WEBMON__KAFKA__TOPIC", topic)
-        .env("WEBMON__DATABASE__URL", &db.url)
-        .env("WEBMON__SINK__BATCH_LINGER", "50ms")
-        .env("WEBMON__SINK__FETCH_MAX_WAIT", "50ms")
-        .env("WEBMON__SINK__REBALANCE_INTERVAL", "200ms")
-        .env("WEBMON__SINK__ADMIN_LISTEN", "127.0.0.1:0")
-        .env(
-            "WEBMON__SINK__SHUTDOWN_TIMEOUT",
-            format!("{}s", SHUTDOWN_TIMEOUT.as_secs()),
-        )
+        .envs(env)
         .env("RUST_LOG", "warn")
         .arg("--log-file")
         .arg(log)
@@ -50,42 +45,15 @@ fn spawn_sink(topic: &str, db: &TestDatabase, log: &Path) -> Child {
 
 /// Produces reports `from..to` of target `t0` to partition 0.
 async fn produce(client: &Client, topic: &str, from: i64, to: i64) {
-    let pc = client
-        .partition_client(topic.to_string(), 0, UnknownTopicHandling::Retry)
-        .await
-        .expect("partition client");
-    let records = (from..to)
-        .map(|n| Record {
-            key: Some(b"t0".to_vec()),
-            value: Some(sample_report("t0", n).to_json()),
-            headers: BTreeMap::new(),
-            timestamp: Utc::now(),
-        })
+    let values = (from..to)
+        .map(|n| sample_report("t0", n).to_json())
         .collect();
-    pc.produce(records, Compression::NoCompression)
-        .await
-        .expect("produce");
-}
-
-async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query(sql)
-        .fetch_one(pool)
-        .await
-        .map(|r| r.get::<i64, _>(0))
-        .unwrap_or(-1)
+    support::produce(client, topic, 0, "t0", values).await;
 }
 
 /// Polls `sql` until it returns `expected`.
 async fn wait_for(pool: &PgPool, sql: &str, expected: i64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n = count(pool, sql).await;
-        if n == expected {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: {n}, not {expected}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_for(pool, sql, expected, Duration::from_secs(60), what).await;
 }
 
 /// SIGTERM, then the exit code and how long the exit took, at most the bound and the margin.
@@ -133,9 +101,7 @@ async fn stuck_batch_then_sigterm(lock: &str) {
     let db = TestDatabase::create().await;
     let dir = tempfile::tempdir().expect("dir");
     let log = dir.path().join("sink.log");
-    let offsets = format!(
-        "SELECT COALESCE(sum(next_offset), 0)::int8 FROM kafka_offsets WHERE kafka_topic = '{topic}'"
-    );
+    let offsets = offsets_sql(&topic);
     produce(&client, &topic, 0, 100).await;
     let mut sink = spawn_sink(&topic, &db, &log);
     let pool = PgPool::connect(&db.url).await.expect("connect");
@@ -234,9 +200,7 @@ async fn sigterm_while_partition_upkeep_waits_on_a_lock_exits_in_time() {
         .expect("release the lock");
     holder.close().await.expect("close");
 
-    let offsets = format!(
-        "SELECT COALESCE(sum(next_offset), 0)::int8 FROM kafka_offsets WHERE kafka_topic = '{topic}'"
-    );
+    let offsets = offsets_sql(&topic);
     let mut again = spawn_sink(&topic, &db, &log);
     wait_for(&pool, &offsets, 50, "stored offsets after the restart").await;
     let (code, _) = terminate(&mut again).await;

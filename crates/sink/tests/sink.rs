@@ -1,162 +1,36 @@
 //! The sink against a real broker and a real PostgreSQL: exactly-once storage, dead letters,
 //! restarts, SIGKILL, several replicas, and connections killed under it.
 
-use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::collections::HashMap;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use monitor_core::report::report_id;
-use monitor_core::settings::{SettingsSource, SinkSettings};
 use monitor_core::testing::{
-    create_topic, http_get, kafka_brokers, kafka_client, sample_report as report, OwnBroker, Proxy,
-    TestDatabase,
+    create_topic, http_get, kafka_client, sample_report as report, OwnBroker, Proxy, TestDatabase,
 };
-use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::Client;
-use rskafka::record::Record;
-use sqlx::{PgPool, Row};
-use tokio_util::sync::CancellationToken;
+use sink::decode::{self, Window};
+use sqlx::Row;
+
+use support::{
+    assert_exactly_once, count, migrated_store, pool, produce, produce_reports, sample, settings,
+    settings_from, wait_for_offsets, wait_for_owners, RunningSink, SinkProcess,
+};
+
+/// How long the partitions' leases may take to settle.
+const OWNERS_WITHIN: Duration = Duration::from_secs(30);
 
 fn env(topic: &str, db: &TestDatabase) -> HashMap<String, String> {
-    HashMap::from([
-        ("WEBMON__KAFKA__BROKERS".into(), kafka_brokers().join(",")),
-        ("WEBMON__KAFKA__TOPIC".into(), topic.to_string()),
-        ("WEBMON__DATABASE__URL".into(), db.url.clone()),
-        ("WEBMON__SINK__BATCH_SIZE".into(), "500".into()),
-        ("WEBMON__SINK__BATCH_LINGER".into(), "50ms".into()),
-        ("WEBMON__SINK__FETCH_MAX_WAIT".into(), "50ms".into()),
-        ("WEBMON__SINK__REBALANCE_INTERVAL".into(), "200ms".into()),
-        ("WEBMON__SINK__ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
-    ])
-}
-
-fn settings(topic: &str, db: &TestDatabase) -> SinkSettings {
-    SinkSettings::load(&SettingsSource {
-        file: None,
-        env: Some(env(topic, db)),
-        base_dir: None,
-    })
-    .expect("test settings are valid")
-}
-
-/// A sink running in this process until the returned token is cancelled.
-fn spawn_sink(topic: &str, db: &TestDatabase) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let stop = CancellationToken::new();
-    let s = settings(topic, db);
-    let token = stop.clone();
-    let task = tokio::spawn(async move {
-        sink::run(s, token).await.expect("sink runs");
-    });
-    (stop, task)
-}
-
-/// A sink process, for killing; killed when dropped, so a failing test leaves none behind.
-struct SinkProcess(Child);
-
-impl SinkProcess {
-    fn kill(&mut self) -> std::io::Result<()> {
-        self.0.kill()
-    }
-
-    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        self.0.wait()
-    }
-}
-
-impl Drop for SinkProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    support::env(topic, &db.url)
 }
 
 fn spawn_sink_process(topic: &str, db: &TestDatabase) -> SinkProcess {
-    SinkProcess(
-        Command::new(env!("CARGO_BIN_EXE_sink"))
-            .envs(env(topic, db))
-            .env("RUST_LOG", "warn")
-            .env_remove("WEBMON_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("sink starts"),
-    )
-}
-
-/// Produces `values` to `partition`, keyed by `key`.
-async fn produce(client: &Client, topic: &str, partition: i32, key: &str, values: Vec<Vec<u8>>) {
-    let pc = client
-        .partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry)
-        .await
-        .expect("partition client");
-    for chunk in values.chunks(500) {
-        let records = chunk
-            .iter()
-            .map(|v| Record {
-                key: Some(key.as_bytes().to_vec()),
-                value: Some(v.clone()),
-                headers: BTreeMap::new(),
-                timestamp: Utc::now(),
-            })
-            .collect();
-        pc.produce(records, Compression::NoCompression)
-            .await
-            .expect("produce");
-    }
-}
-
-/// Produces `count` reports of target `t<p>` to each of `partitions`, numbered from `from`.
-async fn produce_reports(client: &Client, topic: &str, partitions: i32, from: i64, count: i64) {
-    for p in 0..partitions {
-        let target = format!("t{p}");
-        let values = (from..from + count)
-            .map(|n| report(&target, n).to_json())
-            .collect();
-        produce(client, topic, p, &target, values).await;
-    }
-}
-
-async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query(sql)
-        .fetch_one(pool)
-        .await
-        .map(|r| r.get::<i64, _>(0))
-        .unwrap_or(-1)
-}
-
-/// Waits until the stored offsets add up to `messages`, then returns the row count.
-async fn wait_for_offsets(pool: &PgPool, topic: &str, messages: i64, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    let sql = format!("SELECT COALESCE(sum(next_offset), 0)::int8 FROM kafka_offsets WHERE kafka_topic = '{topic}'");
-    loop {
-        let stored = count(pool, &sql).await;
-        if stored == messages {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "offsets reached {stored} of {messages} messages within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn pool(db: &TestDatabase) -> PgPool {
-    PgPool::connect(&db.url).await.expect("connect")
-}
-
-async fn assert_exactly_once(pool: &PgPool, expected_rows: i64) {
-    assert_eq!(
-        count(pool, "SELECT count(*) FROM web_monitoring").await,
-        expected_rows
-    );
-    assert_eq!(
-        count(pool, "SELECT count(DISTINCT report_id) FROM results").await,
-        expected_rows,
-        "no report is stored twice"
-    );
+    SinkProcess::start(env(topic, db))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,7 +83,7 @@ async fn valid_duplicate_and_malformed_messages_are_stored_once_each() {
     )
     .await;
 
-    let (stop, task) = spawn_sink(&topic, &db);
+    let sink = RunningSink::start(settings(&topic, &db)).await;
     let pool = pool(&db).await;
     let messages = 3 * 100 + 3 * 10 + 6 + 2;
     wait_for_offsets(&pool, &topic, messages, Duration::from_secs(60)).await;
@@ -267,15 +141,13 @@ async fn valid_duplicate_and_malformed_messages_are_stored_once_each() {
     assert_eq!(row.get::<f32, _>("period"), 60.0);
 
     // Stop, produce more, start again: it resumes from the stored offsets.
-    stop.cancel();
-    task.await.expect("sink stops cleanly");
+    sink.stop().await.expect("sink stops cleanly");
     produce_reports(&client, &topic, 3, 100, 20).await;
-    let (stop, task) = spawn_sink(&topic, &db);
+    let sink = RunningSink::start(settings(&topic, &db)).await;
     wait_for_offsets(&pool, &topic, messages + 60, Duration::from_secs(60)).await;
     assert_exactly_once(&pool, 362).await;
     assert_eq!(count(&pool, "SELECT count(*) FROM dead_letters").await, 6);
-    stop.cancel();
-    task.await.expect("sink stops cleanly");
+    sink.stop().await.expect("sink stops cleanly");
     pool.close().await;
     db.drop_database().await;
 }
@@ -321,37 +193,6 @@ async fn a_sink_killed_mid_stream_resumes_without_loss_or_duplicates() {
     db.drop_database().await;
 }
 
-/// Partitions owned by each sink, by the backend holding their advisory locks.
-async fn owners(pool: &PgPool) -> Vec<i64> {
-    sqlx::query(
-        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-         WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'web-monitor-sink-leases' \
-           AND a.datname = current_database() \
-         GROUP BY l.pid ORDER BY 1",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("locks")
-    .iter()
-    .map(|r| r.get::<i64, _>(0))
-    .collect()
-}
-
-async fn wait_for_owners(pool: &PgPool, expected: &[i64]) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = owners(pool).await;
-        if now == expected {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "lock counts (membership + partitions) per sink: {now:?}, expected {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn two_sinks_split_the_partitions_and_a_survivor_takes_over() {
@@ -361,9 +202,9 @@ async fn two_sinks_split_the_partitions_and_a_survivor_takes_over() {
     let mut first = spawn_sink_process(&topic, &db);
     let pool = pool(&db).await;
     // One membership lock plus four partitions.
-    wait_for_owners(&pool, &[5]).await;
+    wait_for_owners(&pool, &[5], OWNERS_WITHIN).await;
     let mut second = spawn_sink_process(&topic, &db);
-    wait_for_owners(&pool, &[3, 3]).await;
+    wait_for_owners(&pool, &[3, 3], OWNERS_WITHIN).await;
 
     produce_reports(&client, &topic, 4, 0, 200).await;
     wait_for_offsets(&pool, &topic, 800, Duration::from_secs(60)).await;
@@ -380,7 +221,7 @@ async fn two_sinks_split_the_partitions_and_a_survivor_takes_over() {
 
     first.kill().expect("SIGKILL");
     first.wait().expect("reaped");
-    wait_for_owners(&pool, &[5]).await;
+    wait_for_owners(&pool, &[5], OWNERS_WITHIN).await;
     produce_reports(&client, &topic, 4, 200, 100).await;
     wait_for_offsets(&pool, &topic, 1200, Duration::from_secs(60)).await;
     assert_exactly_once(&pool, 1200).await;
@@ -396,7 +237,7 @@ async fn connections_terminated_mid_stream_lose_nothing() {
     let client: Arc<Client> = kafka_client().await;
     let topic = create_topic(&client, 2).await;
     let db = TestDatabase::create().await;
-    let (stop, task) = spawn_sink(&topic, &db);
+    let sink = RunningSink::start(settings(&topic, &db)).await;
     let pool = pool(&db).await;
     let kill = format!(
         "SELECT count(pg_terminate_backend(pid))::int8 FROM pg_stat_activity \
@@ -415,8 +256,7 @@ async fn connections_terminated_mid_stream_lose_nothing() {
     );
     wait_for_offsets(&pool, &topic, 4000, Duration::from_secs(120)).await;
     assert_exactly_once(&pool, 4000).await;
-    stop.cancel();
-    task.await.expect("sink stops cleanly");
+    sink.stop().await.expect("sink stops cleanly");
     pool.close().await;
     db.drop_database().await;
 }
@@ -431,7 +271,7 @@ async fn sigterm_stores_what_is_fetched_releases_the_partitions_and_exits_0() {
     let mut sink = spawn_sink_process(&topic, &db);
     let pool = pool(&db).await;
     wait_for_offsets(&pool, &topic, 600, Duration::from_secs(60)).await;
-    wait_for_owners(&pool, &[3]).await;
+    wait_for_owners(&pool, &[3], OWNERS_WITHIN).await;
     let pid = i32::try_from(sink.0.id()).expect("pid");
     let status = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -444,7 +284,7 @@ async fn sigterm_stores_what_is_fetched_releases_the_partitions_and_exits_0() {
         .expect("exit status");
     assert_eq!(exit.code(), Some(0), "a SIGTERM is a clean exit");
     assert_eq!(
-        owners(&pool).await,
+        support::owners(&pool).await,
         Vec::<i64>::new(),
         "no lease is left behind"
     );
@@ -457,9 +297,7 @@ async fn sigterm_stores_what_is_fetched_releases_the_partitions_and_exits_0() {
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn retention_drops_whole_day_partitions_past_the_cutoff() {
     let db = TestDatabase::create().await;
-    let pool = pool(&db).await;
-    sink::db::migrate(&pool).await.expect("migrations apply");
-    let store = sink::store::ReportStore::new(pool.clone());
+    let (pool, store) = migrated_store(&db).await;
     let mut batch = sink::store::Batch::new("retention", 0, None, 0);
     // Ten days of reports, one a day, ending today.
     for day in 0..10i64 {
@@ -467,7 +305,7 @@ async fn retention_drops_whole_day_partitions_past_the_cutoff() {
         r.scheduled_at = Utc::now() - chrono::Duration::days(9 - day);
         r.started_at = r.scheduled_at;
         r.report_id = report_id("test", "old", r.scheduled_at);
-        batch.push(day, None, Some(r.to_json()));
+        decode::push(&mut batch, &Window::default(), day, None, Some(r.to_json()));
     }
     let stored = store.store(&batch).await.expect("stored");
     assert_eq!(stored.rows, 10);
@@ -509,14 +347,7 @@ async fn outages_of_postgresql_and_of_the_broker_are_waited_out_without_loss() {
     let mut env = env(&topic, &db);
     env.insert("WEBMON__KAFKA__BROKERS".into(), brokers);
     env.insert("WEBMON__DATABASE__URL".into(), proxied.to_string());
-    let settings = SinkSettings::load(&SettingsSource {
-        file: None,
-        env: Some(env),
-        base_dir: None,
-    })
-    .expect("settings");
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(sink::run(settings, stop.clone()));
+    let sink = RunningSink::start(settings_from(env)).await;
     let pool = pool(&db).await;
 
     produce_reports(&client, &topic, 2, 0, 200).await;
@@ -543,10 +374,7 @@ async fn outages_of_postgresql_and_of_the_broker_are_waited_out_without_loss() {
     wait_for_offsets(&pool, &topic, 1200, Duration::from_secs(60)).await;
     assert_exactly_once(&pool, 1200).await;
 
-    stop.cancel();
-    task.await
-        .expect("joined")
-        .expect("the sink survives both outages");
+    sink.stop().await.expect("the sink survives both outages");
     pool.close().await;
     db.drop_database().await;
 }
@@ -559,22 +387,9 @@ async fn the_admin_endpoint_reports_rows_dead_letters_lag_and_readiness() {
     let db = TestDatabase::create().await;
     produce_reports(&client, &topic, 2, 0, 100).await;
     produce(&client, &topic, 0, "t0", vec![b"garbage".to_vec()]).await;
-    let admin = monitor_core::testing::free_port();
-    let mut env = env(&topic, &db);
-    env.insert(
-        "WEBMON__SINK__ADMIN_LISTEN".into(),
-        format!("127.0.0.1:{admin}"),
-    );
-    let sink = SinkProcess(
-        Command::new(env!("CARGO_BIN_EXE_sink"))
-            .envs(env)
-            .env("RUST_LOG", "warn")
-            .env_remove("WEBMON_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("sink starts"),
-    );
+    // Port 0 in the settings: the endpoint listens where the application says.
+    let sink = RunningSink::start(settings(&topic, &db)).await;
+    let admin = sink.admin.port();
     let pool = pool(&db).await;
     wait_for_offsets(&pool, &topic, 201, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -582,19 +397,14 @@ async fn the_admin_endpoint_reports_rows_dead_letters_lag_and_readiness() {
     assert!(http_get(admin, "/readyz").await.0.contains("200"));
     let (_, metrics) = http_get(admin, "/metrics").await;
     let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from {metrics}"))
+        sample(&metrics, name).unwrap_or_else(|| panic!("{name} missing from {metrics}"))
     };
     assert_eq!(value("webmon_sink_rows_stored_total"), 200.0);
     assert_eq!(value("webmon_sink_dead_letters_total"), 1.0);
     assert_eq!(value("webmon_sink_owned_partitions"), 2.0);
     assert_eq!(value("webmon_sink_partition_lag{partition=\"0\"}"), 0.0);
     assert!(metrics.contains("webmon_sink_batch_seconds_bucket"));
-    drop(sink);
+    sink.stop().await.expect("sink stops cleanly");
     pool.close().await;
     db.drop_database().await;
 }
@@ -603,10 +413,9 @@ async fn the_admin_endpoint_reports_rows_dead_letters_lag_and_readiness() {
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn sink_report_summarizes_uptime_latency_and_failures_per_target() {
     let db = TestDatabase::create().await;
-    let pool = pool(&db).await;
-    sink::db::migrate(&pool).await.expect("migrations apply");
-    let store = sink::store::ReportStore::new(pool.clone());
+    let (pool, store) = migrated_store(&db).await;
     let mut batch = sink::store::Batch::new("report", 0, None, 0);
+    let window = Window::default();
     let now = Utc::now();
     let mut offset = 0;
     for (target, n, down_every) in [("alpha", 10i64, 5i64), ("bravo", 4, 0)] {
@@ -629,7 +438,7 @@ async fn sink_report_summarizes_uptime_latency_and_failures_per_target() {
                 monitor_core::FailureClass::HttpStatus
             });
             r.error = down.then(|| format!("failure {i}"));
-            batch.push(offset, None, Some(r.to_json()));
+            decode::push(&mut batch, &window, offset, None, Some(r.to_json()));
             offset += 1;
         }
     }
@@ -638,7 +447,7 @@ async fn sink_report_summarizes_uptime_latency_and_failures_per_target() {
     old.scheduled_at = monitor_core::report::to_micros(now - chrono::Duration::days(3));
     old.started_at = old.scheduled_at;
     old.report_id = report_id("test", "alpha", old.scheduled_at);
-    batch.push(offset, None, Some(old.to_json()));
+    decode::push(&mut batch, &window, offset, None, Some(old.to_json()));
     store.store(&batch).await.expect("stored");
 
     let run = |args: &[&str]| {
@@ -716,12 +525,7 @@ async fn a_sink_with_scram_credentials_stores_and_a_wrong_password_stores_nothin
         );
         env.insert("WEBMON__KAFKA__SASL__USERNAME".into(), user.into());
         env.insert("WEBMON__KAFKA__SASL__PASSWORD".into(), password.into());
-        SinkSettings::load(&SettingsSource {
-            file: None,
-            env: Some(env),
-            base_dir: None,
-        })
-        .expect("settings")
+        settings_from(env)
     };
 
     let mut producer_settings = with_login("producer", "producer-pw").kafka;
@@ -746,30 +550,22 @@ async fn a_sink_with_scram_credentials_stores_and_a_wrong_password_stores_nothin
     let pool = pool(&db).await;
 
     // A wrong password: the sink keeps trying and stores nothing, and still stops on request.
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(sink::run(
-        with_login("sink", "not-the-password"),
-        stop.clone(),
-    ));
+    let sink = RunningSink::start(with_login("sink", "not-the-password")).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        !task.is_finished(),
+        !sink.is_finished(),
         "a refused login is waited out, not fatal"
     );
     assert_eq!(count(&pool, "SELECT count(*) FROM results").await, 0);
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task)
+    tokio::time::timeout(Duration::from_secs(5), sink.stop())
         .await
         .expect("stops within 5 s while it cannot log in")
-        .expect("joined")
         .expect("a clean stop");
 
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(sink::run(with_login("sink", "sink-pw"), stop.clone()));
+    let sink = RunningSink::start(with_login("sink", "sink-pw")).await;
     wait_for_offsets(&pool, topic, 300, Duration::from_secs(60)).await;
     assert_exactly_once(&pool, 300).await;
-    stop.cancel();
-    task.await.expect("joined").expect("the sink stops cleanly");
+    sink.stop().await.expect("the sink stops cleanly");
     pool.close().await;
     db.drop_database().await;
     drop(broker);

@@ -19,7 +19,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use sqlx::PgPool;
 use tracing::{info, warn};
 
-use crate::SinkError;
+use crate::error::SinkError;
 
 /// Longest a DDL statement on `results` waits for its lock before giving up (and being tried
 /// again later); also the longest an insert can wait behind it.

@@ -1,5 +1,6 @@
-//! `sink report`: uptime, latency percentiles, failures by class, last failure and certificate
-//! expiry per target, from the stored results.
+//! `sink report`: the uptime summary of the stored results (not to be confused with
+//! [`monitor_core::report`], the report contract): uptime, latency percentiles, failures by
+//! class, last failure and certificate expiry per target.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
-use crate::SinkError;
+use crate::error::SinkError;
 
 /// One target's summary.
 #[derive(Debug, Clone, Serialize, PartialEq)]
