@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use monitor_core::settings::{ConfigError, DatabaseSettings, SinkSettings};
 use monitor_core::runtime::service::{self, CommonArgs};
+use monitor_core::settings::{ConfigError, DatabaseSettings, SinkSettings};
 use sink::{Application, SinkError};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
