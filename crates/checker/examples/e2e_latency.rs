@@ -11,10 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use checker::probe::Prober;
-use checker::publish::{self, PublisherStats};
+use checker::probe::Checker;
+use checker::publish::{self, Drained, PublishMetrics};
 use checker::schedule;
-use checker::spool::FileSpool;
+use checker::spool::{FileSpool, SpoolMetrics};
 use monitor_core::settings::{parse_duration, CheckerSettings, SettingsSource, TargetSettings};
 use monitor_core::testing::{create_topic, kafka_brokers, kafka_client, TestDatabase};
 use sqlx::Row;
@@ -81,17 +81,19 @@ async fn main() {
     let (_targets_tx, targets_rx) = watch::channel(list);
     let (tx, rx) = mpsc::channel(100_000);
     let stop = CancellationToken::new();
-    let spool = FileSpool::open(&dir.path().join("spool"), u64::MAX).expect("spool");
+    let spool = FileSpool::open(&dir.path().join("spool"), u64::MAX, SpoolMetrics::default())
+        .expect("spool");
     let publisher = tokio::spawn(publish::run(
         rx,
         settings.kafka.clone().expect("kafka"),
         settings.checker.producer.clone(),
         Box::new(spool),
-        Arc::new(PublisherStats::default()),
+        PublishMetrics::default(),
+        Drained::default(),
     ));
     let scheduler = tokio::spawn(schedule::run(
         targets_rx,
-        Arc::new(Prober::new("e2e")).into_probe(),
+        Arc::new(Checker::new("e2e")).into_check_fn(),
         "e2e".into(),
         4096,
         tx,

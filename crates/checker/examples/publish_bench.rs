@@ -6,12 +6,10 @@
 //! KAFKA_BROKERS=127.0.0.1:9092 cargo run --release -p checker --example publish_bench -- 1000000
 //! ```
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use checker::publish::{self, Message, PublisherStats, Spool};
-use checker::spool::FileSpool;
+use checker::publish::{self, Drained, PublishMetrics};
+use checker::spool::{FileSpool, Message, Spool, SpoolMetrics};
 use monitor_core::settings::{CheckerSettings, SettingsSource};
 use monitor_core::testing::{create_topic, kafka_brokers, kafka_client, sample_report};
 use tokio::sync::mpsc;
@@ -67,8 +65,9 @@ async fn main() {
     );
 
     // Through the publisher to the broker.
-    let spool = FileSpool::open(&dir.path().join("spool"), u64::MAX).expect("spool");
-    let stats = Arc::new(PublisherStats::default());
+    let spool = FileSpool::open(&dir.path().join("spool"), u64::MAX, SpoolMetrics::default())
+        .expect("spool");
+    let metrics = PublishMetrics::default();
     let (tx, rx) = mpsc::channel(100_000);
     let started = Instant::now();
     let publisher = tokio::spawn(publish::run(
@@ -76,7 +75,8 @@ async fn main() {
         kafka,
         settings.checker.producer.clone(),
         Box::new(spool),
-        stats.clone(),
+        metrics.clone(),
+        Drained::default(),
     ));
     for r in &reports {
         if tx.send(r.clone()).await.is_err() {
@@ -86,16 +86,21 @@ async fn main() {
     drop(tx);
     let _ = publisher.await;
     let secs = started.elapsed().as_secs_f64();
-    let produced = stats.produced.load(Ordering::Relaxed);
+    let produced = metrics.produced.get();
     println!(
         "publisher → broker: {produced} reports in {secs:.2} s = {:.0} reports/s (spooled {})",
         produced as f64 / secs,
-        stats.spooled.load(Ordering::Relaxed)
+        metrics.spooled.get()
     );
 
     // The spool alone.
     let messages: Vec<Message> = reports.iter().map(Message::of).collect();
-    let mut spool = FileSpool::open(&dir.path().join("spool-bench"), u64::MAX).expect("spool");
+    let mut spool = FileSpool::open(
+        &dir.path().join("spool-bench"),
+        u64::MAX,
+        SpoolMetrics::default(),
+    )
+    .expect("spool");
     let started = Instant::now();
     for chunk in messages.chunks(1000) {
         spool.append(chunk).expect("append");
@@ -107,7 +112,12 @@ async fn main() {
         total as f64 / secs
     );
     // One report per append, as the publisher writes when reports come one at a time.
-    let mut single = FileSpool::open(&dir.path().join("spool-single"), u64::MAX).expect("spool");
+    let mut single = FileSpool::open(
+        &dir.path().join("spool-single"),
+        u64::MAX,
+        SpoolMetrics::default(),
+    )
+    .expect("spool");
     let started = Instant::now();
     for m in &messages {
         single.append(std::slice::from_ref(m)).expect("append");
@@ -171,16 +181,18 @@ async fn small_rounds(
     let spool = FileSpool::open(
         &dir.join(format!("spool-small-{per_round}-{}", gap.as_millis())),
         u64::MAX,
+        SpoolMetrics::default(),
     )
     .expect("spool");
-    let stats = Arc::new(PublisherStats::default());
+    let metrics = PublishMetrics::default();
     let (tx, rx) = mpsc::channel(per_round.max(16));
     let publisher = tokio::spawn(publish::run(
         rx,
         settings.kafka.clone().expect("kafka"),
         settings.checker.producer.clone(),
         Box::new(spool),
-        stats.clone(),
+        metrics.clone(),
+        Drained::default(),
     ));
     let mut latencies = Vec::new();
     let mut sent_total = 0u64;
@@ -192,7 +204,7 @@ async fn small_rounds(
             }
         }
         sent_total += round.len() as u64;
-        while stats.produced.load(Ordering::Relaxed) < sent_total {
+        while metrics.produced.get() < sent_total {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         // The first round also connects.

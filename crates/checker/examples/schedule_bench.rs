@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use checker::probe::Prober;
+use checker::probe::Checker;
 use checker::schedule;
 use monitor_core::report::Status;
 use monitor_core::settings::{parse_duration, CheckerSettings, SettingsSource, TargetSettings};
@@ -97,10 +97,10 @@ fn main() {
         let (_targets_tx, targets_rx) = watch::channel(list);
         let (tx, mut rx) = mpsc::channel(100_000);
         let stop = CancellationToken::new();
-        let probe = Arc::new(Prober::new("bench")).into_probe();
+        let check = Arc::new(Checker::new("bench")).into_check_fn();
         let cpu0 = cpu_seconds();
         let started = Instant::now();
-        let task = tokio::spawn(schedule::run(targets_rx, probe, "bench".into(), 4096, tx, stop.clone()));
+        let task = tokio::spawn(schedule::run(targets_rx, check, "bench".into(), 4096, tx, stop.clone()));
         let mut lateness = Vec::new();
         let (mut up, mut down, mut missed) = (0u64, 0u64, 0u64);
         let mut peak_rss = 0;

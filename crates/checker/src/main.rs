@@ -2,21 +2,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
+use checker::app::{self, Application, Destination, Options};
+use checker::schedule::shard::my_targets;
 use clap::Parser;
 use monitor_core::settings::{CheckerSettings, SettingsSource, Shard};
+use monitor_core::telemetry::{self, LogFormat};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
-
-use checker::app::{self, Output};
-use checker::metrics::CheckerMetrics;
-use checker::probe::Prober;
-use monitor_core::admin::{self, AdminState};
-use monitor_core::telemetry::{self, LogFormat};
-use prometheus_client::registry::Registry;
-use std::sync::Mutex;
 
 /// How long blocking work left over at exit (such as a name lookup) may hold the process.
 const RUNTIME_STOP: std::time::Duration = std::time::Duration::from_millis(200);
@@ -96,16 +90,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let shard = args.shard.unwrap_or(settings.checker.shard);
     if args.check_config {
-        println!(
-            "configuration is valid: {} target{} ({} in shard {shard}), brokers {}, checker id {:?}",
-            settings.targets.len(),
-            if settings.targets.len() == 1 { "" } else { "s" },
-            app::my_targets(&settings, shard).len(),
-            settings.kafka.as_ref().map(|k| k.brokers.join(",")).unwrap_or_else(|| "none".into()),
-            settings.checker.id,
-        );
+        print_valid(&settings, args.shard.unwrap_or(settings.checker.shard));
         return ExitCode::SUCCESS;
     }
     if let Err(e) = rustls::crypto::ring::default_provider().install_default() {
@@ -119,74 +105,69 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(async move {
-        let prober = Arc::new(
-            Prober::new(settings.checker.id.clone())
-                .with_body_memory(settings.checker.max_body_memory),
-        );
-        if args.once {
-            let targets = app::my_targets(&settings, shard);
-            let reports = app::check_once(targets, prober.into_probe(), settings.checker.max_in_flight).await;
-            for r in &reports {
-                println!("{}", String::from_utf8_lossy(&r.to_json()));
-            }
-            return if app::all_up(&reports) { ExitCode::SUCCESS } else { ExitCode::from(1) };
-        }
-
-        let output = if args.stdout {
-            Output::Stdout
-        } else {
-            let Some(kafka) = settings.kafka.clone() else {
-                error!("no kafka section");
-                return ExitCode::from(2);
-            };
-            let spool = match checker::spool::FileSpool::open(
-                &settings.checker.producer.spool_dir,
-                settings.checker.producer.spool_max_bytes,
-            ) {
-                Ok(s) => s,
-                Err(e) => {
-                    error!(dir = %settings.checker.producer.spool_dir.display(), error = %e, "cannot open the spool");
-                    return ExitCode::FAILURE;
-                }
-            };
-            Output::Kafka {
-                kafka: Box::new(kafka),
-                spool_stats: Some(spool.stats()),
-                spool: Box::new(spool),
-            }
-        };
-        let shutdown = CancellationToken::new();
-        let mut registry = Registry::default();
-        let metrics = CheckerMetrics::register(&mut registry);
-        let admin_addr = args.admin_listen.clone().unwrap_or_else(|| settings.checker.admin_listen.clone());
-        let listener = match admin::bind(&admin_addr).await {
-            Ok(l) => l,
-            Err(e) => {
-                error!(addr = %admin_addr, error = %e, "cannot serve the admin endpoint (use --admin-listen)");
-                return ExitCode::FAILURE;
-            }
-        };
-        let state = Arc::new(AdminState {
-            registry: Mutex::new(registry),
-            // Settings are loaded and reports are produced or spooled from the start.
-            ready: Box::new(|| true),
-        });
-        let admin_task = tokio::spawn(admin::serve(listener, state, shutdown.clone()));
-        let (reload_tx, reload_rx) = mpsc::channel(1);
-        if let (Some(path), Some(every)) = (args.config.clone(), settings.checker.watch_config) {
-            tokio::spawn(checker::config_watch::watch(path, every, reload_tx.clone(), shutdown.clone()));
-        }
-        tokio::spawn(signals(shutdown.clone(), reload_tx));
-        let load = move || CheckerSettings::load(&source, needs_kafka);
-        app::run(settings, shard, load, prober.into_probe(), output, metrics, reload_rx, shutdown).await;
-        let _ = admin_task.await;
-        ExitCode::SUCCESS
-    });
+    let code = runtime.block_on(run(args, settings, source));
     // Dropping the runtime would wait for blocking work without bound (a name lookup of an
     // aborted check, for one): the shutdown is over, so give it only a moment.
     runtime.shutdown_timeout(RUNTIME_STOP);
     code
+}
+
+/// What `--check-config` prints for valid settings.
+fn print_valid(settings: &CheckerSettings, shard: Shard) {
+    println!(
+        "configuration is valid: {} target{} ({} in shard {shard}), brokers {}, checker id {:?}",
+        settings.targets.len(),
+        if settings.targets.len() == 1 { "" } else { "s" },
+        my_targets(settings, shard).len(),
+        settings
+            .kafka
+            .as_ref()
+            .map(|k| k.brokers.join(","))
+            .unwrap_or_else(|| "none".into()),
+        settings.checker.id,
+    );
+}
+
+/// Checks once (`--once`), or runs until SIGTERM or SIGINT.
+async fn run(args: Args, settings: CheckerSettings, source: SettingsSource) -> ExitCode {
+    if args.once {
+        let shard = args.shard.unwrap_or(settings.checker.shard);
+        let targets = my_targets(&settings, shard);
+        let check = app::checker_of(&settings).into_check_fn();
+        let reports = app::check_once(targets, check, settings.checker.max_in_flight).await;
+        for r in &reports {
+            println!("{}", String::from_utf8_lossy(&r.to_json()));
+        }
+        return if app::all_up(&reports) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
+    let options = Options {
+        destination: if args.stdout {
+            Destination::Stdout
+        } else {
+            Destination::Kafka
+        },
+        shard: args.shard,
+        admin_listen: args.admin_listen,
+        source,
+    };
+    let application = match Application::build(settings, options).await {
+        Ok(a) => a,
+        Err(e) => {
+            error!("{e}");
+            return match e {
+                app::Error::NoKafka => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            };
+        }
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone(), application.reloader()));
+    application.run_until_stopped(shutdown).await;
+    ExitCode::SUCCESS
 }
 
 /// SIGTERM and SIGINT fire `shutdown`; SIGHUP asks for a reload.

@@ -7,8 +7,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use checker::partitioner::partition_for;
-use checker::publish::{run, PublisherStats};
+use checker::publish::partitioner::partition_for;
+use checker::publish::{run, Drained, PublishMetrics};
 use monitor_core::report::Report;
 use monitor_core::settings::{CheckerSettings, KafkaSettings, ProducerSettings, SettingsSource};
 use monitor_core::testing::{
@@ -88,13 +88,14 @@ async fn reports_arrive_keyed_by_target_on_the_default_partition_with_a_version_
     let topic = create_topic(&client, 3).await;
     let (kafka, producer) = settings(&kafka_brokers().join(","), &topic);
     let (tx, rx) = mpsc::channel(1000);
-    let stats = Arc::new(PublisherStats::default());
+    let metrics = PublishMetrics::default();
     let publisher = tokio::spawn(run(
         rx,
         kafka,
         producer,
         Box::new(MemorySpool::default()),
-        stats.clone(),
+        metrics.clone(),
+        Drained::default(),
     ));
     let mut sent: Vec<Report> = Vec::new();
     for n in 0..50 {
@@ -106,10 +107,7 @@ async fn reports_arrive_keyed_by_target_on_the_default_partition_with_a_version_
     }
     drop(tx);
     publisher.await.expect("publisher ends");
-    assert_eq!(
-        stats.produced.load(std::sync::atomic::Ordering::Relaxed),
-        200
-    );
+    assert_eq!(metrics.produced.get(), 200);
 
     let all = read_all(&client, &topic, 3).await;
     let mut received = 0;
@@ -145,13 +143,14 @@ async fn a_cut_broker_link_loses_nothing_and_keeps_each_targets_order() {
     let topic = create_topic(&client, 3).await;
     let (kafka, producer) = settings(&brokers, &topic);
     let (tx, rx) = mpsc::channel(100_000);
-    let stats = Arc::new(PublisherStats::default());
+    let metrics = PublishMetrics::default();
     let publisher = tokio::spawn(run(
         rx,
         kafka,
         producer,
         Box::new(MemorySpool::default()),
-        stats.clone(),
+        metrics.clone(),
+        Drained::default(),
     ));
 
     let targets = ["a", "b", "c", "d", "e", "f"];
@@ -177,7 +176,7 @@ async fn a_cut_broker_link_loses_nothing_and_keeps_each_targets_order() {
         .expect("publisher drains within a minute")
         .expect("publisher ends");
     assert!(
-        stats.spooled.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        metrics.spooled.get() > 0,
         "the outage must have spooled reports"
     );
 
@@ -414,13 +413,14 @@ mod sasl {
     ) -> usize {
         let kafka = settings.kafka.clone().expect("kafka");
         let (tx, rx) = mpsc::channel(100);
-        let stats = Arc::new(PublisherStats::default());
+        let metrics = PublishMetrics::default();
         let publisher = tokio::spawn(run(
             rx,
             kafka.clone(),
             settings.checker.producer.clone(),
             Box::new(MemorySpool::default()),
-            stats.clone(),
+            metrics.clone(),
+            Drained::default(),
         ));
         for i in 0..n {
             tx.send(sample_report(target, i)).await.expect("send");
@@ -431,7 +431,7 @@ mod sasl {
             .expect("the publisher ends within 60 s")
             .expect("publisher ends");
         assert_eq!(
-            stats.produced.load(std::sync::atomic::Ordering::Relaxed),
+            metrics.produced.get(),
             n as u64,
             "every report was produced, none left in the spool"
         );

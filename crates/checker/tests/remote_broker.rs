@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use checker::publish::{run, PublisherStats};
+use checker::publish::{run, Drained, PublishMetrics};
 use monitor_core::report::Report;
 use monitor_core::settings::{CheckerSettings, KafkaSettings, SettingsSource};
-use monitor_core::testing::{sample_report, OwnBroker, Proxy};
+use monitor_core::testing::{create_topic, sample_report, OwnBroker, Proxy};
 use rskafka::client::partition::UnknownTopicHandling;
 use rskafka::client::Client;
 use tokio::sync::mpsc;
@@ -57,17 +57,6 @@ async fn client_of(kafka: &KafkaSettings) -> Arc<Client> {
             .await
             .expect("a client of the test broker"),
     )
-}
-
-async fn create_topic(client: &Client, partitions: i32) -> String {
-    let topic = monitor_core::testing::unique_name("wmtest").replace('_', "-");
-    client
-        .controller_client()
-        .expect("controller")
-        .create_topic(&topic, partitions, 1, 5_000)
-        .await
-        .expect("create the topic");
-    topic
 }
 
 /// The distinct `report_id`s in the topic, every partition read up to its high watermark as
@@ -119,15 +108,16 @@ async fn publish(
     settings: &CheckerSettings,
     targets: usize,
     ticks: i64,
-) -> (Vec<Report>, Arc<PublisherStats>) {
+) -> (Vec<Report>, PublishMetrics) {
     let (tx, rx) = mpsc::channel(100_000);
-    let stats = Arc::new(PublisherStats::default());
+    let metrics = PublishMetrics::default();
     let publisher = tokio::spawn(run(
         rx,
         settings.kafka.clone().expect("kafka"),
         settings.checker.producer.clone(),
         Box::new(MemorySpool::default()),
-        stats.clone(),
+        metrics.clone(),
+        Drained::default(),
     ));
     let mut sent = Vec::new();
     for tick in 0..ticks {
@@ -143,7 +133,7 @@ async fn publish(
         .await
         .expect("the publisher stops within its shutdown_timeout")
         .expect("publisher ends");
-    (sent, stats)
+    (sent, metrics)
 }
 
 /// How long connecting to every partition takes (printed, for docs/benchmarks.md).
@@ -160,7 +150,7 @@ async fn time_connect(kafka: &KafkaSettings) {
 }
 
 /// Every report sent is in the topic, found by its `report_id`.
-fn assert_all_arrived(sent: &[Report], ids: &BTreeSet<String>, stats: &PublisherStats) {
+fn assert_all_arrived(sent: &[Report], ids: &BTreeSet<String>, metrics: &PublishMetrics) {
     let missing = sent
         .iter()
         .filter(|r| !ids.contains(&r.report_id.to_string()))
@@ -170,9 +160,9 @@ fn assert_all_arrived(sent: &[Report], ids: &BTreeSet<String>, stats: &Publisher
         0,
         "{missing} of {} reports did not reach the topic (produced {}, spooled {}, failed rounds {})",
         sent.len(),
-        stats.produced.load(Ordering::Relaxed),
-        stats.spooled.load(Ordering::Relaxed),
-        stats.produce_errors.load(Ordering::Relaxed),
+        metrics.produced.get(),
+        metrics.spooled.get(),
+        metrics.produce_errors.get(),
     );
 }
 
@@ -195,8 +185,8 @@ async fn every_report_reaches_a_broker_120ms_away_with_64_partitions_and_default
     let settings = settings(dir.path(), &brokers, &topic, "");
     time_connect(settings.kafka.as_ref().expect("kafka")).await;
 
-    let (sent, stats) = publish(&settings, 64, 40).await;
-    assert_all_arrived(&sent, &report_ids(&admin, &topic, 64).await, &stats);
+    let (sent, metrics) = publish(&settings, 64, 40).await;
+    assert_all_arrived(&sent, &report_ids(&admin, &topic, 64).await, &metrics);
     drop(broker);
 }
 
@@ -226,9 +216,9 @@ async fn rounds_slower_than_produce_timeout_are_still_acknowledged() {
         &topic,
         "[checker]\nproduce_timeout = \"150ms\"\n",
     );
-    let (sent, stats) = publish(&settings, 20, 20).await;
-    assert_all_arrived(&sent, &report_ids(&admin, &topic, 4).await, &stats);
-    let acknowledged = stats.produced.load(Ordering::Relaxed);
+    let (sent, metrics) = publish(&settings, 20, 20).await;
+    assert_all_arrived(&sent, &report_ids(&admin, &topic, 4).await, &metrics);
+    let acknowledged = metrics.produced.get();
     assert!(
         acknowledged >= sent.len() as u64,
         "every report is acknowledged, not only written: {acknowledged} of {}",
@@ -314,8 +304,8 @@ mod tls {
         let settings = settings(dir.path(), &brokers, &topic, tls);
         time_connect(settings.kafka.as_ref().expect("kafka")).await;
 
-        let (sent, stats) = publish(&settings, 32, 40).await;
-        assert_all_arrived(&sent, &report_ids(&admin, &topic, 32).await, &stats);
+        let (sent, metrics) = publish(&settings, 32, 40).await;
+        assert_all_arrived(&sent, &report_ids(&admin, &topic, 32).await, &metrics);
         drop(broker);
     }
 }
@@ -486,13 +476,14 @@ mod too_large {
         let settings = settings(dir.path(), &brokers, &topic, kafka_extra);
 
         let (tx, rx) = mpsc::channel(100_000);
-        let stats = Arc::new(PublisherStats::default());
+        let metrics = PublishMetrics::default();
         let publisher = tokio::spawn(run(
             rx,
             settings.kafka.clone().expect("kafka"),
             settings.checker.producer.clone(),
             Box::new(MemorySpool::default()),
-            stats.clone(),
+            metrics.clone(),
+            Drained::default(),
         ));
         let mut sent = Vec::new();
         for tick in 0..30 {
@@ -519,12 +510,12 @@ mod too_large {
             .expect("publisher ends");
 
         let ids = report_ids(&admin, &topic, 3).await;
-        assert_all_arrived(&sent, &ids, &stats);
+        assert_all_arrived(&sent, &ids, &metrics);
         assert_eq!(ids.len(), sent.len(), "the huge report is not in the topic");
         // Once per round that carried it: a round that failed for another reason after it
         // was refused is sent again from the spool, and it is refused again.
         assert!(
-            stats.too_large.load(Ordering::Relaxed) >= 1,
+            metrics.too_large.get() >= 1,
             "the huge report is counted as too large"
         );
         assert!(

@@ -18,6 +18,9 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+mod support;
+use support::{checker_command, signal};
+
 /// The shutdown bound the tests give the checker.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 /// What the process may take beyond it: exiting, flushing stdout, the test's own polling.
@@ -57,19 +60,11 @@ fn id_due_soon(prefix: &str, period: Duration) -> String {
         .expect("some id is due soon")
 }
 
+/// `checker` with its log on stderr and no watching of the settings file.
 fn checker(config: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_checker"));
-    c.arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("WEBMON_CONFIG")
-        .env("RUST_LOG", "warn")
-        .env("WEBMON__CHECKER__ADMIN_LISTEN", "127.0.0.1:0")
-        .env("WEBMON__CHECKER__WATCH_CONFIG", "false")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut c = checker_command(config, args);
+    c.env("WEBMON__CHECKER__WATCH_CONFIG", "false")
+        .stderr(Stdio::piped());
     c
 }
 
@@ -100,13 +95,7 @@ async fn wait_for_silent_check(accepted: &AtomicUsize) {
 /// Sends SIGTERM, then waits for the exit at most `SHUTDOWN_TIMEOUT + EXIT_MARGIN`; returns
 /// the exit code and what the process logged.
 async fn terminate(child: &mut Child) -> (Option<i32>, String) {
-    let pid = child.id().expect("running");
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill -TERM {pid}");
+    signal(child, "TERM");
     let sent = Instant::now();
     let mut stderr = child.stderr.take().expect("stderr");
     let log = tokio::spawn(async move {

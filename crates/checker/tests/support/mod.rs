@@ -1,13 +1,60 @@
-//! What the publisher's test files share: a spool in memory and certificates made on the spot.
+//! What the checker's test files share: the binary started as a test starts it, signals, its
+//! admin address read from its log, a spool in memory, and certificates made on the spot.
 
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
 
-use checker::publish::{Message, Spool};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use checker::spool::{Message, Spool};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::process::{Child, Command};
+
+/// `checker --config <config> <args>` as the tests run it: no settings from the environment
+/// but the admin endpoint on port 0, warnings only, reports piped from stdout, killed when
+/// dropped.
+pub fn checker_command(config: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_checker"));
+    c.arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("WEBMON_CONFIG")
+        .env("RUST_LOG", "warn")
+        .env("WEBMON__CHECKER__ADMIN_LISTEN", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+/// Sends the signal `name` (TERM, HUP, ...) to `child`.
+pub fn signal(child: &Child, name: &str) {
+    let pid = child.id().expect("running");
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill -{name} {pid}");
+}
+
+/// The address in the admin endpoint's start-up log line (`admin endpoint: ... addr=...`),
+/// text or JSON: how a test finds the port of a checker started with `--admin-listen
+/// 127.0.0.1:0`.
+pub fn admin_addr_in_log(line: &str) -> Option<SocketAddr> {
+    if !line.contains("admin endpoint: /metrics") {
+        return None;
+    }
+    let (_, rest) = line.split_once("addr")?;
+    let rest = rest.trim_start_matches(['=', '"', ':']);
+    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || ".:[]".contains(c)))?;
+    rest[..end].parse().ok()
+}
 
 /// A spool in memory: the publisher's fallback, without the disk.
 #[derive(Default)]
@@ -44,7 +91,10 @@ pub struct Ca {
 pub fn ca() -> Ca {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "web-monitor test CA");
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let key = KeyPair::generate().expect("key");
     let cert = params.self_signed(&key).expect("ca");
     Ca {
@@ -54,7 +104,36 @@ pub fn ca() -> Ca {
     }
 }
 
-/// A certificate for `names` signed by `ca`: DER, PEM, key DER, key PEM.
+/// A certificate and its key, in DER and PEM.
+pub struct Leaf {
+    pub der: CertificateDer<'static>,
+    pub pem: String,
+    pub key: PrivateKeyDer<'static>,
+    pub key_pem: String,
+}
+
+/// A certificate for `names` signed by `ca` (self-signed without one), valid from 2019 to
+/// June of `not_after_year`.
+pub fn leaf_until(ca: Option<&Ca>, names: &[&str], not_after_year: i32) -> Leaf {
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("params");
+    params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+    params.not_after = rcgen::date_time_ymd(not_after_year, 6, 1);
+    let key = KeyPair::generate().expect("key");
+    let cert = match ca {
+        Some(ca) => params.signed_by(&key, &ca.issuer).expect("signed"),
+        None => params.self_signed(&key).expect("self-signed"),
+    };
+    Leaf {
+        der: cert.der().clone(),
+        pem: cert.pem(),
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// A certificate for `names` signed by `ca`, valid for decades: DER, PEM, key DER, key PEM.
 pub fn leaf(
     ca: &Ca,
     names: &[&str],
@@ -64,14 +143,6 @@ pub fn leaf(
     PrivateKeyDer<'static>,
     String,
 ) {
-    let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-        .expect("params");
-    let key = KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &ca.issuer).expect("leaf");
-    (
-        cert.der().clone(),
-        cert.pem(),
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        key.serialize_pem(),
-    )
+    let l = leaf_until(Some(ca), names, 2090);
+    (l.der, l.pem, l.key, l.key_pem)
 }
