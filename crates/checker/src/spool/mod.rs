@@ -8,7 +8,7 @@
 //! keep no delivered cursor).
 //!
 //! - [`message`]: [`Message`] and the [`Spool`] contract the publisher writes to.
-//! - [`file`]: [`FileSpool`], the spool in segment files.
+//! - [`file`](mod@file): [`FileSpool`], the spool in segment files.
 //! - `frame`: one record's bytes on disk.
 //! - [`metrics`]: the spool's [`SpoolMetrics`].
 
