@@ -8,14 +8,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use monitor_core::report::{Report, Status};
 use monitor_core::testing::{http_get, ok_site, OwnBroker, Proxy};
-use rskafka::client::partition::UnknownTopicHandling;
 use rskafka::client::ClientBuilder;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::Child;
 
 mod support;
-use support::{admin_addr_in_log, checker_command as checker, signal};
+use support::{admin_addr_in_log, checker_command as checker, partition_records, signal};
 
 /// The port of the admin endpoint of `child`, started on port 0, read from its log on stderr
 /// (which is then drained, so the child never blocks on it).
@@ -316,31 +315,16 @@ async fn read_topic(
         .expect("client");
     let mut slots: BTreeMap<String, BTreeMap<DateTime<Utc>, Vec<Status>>> = BTreeMap::new();
     for p in 0..partitions {
-        let pc = client
-            .partition_client("reports", p, UnknownTopicHandling::Retry)
-            .await
-            .expect("partition");
-        let mut offset = 0;
-        loop {
-            let (records, high_watermark) = pc
-                .fetch_records(offset, 1..10_000_000, 50)
-                .await
-                .expect("fetch");
-            for r in records {
-                offset = offset.max(r.offset + 1);
-                let report =
-                    Report::from_json(r.record.value.as_deref().expect("value")).expect("report");
-                assert_eq!(Some(report.target_id.as_bytes()), r.record.key.as_deref());
-                slots
-                    .entry(report.target_id)
-                    .or_default()
-                    .entry(report.scheduled_at)
-                    .or_default()
-                    .push(report.status);
-            }
-            if offset >= high_watermark {
-                break;
-            }
+        for r in partition_records(&client, "reports", p).await {
+            let report =
+                Report::from_json(r.record.value.as_deref().expect("value")).expect("report");
+            assert_eq!(Some(report.target_id.as_bytes()), r.record.key.as_deref());
+            slots
+                .entry(report.target_id)
+                .or_default()
+                .entry(report.scheduled_at)
+                .or_default()
+                .push(report.status);
         }
     }
     slots

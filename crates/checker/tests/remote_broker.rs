@@ -12,12 +12,11 @@ use checker::publish::{run, Drained, PublishMetrics};
 use monitor_core::report::Report;
 use monitor_core::settings::{CheckerSettings, KafkaSettings, SettingsSource};
 use monitor_core::testing::{create_topic, sample_report, OwnBroker, Proxy};
-use rskafka::client::partition::UnknownTopicHandling;
 use rskafka::client::Client;
 use tokio::sync::mpsc;
 
 mod support;
-use support::MemorySpool;
+use support::{partition_records, MemorySpool};
 
 /// One way of a cross-region link: 120 ms round trips.
 const ONE_WAY: Duration = Duration::from_millis(60);
@@ -66,33 +65,17 @@ async fn report_ids(client: &Arc<Client>, topic: &str, partitions: i32) -> BTree
     for p in 0..partitions {
         let (client, topic) = (Arc::clone(client), topic.to_string());
         tasks.spawn(async move {
-            let pc = client
-                .partition_client(topic, p, UnknownTopicHandling::Retry)
+            partition_records(&client, &topic, p)
                 .await
-                .expect("partition client");
-            let mut ids = Vec::new();
-            let mut offset = 0;
-            loop {
-                let (batch, high_watermark) = pc
-                    .fetch_records(offset, 1..50_000_000, 50)
-                    .await
-                    .expect("fetch");
-                for r in batch {
-                    if r.offset >= offset {
-                        offset = r.offset + 1;
-                        let value = r.record.value.as_deref().expect("value");
-                        ids.push(
-                            Report::from_json(value)
-                                .expect("a report")
-                                .report_id
-                                .to_string(),
-                        );
-                    }
-                }
-                if offset >= high_watermark {
-                    return ids;
-                }
-            }
+                .into_iter()
+                .map(|r| {
+                    let value = r.record.value.as_deref().expect("value");
+                    Report::from_json(value)
+                        .expect("a report")
+                        .report_id
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
         });
     }
     let mut all = BTreeSet::new();
@@ -231,51 +214,8 @@ mod tls {
     //! The same over mutual TLS: a TLS terminator in front of the broker (its command line
     //! cannot enable TLS), behind the latency proxy, so every handshake crosses the link.
 
-    use super::support::{ca, leaf, Ca};
+    use super::support::{ca, leaf, loopback_listener, tls_terminator};
     use super::*;
-
-    /// Terminates mutual TLS (client certificates signed by `ca` only) on a port of its own,
-    /// which it returns, and forwards the plain bytes to `upstream`.
-    async fn terminator_to(ca: &Ca, upstream: u16) -> u16 {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .expect("bind the TLS port");
-        let port = listener.local_addr().expect("TLS port").port();
-        let (cert, _, key, _) = leaf(ca, &["127.0.0.1"]);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der.clone()).expect("root");
-        let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .build()
-        .expect("client verifier");
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_client_cert_verifier(client_verifier)
-            .with_single_cert(vec![cert], key)
-            .expect("server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let Ok(mut plain) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                    else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-                });
-            }
-        });
-        port
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
@@ -284,7 +224,8 @@ mod tls {
         let (proxy, listener) = Proxy::bind().await;
         let proxy = proxy.with_latency(ONE_WAY);
         let broker = OwnBroker::start(Some(proxy.port)).await;
-        let tls_port = terminator_to(&ca, broker.port).await;
+        let (terminator, tls_port) = loopback_listener().await;
+        tls_terminator(&ca, terminator, broker.port);
         proxy.forward_to(listener, tls_port);
 
         let dir = tempfile::tempdir().expect("dir");

@@ -12,14 +12,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use monitor_core::report::{Report, Status};
 use monitor_core::testing::{create_topic, kafka_brokers, kafka_client, ok_site};
-use rskafka::client::partition::UnknownTopicHandling;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 mod support;
-use support::{checker_command, signal};
+use support::{checker_command, partition_records, signal};
 
 /// The shutdown bound the tests give the checker.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -164,29 +163,13 @@ async fn sigterm_aborts_checks_that_would_outlive_the_shutdown_timeout() {
 /// The slots of `target` in `topic`.
 async fn slots_in_topic(topic: &str, target: &str) -> BTreeSet<DateTime<Utc>> {
     let client = kafka_client().await;
-    let pc = client
-        .partition_client(topic.to_string(), 0, UnknownTopicHandling::Retry)
+    partition_records(&client, topic, 0)
         .await
-        .expect("partition");
-    let mut slots = BTreeSet::new();
-    let mut offset = 0;
-    loop {
-        let (records, high_watermark) = pc
-            .fetch_records(offset, 1..10_000_000, 50)
-            .await
-            .expect("fetch");
-        for r in records {
-            offset = offset.max(r.offset + 1);
-            let report =
-                Report::from_json(r.record.value.as_deref().expect("value")).expect("report");
-            if report.target_id == target {
-                slots.insert(report.scheduled_at);
-            }
-        }
-        if offset >= high_watermark {
-            return slots;
-        }
-    }
+        .into_iter()
+        .map(|r| Report::from_json(r.record.value.as_deref().expect("value")).expect("report"))
+        .filter(|report| report.target_id == target)
+        .map(|report| report.scheduled_at)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

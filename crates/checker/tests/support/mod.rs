@@ -8,10 +8,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 
 use checker::spool::{Message, Spool};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rskafka::client::partition::UnknownTopicHandling;
+use rskafka::client::Client;
+use rskafka::record::RecordAndOffset;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
 /// `checker --config <config> <args>` as the tests run it: no settings from the environment
@@ -54,6 +59,43 @@ pub fn admin_addr_in_log(line: &str) -> Option<SocketAddr> {
     let rest = rest.trim_start_matches(['=', '"', ':']);
     let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || ".:[]".contains(c)))?;
     rest[..end].parse().ok()
+}
+
+/// A listener on a loopback port of its own, and that port: bound before a broker starts, so
+/// that the broker can advertise it.
+pub async fn loopback_listener() -> (TcpListener, u16) {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    (listener, port)
+}
+
+/// Every record of `partition` of `topic` up to its high watermark, in offset order.
+pub async fn partition_records(
+    client: &Client,
+    topic: &str,
+    partition: i32,
+) -> Vec<RecordAndOffset> {
+    let pc = client
+        .partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition client");
+    let mut records = Vec::new();
+    let mut offset = 0;
+    loop {
+        let (batch, high_watermark) = pc
+            .fetch_records(offset, 1..50_000_000, 50)
+            .await
+            .expect("fetch");
+        for r in batch {
+            if r.offset >= offset {
+                offset = r.offset + 1;
+                records.push(r);
+            }
+        }
+        if offset >= high_watermark {
+            return records;
+        }
+    }
 }
 
 /// A spool in memory: the publisher's fallback, without the disk.
@@ -145,4 +187,40 @@ pub fn leaf(
 ) {
     let l = leaf_until(Some(ca), names, 2090);
     (l.der, l.pem, l.key, l.key_pem)
+}
+
+/// Terminates mutual TLS on `listener` (client certificates signed by `ca` only) and forwards
+/// the plain bytes to `upstream`.
+pub fn tls_terminator(ca: &Ca, listener: TcpListener, upstream: u16) {
+    let (cert, _, key, _) = leaf(ca, &["127.0.0.1"]);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der.clone()).expect("root");
+    let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("client verifier");
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(vec![cert], key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
 }
