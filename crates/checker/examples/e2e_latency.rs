@@ -11,10 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use checker::probe::Prober;
-use checker::publish::{self, PublisherStats};
+use checker::probe::Checker;
+use checker::publish::{self, Drained, PublishMetrics};
 use checker::schedule;
-use checker::spool::FileSpool;
+use checker::spool::{FileSpool, SpoolMetrics};
 use monitor_core::settings::{parse_duration, CheckerSettings, SettingsSource, TargetSettings};
 use monitor_core::testing::{create_topic, kafka_brokers, kafka_client, TestDatabase};
 use sqlx::Row;
@@ -32,14 +32,26 @@ async fn main() {
         .nth(2)
         .and_then(|a| parse_duration(&a).ok())
         .unwrap_or(Duration::from_secs(30));
-    let sink_bin = std::env::var("SINK_BIN").unwrap_or_else(|_| "target/release/sink".into());
-
     let client = kafka_client().await;
     let topic = create_topic(&client, 6).await;
     let db = TestDatabase::create().await;
-    let mut sink = std::process::Command::new(&sink_bin)
+    let mut sink = start_sink(&topic, &db);
+    let dir = tempfile::tempdir().expect("dir");
+    let settings = bench_settings(dir.path(), n, &topic).await;
+    run_checker(&settings, dir.path(), run_for).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = sink.kill();
+    let _ = sink.wait();
+    print_latency(&db, n, run_for).await;
+    db.drop_database().await;
+}
+
+/// The `sink` binary (`SINK_BIN`, else target/release/sink) storing `topic` into `db`.
+fn start_sink(topic: &str, db: &TestDatabase) -> std::process::Child {
+    let sink_bin = std::env::var("SINK_BIN").unwrap_or_else(|_| "target/release/sink".into());
+    std::process::Command::new(&sink_bin)
         .env("WEBMON__KAFKA__BROKERS", kafka_brokers().join(","))
-        .env("WEBMON__KAFKA__TOPIC", &topic)
+        .env("WEBMON__KAFKA__TOPIC", topic)
         .env("WEBMON__DATABASE__URL", &db.url)
         .env("WEBMON__SINK__BATCH_LINGER", "50ms")
         .env("WEBMON__SINK__FETCH_MAX_WAIT", "50ms")
@@ -48,18 +60,20 @@ async fn main() {
         .spawn()
         .unwrap_or_else(|e| {
             panic!("cannot start {sink_bin} (build it with cargo build --release -p sink): {e}")
-        });
+        })
+}
 
+/// Settings in `dir` with `n` targets, each on one of 16 local sites, checked every second.
+async fn bench_settings(dir: &std::path::Path, n: usize, topic: &str) -> CheckerSettings {
     let mut ports = Vec::new();
     for _ in 0..16 {
         ports.push(monitor_core::testing::ok_site().await);
     }
-    let dir = tempfile::tempdir().expect("dir");
     let targets: String = (0..n)
         .map(|i| format!("{{\"id\":\"e2e-{i}\",\"url\":\"http://127.0.0.1:{}/{i}\",\"period\":1,\"timeout\":0.5}}", ports[i % 16]))
         .collect::<Vec<_>>()
         .join(",");
-    let file = dir.path().join("c.json");
+    let file = dir.join("c.json");
     std::fs::write(
         &file,
         format!(
@@ -68,30 +82,36 @@ async fn main() {
         ),
     )
     .expect("write");
-    let settings = CheckerSettings::load(
+    CheckerSettings::load(
         &SettingsSource {
             file: Some(file),
             env: Some(Default::default()),
-            base_dir: Some(dir.path().to_path_buf()),
+            base_dir: Some(dir.to_path_buf()),
         },
         true,
     )
-    .expect("settings");
+    .expect("settings")
+}
+
+/// The checker in this process (schedule, probe, publisher) for `run_for`.
+async fn run_checker(settings: &CheckerSettings, dir: &std::path::Path, run_for: Duration) {
     let list: Vec<Arc<TargetSettings>> = settings.targets.iter().cloned().map(Arc::new).collect();
     let (_targets_tx, targets_rx) = watch::channel(list);
     let (tx, rx) = mpsc::channel(100_000);
     let stop = CancellationToken::new();
-    let spool = FileSpool::open(&dir.path().join("spool"), u64::MAX).expect("spool");
+    let spool =
+        FileSpool::open(&dir.join("spool"), u64::MAX, SpoolMetrics::default()).expect("spool");
     let publisher = tokio::spawn(publish::run(
         rx,
         settings.kafka.clone().expect("kafka"),
         settings.checker.producer.clone(),
         Box::new(spool),
-        Arc::new(PublisherStats::default()),
+        PublishMetrics::default(),
+        Drained::default(),
     ));
     let scheduler = tokio::spawn(schedule::run(
         targets_rx,
-        Arc::new(Prober::new("e2e")).into_probe(),
+        Arc::new(Checker::new("e2e")).into_check_fn(),
         "e2e".into(),
         4096,
         tx,
@@ -101,10 +121,10 @@ async fn main() {
     stop.cancel();
     let _ = scheduler.await;
     let _ = publisher.await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let _ = sink.kill();
-    let _ = sink.wait();
+}
 
+/// The latency from a check's start to its row stored, from the database.
+async fn print_latency(db: &TestDatabase, n: usize, run_for: Duration) {
     let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
     // Skip the first seconds: the sink's start-up (migrations, leases) is not steady state.
     let row = sqlx::query(
@@ -129,5 +149,4 @@ async fn main() {
     println!("{n} targets every 1 s for {run_for:?}: {all} rows stored");
     println!("check started → row stored (steady state, {count} rows): p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms");
     pool.close().await;
-    db.drop_database().await;
 }

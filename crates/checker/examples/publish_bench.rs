@@ -6,12 +6,10 @@
 //! KAFKA_BROKERS=127.0.0.1:9092 cargo run --release -p checker --example publish_bench -- 1000000
 //! ```
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use checker::publish::{self, Message, PublisherStats, Spool};
-use checker::spool::FileSpool;
+use checker::publish::{self, Drained, PublishMetrics};
+use checker::spool::{FileSpool, Message, Spool, SpoolMetrics};
 use monitor_core::settings::{CheckerSettings, SettingsSource};
 use monitor_core::testing::{create_topic, kafka_brokers, kafka_client, sample_report};
 use tokio::sync::mpsc;
@@ -25,14 +23,51 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    let client = kafka_client().await;
+    let topic = create_topic(&client, 6).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let settings = bench_settings(dir.path(), &topic);
+    let reports: Vec<_> = (0..total)
+        .map(|n| sample_report(&format!("target-{}", n % 5000), n / 5000))
+        .collect();
+    let bytes: usize = reports.iter().map(|r| r.to_json().len()).sum();
+    println!(
+        "{total} reports, {} bytes each on average",
+        bytes / reports.len().max(1)
+    );
+    through_the_publisher(&settings, &reports, dir.path()).await;
+    spool_rates(&reports, dir.path());
+    // Small rounds: one report, or a handful, at a time, so every produce request is far
+    // smaller than a TCP segment. How long from a round entering the publisher to the broker's
+    // acknowledgement, linger included.
+    for (per_round, gap_ms) in [
+        (1, 50),
+        (1, 0),
+        (20, 0),
+        (100, 0),
+        (200, 0),
+        (500, 0),
+        (1000, 0),
+        (2000, 0),
+    ] {
+        let gap = std::time::Duration::from_millis(gap_ms);
+        let (p50, p99, max) = small_rounds(&settings, &reports, per_round, gap, dir.path()).await;
+        println!(
+            "small rounds: {per_round} report(s) per round, {gap:?} apart, linger {:?}: \
+             round → acknowledged p50 {p50:?}, p99 {p99:?}, max {max:?}",
+            settings.checker.producer.linger
+        );
+    }
+}
+
+/// The benchmark's settings, in `dir`: the test broker's `topic`, with the compression and
+/// relay the environment asks for.
+fn bench_settings(dir: &std::path::Path, topic: &str) -> CheckerSettings {
     // BENCH_COMPRESSION: none (default, the figures in docs/benchmarks.md), gzip, lz4, ...
     let compression = std::env::var("BENCH_COMPRESSION").unwrap_or_else(|_| "none".into());
     // BENCH_RELAY=false: connect to the broker directly, without the nodelay relay.
     let relay = std::env::var("BENCH_RELAY").unwrap_or_else(|_| "true".into());
-    let client = kafka_client().await;
-    let topic = create_topic(&client, 6).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let file = dir.path().join("c.toml");
+    let file = dir.join("c.toml");
     std::fs::write(
         &file,
         format!(
@@ -47,38 +82,37 @@ async fn main() {
         ),
     )
     .expect("write");
-    let settings = CheckerSettings::load(
+    CheckerSettings::load(
         &SettingsSource {
             file: Some(file),
             env: Some(Default::default()),
-            base_dir: Some(dir.path().to_path_buf()),
+            base_dir: Some(dir.to_path_buf()),
         },
         true,
     )
-    .expect("settings");
-    let kafka = settings.kafka.clone().expect("kafka");
-    let reports: Vec<_> = (0..total)
-        .map(|n| sample_report(&format!("target-{}", n % 5000), n / 5000))
-        .collect();
-    let bytes: usize = reports.iter().map(|r| r.to_json().len()).sum();
-    println!(
-        "{total} reports, {} bytes each on average",
-        bytes / reports.len().max(1)
-    );
+    .expect("settings")
+}
 
-    // Through the publisher to the broker.
-    let spool = FileSpool::open(&dir.path().join("spool"), u64::MAX).expect("spool");
-    let stats = Arc::new(PublisherStats::default());
+/// Every report through the publisher (and its spool) to the broker.
+async fn through_the_publisher(
+    settings: &CheckerSettings,
+    reports: &[monitor_core::report::Report],
+    dir: &std::path::Path,
+) {
+    let spool =
+        FileSpool::open(&dir.join("spool"), u64::MAX, SpoolMetrics::default()).expect("spool");
+    let metrics = PublishMetrics::default();
     let (tx, rx) = mpsc::channel(100_000);
     let started = Instant::now();
     let publisher = tokio::spawn(publish::run(
         rx,
-        kafka,
+        settings.kafka.clone().expect("kafka"),
         settings.checker.producer.clone(),
         Box::new(spool),
-        stats.clone(),
+        metrics.clone(),
+        Drained::default(),
     ));
-    for r in &reports {
+    for r in reports {
         if tx.send(r.clone()).await.is_err() {
             break;
         }
@@ -86,16 +120,20 @@ async fn main() {
     drop(tx);
     let _ = publisher.await;
     let secs = started.elapsed().as_secs_f64();
-    let produced = stats.produced.load(Ordering::Relaxed);
+    let produced = metrics.produced.get();
     println!(
         "publisher → broker: {produced} reports in {secs:.2} s = {:.0} reports/s (spooled {})",
         produced as f64 / secs,
-        stats.spooled.load(Ordering::Relaxed)
+        metrics.spooled.get()
     );
+}
 
-    // The spool alone.
+/// The spool alone: writes of 1000 reports per append and of one, then the replay.
+fn spool_rates(reports: &[monitor_core::report::Report], dir: &std::path::Path) {
+    let total = reports.len();
     let messages: Vec<Message> = reports.iter().map(Message::of).collect();
-    let mut spool = FileSpool::open(&dir.path().join("spool-bench"), u64::MAX).expect("spool");
+    let mut spool = FileSpool::open(&dir.join("spool-bench"), u64::MAX, SpoolMetrics::default())
+        .expect("spool");
     let started = Instant::now();
     for chunk in messages.chunks(1000) {
         spool.append(chunk).expect("append");
@@ -107,7 +145,8 @@ async fn main() {
         total as f64 / secs
     );
     // One report per append, as the publisher writes when reports come one at a time.
-    let mut single = FileSpool::open(&dir.path().join("spool-single"), u64::MAX).expect("spool");
+    let mut single = FileSpool::open(&dir.join("spool-single"), u64::MAX, SpoolMetrics::default())
+        .expect("spool");
     let started = Instant::now();
     for m in &messages {
         single.append(std::slice::from_ref(m)).expect("append");
@@ -135,28 +174,6 @@ async fn main() {
         "spool replay (read + commit): {replayed} reports in {secs:.2} s = {:.0} reports/s",
         replayed as f64 / secs
     );
-
-    // Small rounds: one report, or a handful, at a time, so every produce request is far
-    // smaller than a TCP segment. How long from a round entering the publisher to the broker's
-    // acknowledgement, linger included.
-    for (per_round, gap_ms) in [
-        (1, 50),
-        (1, 0),
-        (20, 0),
-        (100, 0),
-        (200, 0),
-        (500, 0),
-        (1000, 0),
-        (2000, 0),
-    ] {
-        let gap = std::time::Duration::from_millis(gap_ms);
-        let (p50, p99, max) = small_rounds(&settings, &reports, per_round, gap, dir.path()).await;
-        println!(
-            "small rounds: {per_round} report(s) per round, {gap:?} apart, linger {:?}: \
-             round → acknowledged p50 {p50:?}, p99 {p99:?}, max {max:?}",
-            settings.checker.producer.linger
-        );
-    }
 }
 
 /// Sends `ROUNDS` rounds of `per_round` reports, `gap` apart, each once the previous one is
@@ -171,16 +188,18 @@ async fn small_rounds(
     let spool = FileSpool::open(
         &dir.join(format!("spool-small-{per_round}-{}", gap.as_millis())),
         u64::MAX,
+        SpoolMetrics::default(),
     )
     .expect("spool");
-    let stats = Arc::new(PublisherStats::default());
+    let metrics = PublishMetrics::default();
     let (tx, rx) = mpsc::channel(per_round.max(16));
     let publisher = tokio::spawn(publish::run(
         rx,
         settings.kafka.clone().expect("kafka"),
         settings.checker.producer.clone(),
         Box::new(spool),
-        stats.clone(),
+        metrics.clone(),
+        Drained::default(),
     ));
     let mut latencies = Vec::new();
     let mut sent_total = 0u64;
@@ -192,7 +211,7 @@ async fn small_rounds(
             }
         }
         sent_total += round.len() as u64;
-        while stats.produced.load(Ordering::Relaxed) < sent_total {
+        while metrics.produced.get() < sent_total {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         // The first round also connects.

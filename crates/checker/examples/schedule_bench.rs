@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use checker::probe::Prober;
+use checker::probe::Checker;
 use checker::schedule;
 use monitor_core::report::Status;
 use monitor_core::settings::{parse_duration, CheckerSettings, SettingsSource, TargetSettings};
@@ -71,36 +71,14 @@ fn main() {
             ports.push(monitor_core::testing::ok_site().await);
         }
         let rss_before = rss_kib();
-        let timeout = (period / 2).min(Duration::from_secs(5));
-        let targets: String = (0..n)
-            .map(|i| {
-                format!(
-                    "{{\"id\":\"t{i}\",\"url\":\"http://127.0.0.1:{}/{i}\",\"period\":{},\"timeout\":{}}}",
-                    ports[i % SERVER_PORTS],
-                    period.as_secs_f64(),
-                    timeout.as_secs_f64()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(",");
-        let dir = std::env::temp_dir().join(format!("checker-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let file = dir.join("bench.json");
-        std::fs::write(&file, format!("{{\"monitored_urls\":[{targets}]}}")).expect("write");
-        let settings = CheckerSettings::load(
-            &SettingsSource { file: Some(file), env: Some(Default::default()), base_dir: None },
-            false,
-        )
-        .expect("settings");
-        let _ = std::fs::remove_dir_all(&dir);
-        let list: Vec<Arc<TargetSettings>> = settings.targets.into_iter().map(Arc::new).collect();
+        let list = bench_targets(&ports, n, period);
         let (_targets_tx, targets_rx) = watch::channel(list);
         let (tx, mut rx) = mpsc::channel(100_000);
         let stop = CancellationToken::new();
-        let probe = Arc::new(Prober::new("bench")).into_probe();
+        let check = Arc::new(Checker::new("bench")).into_check_fn();
         let cpu0 = cpu_seconds();
         let started = Instant::now();
-        let task = tokio::spawn(schedule::run(targets_rx, probe, "bench".into(), 4096, tx, stop.clone()));
+        let task = tokio::spawn(schedule::run(targets_rx, check, "bench".into(), 4096, tx, stop.clone()));
         let mut lateness = Vec::new();
         let (mut up, mut down, mut missed) = (0u64, 0u64, 0u64);
         let mut peak_rss = 0;
@@ -145,4 +123,35 @@ fn main() {
             (rss.saturating_sub(rss_before)) as f64 / n as f64
         );
     });
+}
+
+/// `n` targets every `period`, each on one of the local sites of `ports`.
+fn bench_targets(ports: &[u16], n: usize, period: Duration) -> Vec<Arc<TargetSettings>> {
+    let timeout = (period / 2).min(Duration::from_secs(5));
+    let targets: String = (0..n)
+        .map(|i| {
+            format!(
+                "{{\"id\":\"t{i}\",\"url\":\"http://127.0.0.1:{}/{i}\",\"period\":{},\"timeout\":{}}}",
+                ports[i % ports.len()],
+                period.as_secs_f64(),
+                timeout.as_secs_f64()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let dir = std::env::temp_dir().join(format!("checker-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("bench.json");
+    std::fs::write(&file, format!("{{\"monitored_urls\":[{targets}]}}")).expect("write");
+    let settings = CheckerSettings::load(
+        &SettingsSource {
+            file: Some(file),
+            env: Some(Default::default()),
+            base_dir: None,
+        },
+        false,
+    )
+    .expect("settings");
+    let _ = std::fs::remove_dir_all(&dir);
+    settings.targets.into_iter().map(Arc::new).collect()
 }

@@ -3,27 +3,37 @@
 //! Checks HTTP(S) targets on their schedules and turns each check into a report.
 //!
 //! ## Layout
-//! - [`app`]: the modes (once, schedule to stdout, schedule to Kafka), reload and shutdown.
-//! - [`backfill`]: at start-up, `missed` reports for the slots that fell while the checker
-//!   was not running.
-//! - [`config_watch`]: reload when the settings file changes.
+//! Floors follow a report's way, each importing only the floors below it:
+//! settings → schedule → probe → report → publish → spool. Above them, [`app`] wires a run
+//! and [`metrics`] names every metric.
+//!
+//! - [`app`]: the service: [`app::Application`] builds (spool opened, admin endpoint bound)
+//!   and runs until stopped; the one-shot mode; reload and shutdown.
 //! - [`metrics`]: the Prometheus metrics.
-//! - [`partitioner`]: Kafka's default partitioner (murmur2), so reports of a target share a partition.
-//! - [`probe`]: one check of one target on a fresh connection, phase by phase, classified.
-//! - [`publish`]: delivery to Kafka in rounds, with an on-disk spool while Kafka is
-//!   unreachable or slow; nothing is lost.
-//! - [`schedule`]: when each target is checked: fixed rate, spread over the period, under a
-//!   global cap on checks in flight, with `missed` reports for slots that could not start.
+//! - [`settings`]: reload when the settings file changes (the settings themselves are
+//!   `monitor_core::settings`).
+//! - [`schedule`]: when each target is checked: fixed rate, spread over the period
+//!   ([`schedule::slots`]), this replica's share ([`schedule::shard`]), under a global cap on
+//!   checks in flight, with `missed` reports for slots that could not start, and for the
+//!   slots of a downtime ([`schedule::backfill`]).
+//! - [`probe`]: one check of one target on a fresh connection, phase by phase, and its
+//!   verdict; [`probe::Checker`] runs checks, [`probe::CheckFn`] is what the schedule calls.
+//! - [`report`]: the reports the checker writes besides a check's verdict (`missed`), and
+//!   their printing on stdout.
+//! - [`publish`]: delivery to Kafka in rounds through the spool, nothing lost; the reports
+//!   topic ([`publish::topic`]) and Kafka's partitioner ([`publish::partitioner`]).
 //! - [`spool`]: the on-disk FIFO every report passes through until Kafka acknowledged it.
-//! - [`topic`]: the reports topic: connecting to it and producing one round.
 
 pub mod app;
-pub mod backfill;
-pub mod config_watch;
 pub mod metrics;
-pub mod partitioner;
-pub mod probe;
-pub mod publish;
+pub mod settings;
+
 pub mod schedule;
+
+pub mod probe;
+
+pub mod report;
+
+pub mod publish;
+
 pub mod spool;
-pub mod topic;

@@ -6,11 +6,14 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use monitor_core::testing::{free_port, http_get, ok_site};
+use monitor_core::testing::{http_get, ok_site};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+
+mod support;
+use support::admin_addr_in_log;
 
 /// The endpoint's header timeout (`monitor_core::runtime::admin::HEADER_READ_TIMEOUT`, not reachable
 /// here without the crate's `admin` feature).
@@ -26,16 +29,16 @@ fn config(dir: &Path) -> std::path::PathBuf {
     file
 }
 
-/// `checker --stdout` serving its admin endpoint on `admin`, through `sh -c` so that `limit`
-/// (a `ulimit` command) applies to it.
-fn spawn(config: &Path, admin: u16, limit: &str, log: &Path) -> Child {
-    Command::new("bash")
+/// `checker --stdout` serving its admin endpoint on a port of its choosing, through `sh -c`
+/// so that `limit` (a `ulimit` command) applies to it; and that port, read from `log`.
+async fn spawn(config: &Path, limit: &str, log: &Path) -> (Child, u16) {
+    let child = Command::new("bash")
         .arg("-c")
         .arg(format!("{limit}exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_checker"))
         .arg("--config")
         .arg(config)
-        .args(["--stdout", "--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(["--stdout", "--admin-listen", "127.0.0.1:0"])
         .arg("--log-file")
         .arg(log)
         .env_remove("WEBMON_CONFIG")
@@ -46,7 +49,24 @@ fn spawn(config: &Path, admin: u16, limit: &str, log: &Path) -> Child {
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .expect("starts")
+        .expect("starts");
+    (child, admin_port_in(log).await)
+}
+
+/// The admin endpoint's port, from its start-up line in the log file `log`.
+async fn admin_port_in(log: &Path) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = text.lines().find_map(admin_addr_in_log) {
+            return addr.port();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no admin endpoint in the log: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// GET /healthz answered 200 within `within`, retrying while it does not answer.
@@ -109,8 +129,7 @@ fn clock_ticks_per_second() -> u64 {
 async fn a_thousand_idle_and_slow_connections_neither_grow_memory_nor_lock_a_scrape_out() {
     let _site = ok_site().await;
     let dir = tempfile::tempdir().expect("dir");
-    let admin = free_port();
-    let mut child = spawn(&config(dir.path()), admin, "", &dir.path().join("log"));
+    let (mut child, admin) = spawn(&config(dir.path()), "", &dir.path().join("log")).await;
     let pid = child.id().expect("running");
     assert!(
         healthz_within(admin, Duration::from_secs(20)).await,
@@ -154,9 +173,8 @@ async fn a_thousand_idle_and_slow_connections_neither_grow_memory_nor_lock_a_scr
 async fn out_of_file_descriptors_it_backs_off_instead_of_spinning_and_recovers() {
     let _site = ok_site().await;
     let dir = tempfile::tempdir().expect("dir");
-    let admin = free_port();
     let log = dir.path().join("log");
-    let mut child = spawn(&config(dir.path()), admin, "ulimit -n 64 && ", &log);
+    let (mut child, admin) = spawn(&config(dir.path()), "ulimit -n 64 && ", &log).await;
     let pid = child.id().expect("running");
     assert!(
         healthz_within(admin, Duration::from_secs(20)).await,

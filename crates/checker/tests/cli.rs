@@ -2,42 +2,40 @@
 //! broker whose link is cut, with the checker killed in the middle of the outage.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use monitor_core::report::{Report, Status};
 use monitor_core::testing::{http_get, ok_site, OwnBroker, Proxy};
-use rskafka::client::partition::UnknownTopicHandling;
 use rskafka::client::ClientBuilder;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-fn checker(config: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_checker"));
-    c.arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("WEBMON_CONFIG")
-        .env("RUST_LOG", "warn")
-        .env("WEBMON__CHECKER__ADMIN_LISTEN", "127.0.0.1:0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    c
-}
+mod support;
+use support::{admin_addr_in_log, checker_command as checker, partition_records, signal};
 
-fn signal(child: &Child, name: &str) {
-    let pid = child.id().expect("running");
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill -{name} {pid}");
+/// The port of the admin endpoint of `child`, started on port 0, read from its log on stderr
+/// (which is then drained, so the child never blocks on it).
+async fn admin_port(child: &mut Child) -> u16 {
+    let mut log = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let line = log
+                .next_line()
+                .await
+                .expect("read")
+                .expect("the admin log line");
+            if let Some(addr) = admin_addr_in_log(&line) {
+                return addr;
+            }
+        }
+    })
+    .await
+    .expect("the admin endpoint starts within 10 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    addr.port()
 }
 
 /// The reports a `--stdout` checker prints, by target: each one's slot and when it was read.
@@ -317,31 +315,16 @@ async fn read_topic(
         .expect("client");
     let mut slots: BTreeMap<String, BTreeMap<DateTime<Utc>, Vec<Status>>> = BTreeMap::new();
     for p in 0..partitions {
-        let pc = client
-            .partition_client("reports", p, UnknownTopicHandling::Retry)
-            .await
-            .expect("partition");
-        let mut offset = 0;
-        loop {
-            let (records, high_watermark) = pc
-                .fetch_records(offset, 1..10_000_000, 50)
-                .await
-                .expect("fetch");
-            for r in records {
-                offset = offset.max(r.offset + 1);
-                let report =
-                    Report::from_json(r.record.value.as_deref().expect("value")).expect("report");
-                assert_eq!(Some(report.target_id.as_bytes()), r.record.key.as_deref());
-                slots
-                    .entry(report.target_id)
-                    .or_default()
-                    .entry(report.scheduled_at)
-                    .or_default()
-                    .push(report.status);
-            }
-            if offset >= high_watermark {
-                break;
-            }
+        for r in partition_records(&client, "reports", p).await {
+            let report =
+                Report::from_json(r.record.value.as_deref().expect("value")).expect("report");
+            assert_eq!(Some(report.target_id.as_bytes()), r.record.key.as_deref());
+            slots
+                .entry(report.target_id)
+                .or_default()
+                .entry(report.scheduled_at)
+                .or_default()
+                .push(report.status);
         }
     }
     slots
@@ -350,7 +333,6 @@ async fn read_topic(
 #[tokio::test]
 async fn the_admin_endpoint_serves_health_and_metrics_while_reports_are_printed() {
     let port = ok_site().await;
-    let admin = monitor_core::testing::free_port();
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("c.toml");
     std::fs::write(
@@ -358,12 +340,12 @@ async fn the_admin_endpoint_serves_health_and_metrics_while_reports_are_printed(
         format!("[[monitored_urls]]\nurl = \"http://127.0.0.1:{port}/\"\nperiod = \"200ms\"\ntimeout = \"100ms\"\n"),
     )
     .expect("write");
-    let mut child = checker(
-        &config,
-        &["--stdout", "--admin-listen", &format!("127.0.0.1:{admin}")],
-    )
-    .spawn()
-    .expect("starts");
+    let mut child = checker(&config, &["--stdout", "--admin-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn,monitor_core::runtime::admin=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let admin = admin_port(&mut child).await;
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     for _ in 0..5 {
         let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())

@@ -8,13 +8,14 @@
 //! checks that the new target is checked, by the same process, while the old one goes on.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use monitor_core::report::Report;
 use monitor_core::testing::ok_site;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+
+mod support;
+use support::checker_command;
 
 /// The file name of the settings key, as deploy/k8s mounts it.
 const KEY: &str = "web-monitor.toml";
@@ -91,17 +92,7 @@ async fn a_configmap_update_by_the_kubelets_symlink_swap_reaches_a_running_check
     let head = "[checker]\nwatch_config = \"200ms\"\n";
     let mut volume = ConfigMapVolume::new(dir.path(), &format!("{head}{}", target(port, "first")));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_checker"))
-        .arg("--config")
-        .arg(volume.settings())
-        .arg("--stdout")
-        .env_remove("WEBMON_CONFIG")
-        .env("RUST_LOG", "warn")
-        .env("WEBMON__CHECKER__ADMIN_LISTEN", "127.0.0.1:0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
+    let mut child = checker_command(&volume.settings(), &["--stdout"])
         .spawn()
         .expect("starts");
     let pid = child.id();

@@ -6,14 +6,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use checker::probe::Prober;
+use checker::probe::Checker;
 use chrono::{Datelike, Utc};
 use monitor_core::report::{FailureClass, Report, Status};
 use monitor_core::settings::{CheckerSettings, SettingsSource, TargetSettings};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+mod support;
+use support::{ca, leaf_until, Ca};
 
 /// A target from JSON keys, in a directory that also holds `files` (name, contents).
 fn target(keys: &str, files: &[(&str, String)]) -> (TargetSettings, tempfile::TempDir) {
@@ -41,9 +43,9 @@ fn target(keys: &str, files: &[(&str, String)]) -> (TargetSettings, tempfile::Te
 /// Checks once and asserts the check ended within the target's timeout (plus scheduling slack).
 async fn check(t: &TargetSettings) -> Report {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let prober = Prober::new("test");
+    let checker = Checker::new("test");
     let started = std::time::Instant::now();
-    let report = prober.check(t, Utc::now()).await;
+    let report = checker.check(t, Utc::now()).await;
     let took = started.elapsed();
     assert!(
         took <= t.timeout + Duration::from_millis(500),
@@ -493,46 +495,15 @@ async fn a_name_that_does_not_resolve_is_dns() {
 
 // --- TLS -------------------------------------------------------------------------------------
 
-struct Pki {
-    ca_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn pki() -> Pki {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "web-monitor test CA");
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let key = KeyPair::generate().expect("key");
-    let cert = params.self_signed(&key).expect("CA");
-    Pki {
-        ca_pem: cert.pem(),
-        issuer: Issuer::new(params, key),
-    }
-}
-
-/// A leaf for `names`, valid from 2024 to `not_after_year`, signed by `pki` (or self-signed).
+/// A leaf for `names`, valid from 2019 to `not_after_year`, signed by `ca` (or self-signed):
+/// its chain and key.
 fn leaf(
-    pki: Option<&Pki>,
+    ca: Option<&Ca>,
     names: &[&str],
     not_after_year: i32,
 ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let mut params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .expect("params");
-    params.not_before = rcgen::date_time_ymd(2019, 1, 1);
-    params.not_after = rcgen::date_time_ymd(not_after_year, 6, 1);
-    let key = KeyPair::generate().expect("key");
-    let cert = match pki {
-        Some(p) => params.signed_by(&key, &p.issuer).expect("signed"),
-        None => params.self_signed(&key).expect("self-signed"),
-    };
-    (
-        vec![cert.der().clone()],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    )
+    let l = leaf_until(ca, names, not_after_year);
+    (vec![l.der], l.key)
 }
 
 /// An HTTPS server with the given certificate, answering 200 "secure".
@@ -566,14 +537,14 @@ async fn https(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>)
 
 #[tokio::test]
 async fn a_certificate_from_the_targets_ca_is_up_with_its_expiry() {
-    let pki = pki();
+    let pki = ca();
     let (chain, key) = leaf(Some(&pki), &["127.0.0.1", "localhost"], 2090);
     let port = https(chain, key).await;
     let (t, _d) = target(
         &format!(
             r#""url": "https://127.0.0.1:{port}/", "ca_file": "ca.pem", "timeout": 3, "period": 5"#
         ),
-        &[("ca.pem", pki.ca_pem.clone())],
+        &[("ca.pem", pki.pem.clone())],
     );
     let r = check(&t).await;
     assert_eq!(r.status, Status::Up, "{r:?}");
@@ -602,14 +573,14 @@ async fn a_self_signed_certificate_is_tls_unknown_authority() {
 
 #[tokio::test]
 async fn an_expired_certificate_is_tls_with_its_expiry_date() {
-    let pki = pki();
+    let pki = ca();
     let (chain, key) = leaf(Some(&pki), &["127.0.0.1"], 2020);
     let port = https(chain, key).await;
     let (t, _d) = target(
         &format!(
             r#""url": "https://127.0.0.1:{port}/", "ca_file": "ca.pem", "timeout": 3, "period": 5"#
         ),
-        &[("ca.pem", pki.ca_pem.clone())],
+        &[("ca.pem", pki.pem.clone())],
     );
     let r = check(&t).await;
     assert_down(&r, FailureClass::Tls, "certificate expired 2020-06-01");
@@ -618,14 +589,14 @@ async fn an_expired_certificate_is_tls_with_its_expiry_date() {
 
 #[tokio::test]
 async fn a_certificate_for_another_host_is_tls_wrong_host() {
-    let pki = pki();
+    let pki = ca();
     let (chain, key) = leaf(Some(&pki), &["other.example"], 2090);
     let port = https(chain, key).await;
     let (t, _d) = target(
         &format!(
             r#""url": "https://127.0.0.1:{port}/", "ca_file": "ca.pem", "timeout": 3, "period": 5"#
         ),
-        &[("ca.pem", pki.ca_pem.clone())],
+        &[("ca.pem", pki.pem.clone())],
     );
     assert_down(
         &check(&t).await,
@@ -698,10 +669,10 @@ async fn hostile_targets_do_not_delay_the_others() {
     let (_keep, rx) = watch::channel(targets);
     let (tx, mut reports) = mpsc::channel(1000);
     let stop = tokio_util::sync::CancellationToken::new();
-    let probe = Arc::new(Prober::new("test")).into_probe();
+    let check = Arc::new(Checker::new("test")).into_check_fn();
     let task = tokio::spawn(schedule::run(
         rx,
-        probe,
+        check,
         "test".into(),
         100,
         tx,
@@ -1000,14 +971,14 @@ async fn https_and_http(
 
 #[tokio::test]
 async fn credentials_never_follow_a_downgrade_from_https_to_http() {
-    let pki = pki();
+    let pki = ca();
     let (chain, key) = leaf(Some(&pki), &["localhost"], 2090);
     let (port, log) = https_and_http(chain, key).await;
     let (t, _d) = target(
         &format!(
             r#""url": "https://localhost:{port}/downgrade", {CREDENTIALS}, "ca_file": "ca.pem", "timeout": 3, "period": 5"#
         ),
-        &[("ca.pem", pki.ca_pem.clone())],
+        &[("ca.pem", pki.pem.clone())],
     );
     let r = check(&t).await;
     assert_eq!((r.status, r.http_status), (Status::Up, Some(200)), "{r:?}");
@@ -1023,7 +994,7 @@ async fn credentials_never_follow_a_downgrade_from_https_to_http() {
         &format!(
             r#""url": "https://localhost:{port}/secure-hop", "method": "POST", "body": "form=1", {CREDENTIALS}, "ca_file": "ca.pem", "timeout": 3, "period": 5"#
         ),
-        &[("ca.pem", pki.ca_pem.clone())],
+        &[("ca.pem", pki.pem.clone())],
     );
     let r = check(&t).await;
     assert_eq!((r.status, r.http_status), (Status::Up, Some(200)), "{r:?}");
@@ -1253,17 +1224,17 @@ async fn a_check_waits_for_body_memory_within_its_timeout() {
     );
     let (waiter, _d2) = target(&keys(r#", "id": "waiter", "regexp": "x""#), &[]);
     let (counter, _d3) = target(&keys(r#", "id": "counter""#), &[]);
-    let prober = Arc::new(Prober::new("test").with_body_memory(30));
+    let checker = Arc::new(Checker::new("test").with_body_memory(30));
     let first = {
-        let prober = prober.clone();
-        tokio::spawn(async move { prober.check(&holder, Utc::now()).await })
+        let checker = checker.clone();
+        tokio::spawn(async move { checker.check(&holder, Utc::now()).await })
     };
     // Time for the first check to get its headers and the budget (its body lasts 3 s; the
     // others end by 0.8 + 1.5 s).
     tokio::time::sleep(Duration::from_millis(800)).await;
     let (waiting, counting) = tokio::join!(
-        prober.check(&waiter, Utc::now()),
-        prober.check(&counter, Utc::now())
+        checker.check(&waiter, Utc::now()),
+        checker.check(&counter, Utc::now())
     );
     assert_down(&waiting, FailureClass::Timeout, "no room for the body");
     assert_eq!(waiting.body_bytes, None, "{waiting:?}");

@@ -4,22 +4,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
-use checker::partitioner::partition_for;
-use checker::publish::{run, PublisherStats};
+use checker::publish::partitioner::partition_for;
+use checker::publish::{run, Drained, PublishMetrics};
 use monitor_core::report::Report;
 use monitor_core::settings::{CheckerSettings, KafkaSettings, ProducerSettings, SettingsSource};
 use monitor_core::testing::{
     create_topic, kafka_brokers, kafka_client, sample_report, OwnBroker, Proxy,
 };
-use rskafka::client::partition::UnknownTopicHandling;
 use rskafka::client::{Client, ClientBuilder};
 use tokio::sync::mpsc;
 
 mod support;
-use support::MemorySpool;
+use support::{partition_records, MemorySpool};
 
 fn settings(brokers: &str, topic: &str) -> (KafkaSettings, ProducerSettings) {
     let env = HashMap::from([
@@ -55,28 +53,7 @@ async fn read_all(
 ) -> BTreeMap<i32, Vec<rskafka::record::RecordAndOffset>> {
     let mut out = BTreeMap::new();
     for p in 0..partitions {
-        let pc = client
-            .partition_client(topic.to_string(), p, UnknownTopicHandling::Retry)
-            .await
-            .expect("partition client");
-        let mut records = Vec::new();
-        let mut offset = 0;
-        loop {
-            let (batch, high_watermark) = pc
-                .fetch_records(offset, 1..10_000_000, 50)
-                .await
-                .expect("fetch");
-            for r in batch {
-                if r.offset >= offset {
-                    offset = r.offset + 1;
-                    records.push(r);
-                }
-            }
-            if offset >= high_watermark {
-                break;
-            }
-        }
-        out.insert(p, records);
+        out.insert(p, partition_records(client, topic, p).await);
     }
     out
 }
@@ -88,13 +65,14 @@ async fn reports_arrive_keyed_by_target_on_the_default_partition_with_a_version_
     let topic = create_topic(&client, 3).await;
     let (kafka, producer) = settings(&kafka_brokers().join(","), &topic);
     let (tx, rx) = mpsc::channel(1000);
-    let stats = Arc::new(PublisherStats::default());
+    let metrics = PublishMetrics::default();
     let publisher = tokio::spawn(run(
         rx,
         kafka,
         producer,
         Box::new(MemorySpool::default()),
-        stats.clone(),
+        metrics.clone(),
+        Drained::default(),
     ));
     let mut sent: Vec<Report> = Vec::new();
     for n in 0..50 {
@@ -106,10 +84,7 @@ async fn reports_arrive_keyed_by_target_on_the_default_partition_with_a_version_
     }
     drop(tx);
     publisher.await.expect("publisher ends");
-    assert_eq!(
-        stats.produced.load(std::sync::atomic::Ordering::Relaxed),
-        200
-    );
+    assert_eq!(metrics.produced.get(), 200);
 
     let all = read_all(&client, &topic, 3).await;
     let mut received = 0;
@@ -145,13 +120,14 @@ async fn a_cut_broker_link_loses_nothing_and_keeps_each_targets_order() {
     let topic = create_topic(&client, 3).await;
     let (kafka, producer) = settings(&brokers, &topic);
     let (tx, rx) = mpsc::channel(100_000);
-    let stats = Arc::new(PublisherStats::default());
+    let metrics = PublishMetrics::default();
     let publisher = tokio::spawn(run(
         rx,
         kafka,
         producer,
         Box::new(MemorySpool::default()),
-        stats.clone(),
+        metrics.clone(),
+        Drained::default(),
     ));
 
     let targets = ["a", "b", "c", "d", "e", "f"];
@@ -177,7 +153,7 @@ async fn a_cut_broker_link_loses_nothing_and_keeps_each_targets_order() {
         .expect("publisher drains within a minute")
         .expect("publisher ends");
     assert!(
-        stats.spooled.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        metrics.spooled.get() > 0,
         "the outage must have spooled reports"
     );
 
@@ -214,7 +190,7 @@ mod tls {
     //! A TLS terminator in front of the test broker (its command line cannot enable TLS), with
     //! certificates made here: the checker must reach the broker over mutual TLS.
 
-    use super::support::{ca, leaf, Ca};
+    use super::support::{ca, leaf, loopback_listener, tls_terminator};
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,9 +198,9 @@ mod tls {
     async fn reports_reach_the_broker_over_mutual_tls_and_not_without_a_client_certificate() {
         let ca = ca();
         // The broker advertises the terminator's port, which is only known once bound.
-        let tls_port = monitor_core::testing::free_port();
+        let (listener, tls_port) = loopback_listener().await;
         let broker = OwnBroker::start(Some(tls_port)).await;
-        let _ = terminator_on(&ca, tls_port, broker.port).await;
+        tls_terminator(&ca, listener, broker.port);
 
         let dir = tempfile::tempdir().expect("dir");
         let (_, client_pem, _, client_key_pem) = leaf(&ca, &["checker.test"]);
@@ -273,10 +249,10 @@ mod tls {
     #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
     async fn scram_over_mutual_tls_reaches_a_broker_that_requires_both() {
         let ca = ca();
-        let tls_port = monitor_core::testing::free_port();
+        let (listener, tls_port) = loopback_listener().await;
         let state = tempfile::tempdir().expect("dir");
         let broker = super::sasl::scram_broker(state.path(), Some(tls_port)).await;
-        terminator_on(&ca, tls_port, broker.port).await;
+        tls_terminator(&ca, listener, broker.port);
 
         let dir = tempfile::tempdir().expect("dir");
         let (_, client_pem, _, client_key_pem) = leaf(&ca, &["checker.test"]);
@@ -299,47 +275,6 @@ mod tls {
             15
         );
         drop(broker);
-    }
-
-    /// Terminates mutual TLS on `port` (client certificates signed by `ca` only) and forwards
-    /// the plain bytes to `upstream`.
-    async fn terminator_on(ca: &Ca, port: u16, upstream: u16) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind the TLS port");
-        let (cert, _, key, _) = leaf(ca, &["127.0.0.1"]);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der.clone()).expect("root");
-        let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .build()
-        .expect("client verifier");
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_client_cert_verifier(client_verifier)
-            .with_single_cert(vec![cert], key)
-            .expect("server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let Ok(mut plain) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                    else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-                });
-            }
-        });
     }
 }
 
@@ -414,13 +349,14 @@ mod sasl {
     ) -> usize {
         let kafka = settings.kafka.clone().expect("kafka");
         let (tx, rx) = mpsc::channel(100);
-        let stats = Arc::new(PublisherStats::default());
+        let metrics = PublishMetrics::default();
         let publisher = tokio::spawn(run(
             rx,
             kafka.clone(),
             settings.checker.producer.clone(),
             Box::new(MemorySpool::default()),
-            stats.clone(),
+            metrics.clone(),
+            Drained::default(),
         ));
         for i in 0..n {
             tx.send(sample_report(target, i)).await.expect("send");
@@ -431,7 +367,7 @@ mod sasl {
             .expect("the publisher ends within 60 s")
             .expect("publisher ends");
         assert_eq!(
-            stats.produced.load(std::sync::atomic::Ordering::Relaxed),
+            metrics.produced.get(),
             n as u64,
             "every report was produced, none left in the spool"
         );
@@ -562,9 +498,9 @@ mod sasl {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
     async fn sasl_plain_sends_the_configured_user_and_password() {
-        let plain_port = monitor_core::testing::free_port();
+        let (listener, plain_port) = super::support::loopback_listener().await;
         let broker = OwnBroker::start(Some(plain_port)).await;
-        plain_terminator_on(plain_port, broker.port, "plain-user", "plain-pw").await;
+        plain_terminator_on(listener, broker.port, "plain-user", "plain-pw");
         let brokers = format!("127.0.0.1:{plain_port}");
         let dir = tempfile::tempdir().expect("dir");
 
@@ -603,15 +539,12 @@ mod sasl {
     /// SaslHandshake v1, SaslAuthenticate v0 to v2) as a broker with PLAIN enabled runs it. A
     /// wrong password gets SASL_AUTHENTICATION_FAILED (58); any other request before
     /// authenticating closes the connection.
-    async fn plain_terminator_on(
-        port: u16,
+    fn plain_terminator_on(
+        listener: tokio::net::TcpListener,
         upstream: u16,
         user: &'static str,
         password: &'static str,
     ) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind the SASL port");
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 tokio::spawn(plain_session(client, upstream, user, password));

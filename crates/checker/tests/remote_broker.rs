@@ -8,16 +8,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use checker::publish::{run, PublisherStats};
+use checker::publish::{run, Drained, PublishMetrics};
 use monitor_core::report::Report;
 use monitor_core::settings::{CheckerSettings, KafkaSettings, SettingsSource};
-use monitor_core::testing::{sample_report, OwnBroker, Proxy};
-use rskafka::client::partition::UnknownTopicHandling;
+use monitor_core::testing::{create_topic, sample_report, OwnBroker, Proxy};
 use rskafka::client::Client;
 use tokio::sync::mpsc;
 
 mod support;
-use support::MemorySpool;
+use support::{partition_records, MemorySpool};
 
 /// One way of a cross-region link: 120 ms round trips.
 const ONE_WAY: Duration = Duration::from_millis(60);
@@ -59,17 +58,6 @@ async fn client_of(kafka: &KafkaSettings) -> Arc<Client> {
     )
 }
 
-async fn create_topic(client: &Client, partitions: i32) -> String {
-    let topic = monitor_core::testing::unique_name("wmtest").replace('_', "-");
-    client
-        .controller_client()
-        .expect("controller")
-        .create_topic(&topic, partitions, 1, 5_000)
-        .await
-        .expect("create the topic");
-    topic
-}
-
 /// The distinct `report_id`s in the topic, every partition read up to its high watermark as
 /// the fetch answer gives it (all partitions at once).
 async fn report_ids(client: &Arc<Client>, topic: &str, partitions: i32) -> BTreeSet<String> {
@@ -77,33 +65,17 @@ async fn report_ids(client: &Arc<Client>, topic: &str, partitions: i32) -> BTree
     for p in 0..partitions {
         let (client, topic) = (Arc::clone(client), topic.to_string());
         tasks.spawn(async move {
-            let pc = client
-                .partition_client(topic, p, UnknownTopicHandling::Retry)
+            partition_records(&client, &topic, p)
                 .await
-                .expect("partition client");
-            let mut ids = Vec::new();
-            let mut offset = 0;
-            loop {
-                let (batch, high_watermark) = pc
-                    .fetch_records(offset, 1..50_000_000, 50)
-                    .await
-                    .expect("fetch");
-                for r in batch {
-                    if r.offset >= offset {
-                        offset = r.offset + 1;
-                        let value = r.record.value.as_deref().expect("value");
-                        ids.push(
-                            Report::from_json(value)
-                                .expect("a report")
-                                .report_id
-                                .to_string(),
-                        );
-                    }
-                }
-                if offset >= high_watermark {
-                    return ids;
-                }
-            }
+                .into_iter()
+                .map(|r| {
+                    let value = r.record.value.as_deref().expect("value");
+                    Report::from_json(value)
+                        .expect("a report")
+                        .report_id
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
         });
     }
     let mut all = BTreeSet::new();
@@ -119,15 +91,16 @@ async fn publish(
     settings: &CheckerSettings,
     targets: usize,
     ticks: i64,
-) -> (Vec<Report>, Arc<PublisherStats>) {
+) -> (Vec<Report>, PublishMetrics) {
     let (tx, rx) = mpsc::channel(100_000);
-    let stats = Arc::new(PublisherStats::default());
+    let metrics = PublishMetrics::default();
     let publisher = tokio::spawn(run(
         rx,
         settings.kafka.clone().expect("kafka"),
         settings.checker.producer.clone(),
         Box::new(MemorySpool::default()),
-        stats.clone(),
+        metrics.clone(),
+        Drained::default(),
     ));
     let mut sent = Vec::new();
     for tick in 0..ticks {
@@ -143,7 +116,7 @@ async fn publish(
         .await
         .expect("the publisher stops within its shutdown_timeout")
         .expect("publisher ends");
-    (sent, stats)
+    (sent, metrics)
 }
 
 /// How long connecting to every partition takes (printed, for docs/benchmarks.md).
@@ -160,7 +133,7 @@ async fn time_connect(kafka: &KafkaSettings) {
 }
 
 /// Every report sent is in the topic, found by its `report_id`.
-fn assert_all_arrived(sent: &[Report], ids: &BTreeSet<String>, stats: &PublisherStats) {
+fn assert_all_arrived(sent: &[Report], ids: &BTreeSet<String>, metrics: &PublishMetrics) {
     let missing = sent
         .iter()
         .filter(|r| !ids.contains(&r.report_id.to_string()))
@@ -170,9 +143,9 @@ fn assert_all_arrived(sent: &[Report], ids: &BTreeSet<String>, stats: &Publisher
         0,
         "{missing} of {} reports did not reach the topic (produced {}, spooled {}, failed rounds {})",
         sent.len(),
-        stats.produced.load(Ordering::Relaxed),
-        stats.spooled.load(Ordering::Relaxed),
-        stats.produce_errors.load(Ordering::Relaxed),
+        metrics.produced.get(),
+        metrics.spooled.get(),
+        metrics.produce_errors.get(),
     );
 }
 
@@ -195,8 +168,8 @@ async fn every_report_reaches_a_broker_120ms_away_with_64_partitions_and_default
     let settings = settings(dir.path(), &brokers, &topic, "");
     time_connect(settings.kafka.as_ref().expect("kafka")).await;
 
-    let (sent, stats) = publish(&settings, 64, 40).await;
-    assert_all_arrived(&sent, &report_ids(&admin, &topic, 64).await, &stats);
+    let (sent, metrics) = publish(&settings, 64, 40).await;
+    assert_all_arrived(&sent, &report_ids(&admin, &topic, 64).await, &metrics);
     drop(broker);
 }
 
@@ -226,9 +199,9 @@ async fn rounds_slower_than_produce_timeout_are_still_acknowledged() {
         &topic,
         "[checker]\nproduce_timeout = \"150ms\"\n",
     );
-    let (sent, stats) = publish(&settings, 20, 20).await;
-    assert_all_arrived(&sent, &report_ids(&admin, &topic, 4).await, &stats);
-    let acknowledged = stats.produced.load(Ordering::Relaxed);
+    let (sent, metrics) = publish(&settings, 20, 20).await;
+    assert_all_arrived(&sent, &report_ids(&admin, &topic, 4).await, &metrics);
+    let acknowledged = metrics.produced.get();
     assert!(
         acknowledged >= sent.len() as u64,
         "every report is acknowledged, not only written: {acknowledged} of {}",
@@ -241,51 +214,8 @@ mod tls {
     //! The same over mutual TLS: a TLS terminator in front of the broker (its command line
     //! cannot enable TLS), behind the latency proxy, so every handshake crosses the link.
 
-    use super::support::{ca, leaf, Ca};
+    use super::support::{ca, leaf, loopback_listener, tls_terminator};
     use super::*;
-
-    /// Terminates mutual TLS (client certificates signed by `ca` only) on a port of its own,
-    /// which it returns, and forwards the plain bytes to `upstream`.
-    async fn terminator_to(ca: &Ca, upstream: u16) -> u16 {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .expect("bind the TLS port");
-        let port = listener.local_addr().expect("TLS port").port();
-        let (cert, _, key, _) = leaf(ca, &["127.0.0.1"]);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der.clone()).expect("root");
-        let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .build()
-        .expect("client verifier");
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_client_cert_verifier(client_verifier)
-            .with_single_cert(vec![cert], key)
-            .expect("server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let Ok(mut plain) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                    else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-                });
-            }
-        });
-        port
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
@@ -294,7 +224,8 @@ mod tls {
         let (proxy, listener) = Proxy::bind().await;
         let proxy = proxy.with_latency(ONE_WAY);
         let broker = OwnBroker::start(Some(proxy.port)).await;
-        let tls_port = terminator_to(&ca, broker.port).await;
+        let (terminator, tls_port) = loopback_listener().await;
+        tls_terminator(&ca, terminator, broker.port);
         proxy.forward_to(listener, tls_port);
 
         let dir = tempfile::tempdir().expect("dir");
@@ -314,8 +245,8 @@ mod tls {
         let settings = settings(dir.path(), &brokers, &topic, tls);
         time_connect(settings.kafka.as_ref().expect("kafka")).await;
 
-        let (sent, stats) = publish(&settings, 32, 40).await;
-        assert_all_arrived(&sent, &report_ids(&admin, &topic, 32).await, &stats);
+        let (sent, metrics) = publish(&settings, 32, 40).await;
+        assert_all_arrived(&sent, &report_ids(&admin, &topic, 32).await, &metrics);
         drop(broker);
     }
 }
@@ -486,13 +417,14 @@ mod too_large {
         let settings = settings(dir.path(), &brokers, &topic, kafka_extra);
 
         let (tx, rx) = mpsc::channel(100_000);
-        let stats = Arc::new(PublisherStats::default());
+        let metrics = PublishMetrics::default();
         let publisher = tokio::spawn(run(
             rx,
             settings.kafka.clone().expect("kafka"),
             settings.checker.producer.clone(),
             Box::new(MemorySpool::default()),
-            stats.clone(),
+            metrics.clone(),
+            Drained::default(),
         ));
         let mut sent = Vec::new();
         for tick in 0..30 {
@@ -519,12 +451,12 @@ mod too_large {
             .expect("publisher ends");
 
         let ids = report_ids(&admin, &topic, 3).await;
-        assert_all_arrived(&sent, &ids, &stats);
+        assert_all_arrived(&sent, &ids, &metrics);
         assert_eq!(ids.len(), sent.len(), "the huge report is not in the topic");
         // Once per round that carried it: a round that failed for another reason after it
         // was refused is sent again from the spool, and it is refused again.
         assert!(
-            stats.too_large.load(Ordering::Relaxed) >= 1,
+            metrics.too_large.get() >= 1,
             "the huge report is counted as too large"
         );
         assert!(

@@ -12,11 +12,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use monitor_core::report::{Report, Status};
 use monitor_core::testing::{create_topic, kafka_brokers, kafka_client, ok_site};
-use rskafka::client::partition::UnknownTopicHandling;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+
+mod support;
+use support::{checker_command, partition_records, signal};
 
 /// The shutdown bound the tests give the checker.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -57,19 +59,11 @@ fn id_due_soon(prefix: &str, period: Duration) -> String {
         .expect("some id is due soon")
 }
 
+/// `checker` with its log on stderr and no watching of the settings file.
 fn checker(config: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_checker"));
-    c.arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("WEBMON_CONFIG")
-        .env("RUST_LOG", "warn")
-        .env("WEBMON__CHECKER__ADMIN_LISTEN", "127.0.0.1:0")
-        .env("WEBMON__CHECKER__WATCH_CONFIG", "false")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut c = checker_command(config, args);
+    c.env("WEBMON__CHECKER__WATCH_CONFIG", "false")
+        .stderr(Stdio::piped());
     c
 }
 
@@ -100,13 +94,7 @@ async fn wait_for_silent_check(accepted: &AtomicUsize) {
 /// Sends SIGTERM, then waits for the exit at most `SHUTDOWN_TIMEOUT + EXIT_MARGIN`; returns
 /// the exit code and what the process logged.
 async fn terminate(child: &mut Child) -> (Option<i32>, String) {
-    let pid = child.id().expect("running");
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill -TERM {pid}");
+    signal(child, "TERM");
     let sent = Instant::now();
     let mut stderr = child.stderr.take().expect("stderr");
     let log = tokio::spawn(async move {
@@ -175,29 +163,13 @@ async fn sigterm_aborts_checks_that_would_outlive_the_shutdown_timeout() {
 /// The slots of `target` in `topic`.
 async fn slots_in_topic(topic: &str, target: &str) -> BTreeSet<DateTime<Utc>> {
     let client = kafka_client().await;
-    let pc = client
-        .partition_client(topic.to_string(), 0, UnknownTopicHandling::Retry)
+    partition_records(&client, topic, 0)
         .await
-        .expect("partition");
-    let mut slots = BTreeSet::new();
-    let mut offset = 0;
-    loop {
-        let (records, high_watermark) = pc
-            .fetch_records(offset, 1..10_000_000, 50)
-            .await
-            .expect("fetch");
-        for r in records {
-            offset = offset.max(r.offset + 1);
-            let report =
-                Report::from_json(r.record.value.as_deref().expect("value")).expect("report");
-            if report.target_id == target {
-                slots.insert(report.scheduled_at);
-            }
-        }
-        if offset >= high_watermark {
-            return slots;
-        }
-    }
+        .into_iter()
+        .map(|r| Report::from_json(r.record.value.as_deref().expect("value")).expect("report"))
+        .filter(|report| report.target_id == target)
+        .map(|report| report.scheduled_at)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

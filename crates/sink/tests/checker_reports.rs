@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use checker::probe::Prober;
+use checker::probe::Checker;
 use chrono::Utc;
 use monitor_core::settings::{CheckerSettings, SettingsSource, TargetSettings};
 use monitor_core::testing::TestDatabase;
@@ -223,8 +223,8 @@ async fn every_report_the_checker_can_produce_decodes_and_stores() {
                 let Some(target) = target(&case, port) else {
                     return Ok(());
                 };
-                let prober = Prober::new(case.checker_id.clone());
-                let report = prober.check(&target, Utc::now()).await;
+                let checker = Checker::new(case.checker_id.clone());
+                let report = checker.check(&target, Utc::now()).await;
                 let expected = *stored.lock().unwrap_or_else(|p| p.into_inner());
                 let offset = expected.unwrap_or(0);
                 let mut batch = Batch::new("checker-reports", 0, expected, offset);

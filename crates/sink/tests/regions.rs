@@ -6,8 +6,8 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use checker::probe::Prober;
-use checker::schedule::missed_report;
+use checker::probe::Checker;
+use checker::report::missed_report;
 use chrono::Utc;
 use monitor_core::report::{to_micros, Report};
 use monitor_core::settings::{CheckerSettings, SettingsSource, SinkSettings, TargetSettings};
@@ -57,12 +57,12 @@ async fn two_regions_checking_the_same_targets_both_keep_their_results() {
         .collect();
     let mut reports: Vec<Report> = Vec::new();
     for region in regions {
-        let prober = Prober::new(region);
+        let checker = Checker::new(region);
         for target in &targets {
             for &slot in &slots {
-                let report = prober.check(target, slot).await;
+                let report = checker.check(target, slot).await;
                 // A retry of the same check carries the same id.
-                let again = prober.check(target, slot).await;
+                let again = checker.check(target, slot).await;
                 assert_eq!(report.report_id, again.report_id, "a retry keeps its id");
                 reports.push(report);
                 reports.push(again);

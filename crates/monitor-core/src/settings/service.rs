@@ -116,25 +116,13 @@ pub struct ProducerSettings {
 }
 
 /// A share of the targets: replica `index` of `count` (from 0). Each target belongs to exactly
-/// one share, chosen by a hash of its id.
+/// one share, chosen by a hash of its id (the checker's `schedule::shard::owns`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
     /// This replica, from 0.
     pub index: u32,
     /// How many replicas share the targets.
     pub count: u32,
-}
-
-impl Shard {
-    /// Whether this share holds `target_id`: a SHA-256 of the id, modulo the count, so every
-    /// replica agrees without talking to the others.
-    pub fn owns(&self, target_id: &str) -> bool {
-        use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(target_id.as_bytes());
-        let mut head = [0u8; 8];
-        head.copy_from_slice(&digest[..8]);
-        u64::from_be_bytes(head) % u64::from(self.count) == u64::from(self.index)
-    }
 }
 
 impl Default for Shard {
@@ -509,23 +497,6 @@ fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSec
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_target_belongs_to_exactly_one_shard_and_shares_are_even() {
-        let shards: Vec<Shard> = (0..3).map(|index| Shard { index, count: 3 }).collect();
-        let mut sizes = [0usize; 3];
-        for i in 0..3000 {
-            let id = format!("target-{i}");
-            let owners: Vec<usize> = (0..3).filter(|&s| shards[s].owns(&id)).collect();
-            assert_eq!(owners.len(), 1, "{id} owned by {owners:?}");
-            sizes[owners[0]] += 1;
-        }
-        assert!(
-            sizes.iter().all(|&n| (900..=1100).contains(&n)),
-            "{sizes:?}"
-        );
-        assert!(Shard::default().owns("anything"));
-    }
 
     fn sink_with(shutdown_timeout: Option<&str>) -> Result<SinkSettings, ConfigError> {
         let mut env: std::collections::HashMap<String, String> = [

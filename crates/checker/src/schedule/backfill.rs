@@ -1,7 +1,7 @@
 //! Start-up backfill: a `missed` report for every slot that fell while the checker was not
 //! running, so that no target's history has a hole nobody explains.
 //!
-//! A target's slots are a function of its id and period ([`schedule::next_slot`]), so the
+//! A target's slots are a function of its id and period ([`next_slot`]), so the
 //! slots of a downtime can be told afterwards. While it runs, the checker keeps a heartbeat
 //! file in the spool directory ([`HEARTBEAT_FILE`], rewritten every [`HEARTBEAT_EVERY`]): its
 //! id and shard, when this run started, and the last time every report made so far was in the
@@ -32,14 +32,9 @@ use monitor_core::report::Report;
 use monitor_core::settings::TargetSettings;
 use tracing::{info, warn};
 
-use crate::publish::{Message, Spool};
-use crate::schedule::{missed_report, next_slot};
-
-/// The heartbeat's file name in the spool directory.
-pub const HEARTBEAT_FILE: &str = "heartbeat";
-/// The file, beside the heartbeat, with the ids of the targets the last run checked (a JSON
-/// array, rewritten at start and at each reload): only they are backfilled.
-pub const TARGETS_FILE: &str = "targets.json";
+use super::slots::next_slot;
+use crate::report::missed_report;
+use crate::spool::{Message, Spool, HEARTBEAT_FILE, TARGETS_FILE};
 /// The heartbeat is rewritten this often.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// Besides one period and the timeout, how long before the last heartbeat a report may still

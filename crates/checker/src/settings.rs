@@ -1,4 +1,5 @@
-//! Reload on change: the settings file is read every so often, and a change of its contents
+//! The checker's side of the settings (loaded and validated by [`monitor_core::settings`]):
+//! reload on change. The settings file is read every so often, and a change of its contents
 //! asks for a reload, as SIGHUP does. Reading the contents (not the modification time) also
 //! sees Kubernetes ConfigMap updates, which swap a symlink.
 

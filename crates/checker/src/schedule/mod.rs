@@ -1,28 +1,38 @@
 //! The scheduler: every target on its own period, at fixed rate, spread over the period.
 //!
-//! A target's slots are a pure function of its id and period: `offset + k × period` on the
-//! Unix time line, where `offset` is a hash of the id modulo the period. So checks are spread
+//! A target's slots are a pure function of its id and period ([`slots`]): checks are spread
 //! evenly (no thundering herd at start-up), never drift (the next slot follows the previous
 //! slot, not the end of the check), and survive restarts and reloads unchanged.
 //!
 //! Checks start under a global cap ([`Semaphore`]): when the cap is reached the scheduler
 //! waits instead of spawning more, and a slot that could not start within one period is
 //! reported as `missed`, never skipped silently.
+//!
+//! - [`slots`]: when a target's slots fall.
+//! - [`shard`]: which targets this replica checks.
+//! - [`backfill`]: at start-up, `missed` reports for the slots that fell while the checker
+//!   was not running.
+
+pub mod backfill;
+pub mod shard;
+pub mod slots;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use monitor_core::report::{report_id, to_micros, Report, Status, Timings, SCHEMA_VERSION};
+use monitor_core::report::Report;
 use monitor_core::settings::TargetSettings;
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::probe::CheckFn;
+use crate::report::missed_report;
+pub use slots::{next_slot, offset};
 
 /// Longest the scheduler sleeps before looking at the clock again, so a wall-clock step or a
 /// reload is noticed promptly.
@@ -31,72 +41,6 @@ const MAX_SLEEP: Duration = Duration::from_millis(250);
 /// Most `missed` reports written for one target at once after a long stall (a suspended
 /// process); the rest are counted in a log line.
 const MAX_MISSED_PER_CATCH_UP: u32 = 100;
-
-/// Runs one check: the target and its scheduled time in, the report out.
-pub type Probe = Arc<
-    dyn Fn(Arc<TargetSettings>, DateTime<Utc>) -> Pin<Box<dyn Future<Output = Report> + Send>>
-        + Send
-        + Sync,
->;
-
-/// The target's offset inside its period, from a hash of its id.
-pub fn offset(target_id: &str, period: Duration) -> Duration {
-    let digest = Sha256::digest(target_id.as_bytes());
-    let mut head = [0u8; 8];
-    head.copy_from_slice(&digest[..8]);
-    let period_us = u64::try_from(period.as_micros()).unwrap_or(u64::MAX).max(1);
-    Duration::from_micros(u64::from_be_bytes(head) % period_us)
-}
-
-/// The first slot of the target at or after `at`.
-pub fn next_slot(target_id: &str, period: Duration, at: DateTime<Utc>) -> DateTime<Utc> {
-    let period_us = i64::try_from(period.as_micros()).unwrap_or(i64::MAX).max(1);
-    let offset_us = i64::try_from(offset(target_id, period).as_micros()).unwrap_or(0);
-    let now_us = at.timestamp_micros();
-    let k = (now_us - offset_us).div_euclid(period_us);
-    let mut slot = k * period_us + offset_us;
-    if slot < now_us {
-        slot += period_us;
-    }
-    DateTime::from_timestamp_micros(slot).unwrap_or(at)
-}
-
-/// A report for a slot the checker could not start within one period.
-pub fn missed_report(
-    target: &TargetSettings,
-    checker_id: &str,
-    scheduled_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Report {
-    let mut report = Report {
-        schema_version: SCHEMA_VERSION,
-        report_id: report_id(checker_id, &target.id, scheduled_at),
-        target_id: target.id.clone(),
-        url: target.url.to_string(),
-        checker_id: checker_id.to_string(),
-        scheduled_at: to_micros(scheduled_at),
-        started_at: to_micros(now),
-        status: Status::Missed,
-        failure_class: None,
-        error: None,
-        http_status: None,
-        response_time_ms: None,
-        timings_ms: Timings::default(),
-        body_bytes: None,
-        regexp: target.regexp.as_ref().map(|p| p.as_str().to_string()),
-        regexp_matched: None,
-        tls_cert_not_after: None,
-        timeout_s: target.timeout.as_secs_f64(),
-        period_s: target.period.as_secs_f64(),
-        body_truncated: None,
-    };
-    let late = (now - scheduled_at).to_std().unwrap_or_default();
-    report.set_error(format!(
-        "check not started within its period: {:.3} s late (checker overloaded, paused or too few in-flight slots)",
-        late.as_secs_f64()
-    ));
-    report
-}
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Due {
@@ -158,109 +102,51 @@ impl Live {
 /// future (aborting its task) aborts them instead.
 pub async fn run(
     targets: watch::Receiver<Vec<Arc<TargetSettings>>>,
-    probe: Probe,
+    check: CheckFn,
     checker_id: String,
     max_in_flight: usize,
     reports: mpsc::Sender<Report>,
     stop: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
-    run_with(targets, probe, checker_id, permits, reports, stop).await;
+    run_with(targets, check, checker_id, permits, reports, stop).await;
 }
 
 /// [`run`] with the caller's cap on checks in flight (whose free permits tell how many run).
 pub async fn run_with(
-    mut targets: watch::Receiver<Vec<Arc<TargetSettings>>>,
-    probe: Probe,
+    targets: watch::Receiver<Vec<Arc<TargetSettings>>>,
+    check: CheckFn,
     checker_id: String,
     permits: Arc<Semaphore>,
     reports: mpsc::Sender<Report>,
     stop: CancellationToken,
 ) {
-    let mut current: HashMap<String, Arc<TargetSettings>> = HashMap::new();
-    let mut live = Live::default();
-    let mut queue: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
-    let mut reload = true;
+    let mut queue = Queue::new(targets);
     // A JoinSet, not a detached spawn: when this future is dropped (the caller aborts the
     // scheduler at its shutdown deadline), every check still in flight is aborted with it.
-    let mut tasks = tokio::task::JoinSet::new();
-
-    loop {
-        if reload {
-            reload = false;
-            let list = targets.borrow_and_update().clone();
-            let fresh = live.reload(&list, Utc::now());
-            queue.extend(fresh.into_iter().map(Reverse));
-            current = list.into_iter().map(|t| (t.id.clone(), t)).collect();
-            info!(
-                targets = current.len(),
-                queued = queue.len(),
-                "schedule loaded"
-            );
-        }
-
-        let now = Utc::now();
-        let Some(Reverse(top)) = queue.peek() else {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                r = targets.changed() => { if r.is_err() { break } reload = true; continue }
-            }
-        };
-        if top.at > now {
-            let wait = (top.at - now).to_std().unwrap_or_default().min(MAX_SLEEP);
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                r = targets.changed() => { if r.is_err() { break } reload = true; }
-                _ = tokio::time::sleep(wait) => {}
-            }
-            continue;
-        }
-        let Some(Reverse(due)) = queue.pop() else {
-            continue;
-        };
-        // Superseded by a reload: this entry is stale.
-        if !live.is_live(&due) {
-            continue;
-        }
-        let Some(target) = current.get(&due.target_id).cloned() else {
-            live.retire(&due.target_id);
-            continue;
-        };
-
+    let mut tasks = JoinSet::new();
+    while let Some((due, target)) = queue.next_due(&stop).await {
         // Backpressure: wait for a free slot rather than spawn without bound.
         let permit = tokio::select! {
             _ = stop.cancelled() => break,
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let started = Utc::now();
+        let Some(scheduled) = catch_up(&target, due.at, started, &checker_id, &reports).await
+        else {
+            return;
+        };
         let period = TimeDelta::from_std(target.period).unwrap_or(TimeDelta::MAX);
-        let mut scheduled = due.at;
-        let mut missed = 0u32;
-        // Every slot whose whole period has passed is reported missed; the loop ends on the
-        // latest slot not yet a period old, which is checked now.
-        while started - scheduled >= period {
-            if missed < MAX_MISSED_PER_CATCH_UP {
-                let report = missed_report(&target, &checker_id, scheduled, started);
-                if reports.send(report).await.is_err() {
-                    return;
-                }
-            }
-            missed += 1;
-            scheduled += period;
-        }
-        if missed > 0 {
-            warn!(target_id = %target.id, missed, "slots missed: the checker could not start them within their period");
-        }
-        queue.push(Reverse(Due {
+        queue.heap.push(Reverse(Due {
             at: scheduled + period,
             target_id: target.id.clone(),
             generation: due.generation,
         }));
-        let probe = probe.clone();
+        let check = check.clone();
         let reports = reports.clone();
         debug!(target_id = %target.id, lateness_ms = (started - scheduled).num_milliseconds(), "check starts");
         tasks.spawn(async move {
-            let report = probe(target, scheduled).await;
+            let report = check(target, scheduled).await;
             drop(permit);
             let _ = reports.send(report).await;
         });
@@ -270,9 +156,117 @@ pub async fn run_with(
     while tasks.join_next().await.is_some() {}
 }
 
+/// Reports `missed` every slot from `due` on whose whole period has passed by `started`, and
+/// returns the latest slot not yet a period old, which is checked now. `None` when `reports`
+/// is closed.
+async fn catch_up(
+    target: &TargetSettings,
+    due: DateTime<Utc>,
+    started: DateTime<Utc>,
+    checker_id: &str,
+    reports: &mpsc::Sender<Report>,
+) -> Option<DateTime<Utc>> {
+    let period = TimeDelta::from_std(target.period).unwrap_or(TimeDelta::MAX);
+    let mut scheduled = due;
+    let mut missed = 0u32;
+    while started - scheduled >= period {
+        if missed < MAX_MISSED_PER_CATCH_UP {
+            let report = missed_report(target, checker_id, scheduled, started);
+            reports.send(report).await.ok()?;
+        }
+        missed += 1;
+        scheduled += period;
+    }
+    if missed > 0 {
+        warn!(target_id = %target.id, missed, "slots missed: the checker could not start them within their period");
+    }
+    Some(scheduled)
+}
+
+/// The slots to come: the configured targets, each with its one live queue entry.
+struct Queue {
+    targets: watch::Receiver<Vec<Arc<TargetSettings>>>,
+    current: HashMap<String, Arc<TargetSettings>>,
+    live: Live,
+    heap: BinaryHeap<Reverse<Due>>,
+    reload: bool,
+}
+
+impl Queue {
+    fn new(targets: watch::Receiver<Vec<Arc<TargetSettings>>>) -> Queue {
+        Queue {
+            targets,
+            current: HashMap::new(),
+            live: Live::default(),
+            heap: BinaryHeap::new(),
+            reload: true,
+        }
+    }
+
+    /// Takes the latest target list.
+    fn reload(&mut self) {
+        self.reload = false;
+        let list = self.targets.borrow_and_update().clone();
+        let fresh = self.live.reload(&list, Utc::now());
+        self.heap.extend(fresh.into_iter().map(Reverse));
+        self.current = list.into_iter().map(|t| (t.id.clone(), t)).collect();
+        info!(
+            targets = self.current.len(),
+            queued = self.heap.len(),
+            "schedule loaded"
+        );
+    }
+
+    /// Waits for the next slot that is due, of a target still configured, taking new target
+    /// lists meanwhile. `None` once `stop` fires or the target lists end.
+    async fn next_due(&mut self, stop: &CancellationToken) -> Option<(Due, Arc<TargetSettings>)> {
+        loop {
+            if self.reload {
+                self.reload();
+            }
+            let now = Utc::now();
+            let wait = self.heap.peek().map(|Reverse(top)| {
+                (top.at > now).then(|| (top.at - now).to_std().unwrap_or_default().min(MAX_SLEEP))
+            });
+            match wait {
+                None => tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    r = self.targets.changed() => { r.ok()?; self.reload = true; }
+                },
+                Some(Some(wait)) => tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    r = self.targets.changed() => { r.ok()?; self.reload = true; }
+                    _ = tokio::time::sleep(wait) => {}
+                },
+                Some(None) => {
+                    if let Some(due) = self.pop_live() {
+                        return Some(due);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The entry on top of the queue with its target, unless it is stale or its target is
+    /// no longer configured.
+    fn pop_live(&mut self) -> Option<(Due, Arc<TargetSettings>)> {
+        let Reverse(due) = self.heap.pop()?;
+        // Superseded by a reload: this entry is stale.
+        if !self.live.is_live(&due) {
+            return None;
+        }
+        let Some(target) = self.current.get(&due.target_id).cloned() else {
+            self.live.retire(&due.target_id);
+            return None;
+        };
+        Some((due, target))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use monitor_core::report::Status;
     use monitor_core::settings::{CheckerSettings, SettingsSource};
 
     fn targets(spec: &[(&str, &str)]) -> Vec<Arc<TargetSettings>> {
@@ -298,7 +292,7 @@ mod tests {
         settings.targets.into_iter().map(Arc::new).collect()
     }
 
-    fn up_probe(delay: Duration) -> Probe {
+    fn up_check(delay: Duration) -> CheckFn {
         Arc::new(
             move |target: Arc<TargetSettings>, scheduled: DateTime<Utc>| {
                 Box::pin(async move {
@@ -350,20 +344,20 @@ mod tests {
     /// Runs the scheduler for `run_for`, sending the target list of `change` at its time.
     async fn collect(
         list: Vec<Arc<TargetSettings>>,
-        probe: Probe,
+        check: CheckFn,
         max_in_flight: usize,
         run_for: Duration,
         change: Option<(Duration, Vec<Arc<TargetSettings>>)>,
     ) -> Vec<Report> {
         let changes = change.into_iter().collect();
-        collect_with_reloads(list, probe, max_in_flight, run_for, changes).await
+        collect_with_reloads(list, check, max_in_flight, run_for, changes).await
     }
 
     /// Runs the scheduler for `run_for`, sending each target list of `changes` at its time
     /// (from the start).
     async fn collect_with_reloads(
         list: Vec<Arc<TargetSettings>>,
-        probe: Probe,
+        check: CheckFn,
         max_in_flight: usize,
         run_for: Duration,
         changes: Vec<(Duration, Vec<Arc<TargetSettings>>)>,
@@ -374,7 +368,7 @@ mod tests {
         let start = tokio::time::Instant::now();
         let task = tokio::spawn(run(
             rx,
-            probe,
+            check,
             "test".into(),
             max_in_flight,
             reports_tx,
@@ -415,7 +409,7 @@ mod tests {
         let list = targets(&[("fast", "100ms"), ("slow", "300ms")]);
         let reports = collect(
             list,
-            up_probe(Duration::from_millis(30)),
+            up_check(Duration::from_millis(30)),
             10,
             Duration::from_millis(1250),
             None,
@@ -443,7 +437,7 @@ mod tests {
         let list = targets(&[("a", "100ms"), ("b", "100ms")]);
         let reports = collect(
             list,
-            up_probe(Duration::from_millis(250)),
+            up_check(Duration::from_millis(250)),
             1,
             Duration::from_millis(1500),
             None,
@@ -480,7 +474,7 @@ mod tests {
         let after = targets(&[("kept", "100ms"), ("changed", "200ms"), ("added", "100ms")]);
         let reports = collect(
             before,
-            up_probe(Duration::from_millis(5)),
+            up_check(Duration::from_millis(5)),
             10,
             Duration::from_millis(1200),
             Some((Duration::from_millis(600), after)),
@@ -526,7 +520,7 @@ mod tests {
             .collect();
         let reports = collect_with_reloads(
             all(),
-            up_probe(Duration::from_millis(5)),
+            up_check(Duration::from_millis(5)),
             10,
             Duration::from_millis(1500),
             changes,

@@ -36,8 +36,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::partitioner::partition_for;
-use crate::publish::Message;
+use super::partitioner::partition_for;
+use crate::spool::Message;
 
 /// How long the Kafka client retries a request inside one round.
 const CLIENT_RETRY_FOR: Duration = Duration::from_secs(5);

@@ -19,22 +19,26 @@
 //! broker, and is sent again. Duplicates carry the same `report_id`, and the sink stores each
 //! report once.
 
+pub mod partitioner;
+pub mod topic;
+
 use std::collections::VecDeque;
-use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use monitor_core::report::Report;
+use monitor_core::runtime::backoff::Backoff;
 use monitor_core::settings::{KafkaSettings, ProducerSettings};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use monitor_core::runtime::backoff::Backoff;
+use crate::spool::{Message, Spool};
+pub use topic::{Produced, PublishError, ReportTopic};
 
-pub use crate::topic::{Produced, PublishError, ReportTopic};
 /// The spool is fsynced at least this often while reports are written to it: the most a power
 /// loss can take. (A kill of the process takes nothing: each append is a `write(2)`.)
 pub const SPOOL_SYNC_EVERY: Duration = Duration::from_secs(1);
@@ -47,62 +51,43 @@ const APPEND_MAX_REPORTS: usize = 1024;
 /// An append stops taking reports once it holds this many bytes.
 const APPEND_MAX_BYTES: usize = 1024 * 1024;
 
-/// One report as it travels: the Kafka key (the target id) and the JSON value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// The target id.
-    pub key: Vec<u8>,
-    /// The report as JSON.
-    pub value: Vec<u8>,
-}
-
-impl Message {
-    /// The message of a report.
-    pub fn of(report: &Report) -> Message {
-        Message {
-            key: report.target_id.as_bytes().to_vec(),
-            value: report.to_json(),
-        }
-    }
-}
-
-/// The durable FIFO every report passes through: appended when it arrives, removed once
-/// Kafka acknowledged it.
-pub trait Spool: Send {
-    /// Appends messages at the end, all of them or (on an error) none, where a kill of the
-    /// process cannot take them.
-    fn append(&mut self, messages: &[Message]) -> io::Result<()>;
-    /// Makes what was appended and committed durable against a power loss (fsync).
-    fn flush(&mut self) -> io::Result<()>;
-    /// Up to `max` of the oldest messages, without removing them.
-    fn peek(&mut self, max: usize) -> io::Result<Vec<Message>>;
-    /// Removes the `n` oldest messages (delivered).
-    fn commit(&mut self, n: usize) -> io::Result<()>;
-    /// Whether nothing waits.
-    fn is_empty(&self) -> bool;
-}
-
-/// Counters of the publisher, for metrics.
-#[derive(Debug, Default)]
-pub struct PublisherStats {
+/// The publisher's Prometheus metrics, counted where they happen: handles, cheap to clone,
+/// shared with the registry ([`crate::metrics::CheckerMetrics`]).
+#[derive(Debug, Clone, Default)]
+pub struct PublishMetrics {
     /// Reports acknowledged by Kafka.
-    pub produced: AtomicU64,
+    pub produced: Counter,
     /// Reports written to the spool (every report: it is the write-ahead log of delivery).
-    pub spooled: AtomicU64,
+    pub spooled: Counter,
     /// Reports the spool could not take (a full disk, an I/O error): held in memory for
     /// Kafka, or lost.
-    pub unspooled: AtomicU64,
+    pub unspooled: Counter,
     /// Reports lost: neither the spool nor the memory bound could hold them.
-    pub lost: AtomicU64,
-    /// When the publisher last found its queue empty, every report before written to the
-    /// spool (Unix microseconds): the start-up backfill begins from the last one saved.
-    pub drained_at_micros: AtomicU64,
+    pub lost: Counter,
     /// Failed or timed-out produce rounds.
-    pub produce_errors: AtomicU64,
-    /// Duration of the last successful produce round, in microseconds.
-    pub last_round_micros: AtomicU64,
+    pub produce_errors: Counter,
     /// Reports the brokers refused as too large even alone: dropped, never deliverable.
-    pub too_large: AtomicU64,
+    pub too_large: Counter,
+}
+
+/// When the publisher last found its queue empty, every report before written to the spool:
+/// the heartbeat saves it, and the next start-up backfill begins from there. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Drained(Arc<AtomicI64>);
+
+impl Drained {
+    /// The last time the queue was found empty, if it was.
+    pub fn at(&self) -> Option<DateTime<Utc>> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            micros => DateTime::from_timestamp_micros(micros),
+        }
+    }
+
+    fn mark_now(&self) {
+        self.0
+            .store(Utc::now().timestamp_micros(), Ordering::Relaxed);
+    }
 }
 
 /// Delivers the reports of `reports` until the channel closes (all checks done), then goes on
@@ -113,9 +98,10 @@ pub async fn run(
     kafka: KafkaSettings,
     settings: ProducerSettings,
     spool: Box<dyn Spool>,
-    stats: Arc<PublisherStats>,
+    metrics: PublishMetrics,
+    drained: Drained,
 ) {
-    let mut state = Delivery::new(spool, stats, &settings);
+    let mut state = Delivery::new(spool, metrics, drained, &settings);
     let mut topic: Option<ReportTopic> = None;
     while !state.closed {
         if state.round_due(&settings) {
@@ -155,7 +141,8 @@ pub async fn run(
 /// The publisher's state between rounds.
 struct Delivery {
     spool: Box<dyn Spool>,
-    stats: Arc<PublisherStats>,
+    metrics: PublishMetrics,
+    drained: Drained,
     /// Reports the spool could not take (a full disk, an I/O error), waiting for Kafka in
     /// memory; bounded by `queue_capacity`.
     overflow: VecDeque<Message>,
@@ -178,17 +165,21 @@ struct Delivery {
 }
 
 impl Delivery {
-    fn new(spool: Box<dyn Spool>, stats: Arc<PublisherStats>, settings: &ProducerSettings) -> Self {
+    fn new(
+        spool: Box<dyn Spool>,
+        metrics: PublishMetrics,
+        drained: Drained,
+        settings: &ProducerSettings,
+    ) -> Self {
         let backlog = !spool.is_empty();
         if backlog {
             info!("a spool is left from an earlier run: replaying it first");
         }
-        stats
-            .drained_at_micros
-            .store(now_micros(), Ordering::Relaxed);
+        drained.mark_now();
         Delivery {
             spool,
-            stats,
+            metrics,
+            drained,
             overflow: VecDeque::new(),
             overflow_max: settings.queue_capacity.max(1),
             oldest_unsent: None,
@@ -243,9 +234,7 @@ impl Delivery {
     fn take(&mut self, first: Option<Report>, reports: &mut mpsc::Receiver<Report>) {
         let Some(first) = first else {
             self.closed = true;
-            self.stats
-                .drained_at_micros
-                .store(now_micros(), Ordering::Relaxed);
+            self.drained.mark_now();
             return;
         };
         let mut batch = vec![Message::of(&first)];
@@ -272,9 +261,7 @@ impl Delivery {
         self.append(batch);
         if drained {
             // Every report sent before now is in the spool (or counted as not).
-            self.stats
-                .drained_at_micros
-                .store(now_micros(), Ordering::Relaxed);
+            self.drained.mark_now();
         }
     }
 
@@ -282,17 +269,17 @@ impl Delivery {
         let n = batch.len();
         match self.spool.append(&batch) {
             Ok(()) => {
-                self.stats.spooled.fetch_add(n as u64, Ordering::Relaxed);
+                self.metrics.spooled.inc_by(n as u64);
                 self.dirty = true;
                 self.unsent += n;
                 self.oldest_unsent.get_or_insert_with(Instant::now);
             }
             Err(e) => {
-                self.stats.unspooled.fetch_add(n as u64, Ordering::Relaxed);
+                self.metrics.unspooled.inc_by(n as u64);
                 let room = self.overflow_max.saturating_sub(self.overflow.len());
                 let lost = n.saturating_sub(room);
                 self.overflow.extend(batch.into_iter().take(room));
-                self.stats.lost.fetch_add(lost as u64, Ordering::Relaxed);
+                self.metrics.lost.inc_by(lost as u64);
                 self.oldest_unsent.get_or_insert_with(Instant::now);
                 error!(
                     error = %e,
@@ -351,9 +338,9 @@ impl Delivery {
             self.backlog = false;
             return false;
         }
-        let stats = self.stats.clone();
+        let metrics = self.metrics.clone();
         let result = {
-            let send = deliver(topic, kafka, self.round_timeout, &batch, &stats);
+            let send = deliver(topic, kafka, self.round_timeout, &batch, &metrics);
             let send = async {
                 match deadline {
                     Some(at) => tokio::time::timeout_at(at, send)
@@ -428,10 +415,6 @@ impl Delivery {
     }
 }
 
-fn now_micros() -> u64 {
-    u64::try_from(Utc::now().timestamp_micros()).unwrap_or(0)
-}
-
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -447,7 +430,7 @@ async fn deliver(
     kafka: &KafkaSettings,
     timeout: Duration,
     messages: &[Message],
-    stats: &PublisherStats,
+    metrics: &PublishMetrics,
 ) -> Result<Duration, PublishError> {
     let topic = topic.get_or_insert_with(|| ReportTopic::new(kafka));
     let result = match topic.connected(timeout).await {
@@ -463,17 +446,13 @@ async fn deliver(
     match result {
         Ok((produced, took)) => {
             let dead = produced.too_large.len();
-            stats
-                .produced
-                .fetch_add((messages.len() - dead) as u64, Ordering::Relaxed);
-            stats.too_large.fetch_add(dead as u64, Ordering::Relaxed);
-            let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-            stats.last_round_micros.store(micros, Ordering::Relaxed);
+            metrics.produced.inc_by((messages.len() - dead) as u64);
+            metrics.too_large.inc_by(dead as u64);
             debug!(reports = messages.len(), too_large = dead, "produced");
             Ok(took)
         }
         Err(e) => {
-            stats.produce_errors.fetch_add(1, Ordering::Relaxed);
+            metrics.produce_errors.inc();
             Err(e)
         }
     }
@@ -484,6 +463,7 @@ mod tests {
     use super::*;
     use monitor_core::settings::{CheckerSettings, SettingsSource};
     use monitor_core::testing::{free_port, sample_report};
+    use std::io;
 
     /// A spool on a disk that is full.
     struct FullDisk;
@@ -534,21 +514,18 @@ mod tests {
             tx.send(sample_report("a", n)).await.expect("open");
         }
         drop(tx);
-        let stats = Arc::new(PublisherStats::default());
+        let metrics = PublishMetrics::default();
         run(
             rx,
             settings.kafka.expect("kafka"),
             settings.checker.producer,
             Box::new(FullDisk),
-            stats.clone(),
+            metrics.clone(),
+            Drained::default(),
         )
         .await;
-        assert_eq!(stats.unspooled.load(Ordering::Relaxed), 25);
-        assert_eq!(
-            stats.lost.load(Ordering::Relaxed),
-            15,
-            "past queue_capacity"
-        );
-        assert_eq!(stats.spooled.load(Ordering::Relaxed), 0);
+        assert_eq!(metrics.unspooled.get(), 25);
+        assert_eq!(metrics.lost.get(), 15, "past queue_capacity");
+        assert_eq!(metrics.spooled.get(), 0);
     }
 }

@@ -25,34 +25,24 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use tracing::{error, warn};
 
-use crate::publish::{Message, Spool};
+use super::frame::{count, decode, encode, resync, MAX_RECORD_BYTES};
+use super::message::{Message, Spool};
+use super::metrics::SpoolMetrics;
 
 /// A segment is rolled past this size (an append is never split: a segment can end up to one
 /// append larger).
 pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
-/// Largest record (key and value) the spool writes or believes when reading.
-pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 
-const MAGIC: u8 = 0xA7;
-const VERSION: u8 = 1;
-const HEADER: usize = 14;
 const CURSOR_FILE: &str = "cursor";
-
-/// Counters, for metrics.
-#[derive(Debug, Default)]
-pub struct SpoolStats {
-    /// Reports dropped because the spool reached its bound.
-    pub dropped: AtomicU64,
-    /// Damaged records skipped while reading.
-    pub corrupt: AtomicU64,
-    /// Current size on disk, in bytes.
-    pub bytes: AtomicU64,
-}
+/// The start-up backfill's heartbeat, kept in the spool directory (and left alone by the
+/// spool).
+pub const HEARTBEAT_FILE: &str = "heartbeat";
+/// The ids of the targets the last run checked, a JSON array beside the heartbeat (and left
+/// alone by the spool).
+pub const TARGETS_FILE: &str = "targets.json";
 
 #[derive(Debug)]
 struct Segment {
@@ -76,55 +66,11 @@ pub struct FileSpool {
     peeked: Vec<(u64, u64)>,
     scan_end: Option<(u64, u64)>,
     reported: HashSet<(u64, u64)>,
-    stats: Arc<SpoolStats>,
+    metrics: SpoolMetrics,
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:020}.seg"))
-}
-
-/// One frame.
-fn encode(key: &[u8], value: &[u8], out: &mut Vec<u8>) {
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(key);
-    crc.update(value);
-    out.push(MAGIC);
-    out.push(VERSION);
-    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(value);
-}
-
-/// The record at `data[at..]`, if its frame and checksum hold: (key, value, length).
-fn decode(data: &[u8], at: usize) -> Option<(&[u8], &[u8], usize)> {
-    let h = data.get(at..at + HEADER)?;
-    if h[0] != MAGIC || h[1] != VERSION {
-        return None;
-    }
-    let key_len = u32::from_le_bytes([h[2], h[3], h[4], h[5]]) as usize;
-    let value_len = u32::from_le_bytes([h[6], h[7], h[8], h[9]]) as usize;
-    if key_len + value_len > MAX_RECORD_BYTES {
-        return None;
-    }
-    let crc = u32::from_le_bytes([h[10], h[11], h[12], h[13]]);
-    let body = data.get(at + HEADER..at + HEADER + key_len + value_len)?;
-    if crc32fast::hash(body) != crc {
-        return None;
-    }
-    Some((
-        &body[..key_len],
-        &body[key_len..],
-        HEADER + key_len + value_len,
-    ))
-}
-
-/// The offset of the next intact record at or after `from`, or the end.
-fn resync(data: &[u8], from: usize) -> usize {
-    (from..data.len())
-        .find(|&i| data[i] == MAGIC && decode(data, i).is_some())
-        .unwrap_or(data.len())
 }
 
 /// Makes the directory's entries (created, renamed, deleted files) durable.
@@ -148,8 +94,8 @@ fn read_from(path: &Path, offset: u64) -> io::Result<Vec<u8>> {
 }
 
 impl FileSpool {
-    /// Opens (or creates) the spool in `dir`, bounded to `max_bytes`.
-    pub fn open(dir: &Path, max_bytes: u64) -> io::Result<FileSpool> {
+    /// Opens (or creates) the spool in `dir`, bounded to `max_bytes`, counting in `metrics`.
+    pub fn open(dir: &Path, max_bytes: u64, metrics: SpoolMetrics) -> io::Result<FileSpool> {
         fs::create_dir_all(dir)?;
         let mut segments = BTreeMap::new();
         for entry in fs::read_dir(dir)? {
@@ -160,8 +106,8 @@ impl FileSpool {
                 .unwrap_or_default();
             if name == CURSOR_FILE
                 || name.ends_with(".tmp")
-                || name.starts_with(crate::backfill::HEARTBEAT_FILE)
-                || name.starts_with(crate::backfill::TARGETS_FILE)
+                || name.starts_with(HEARTBEAT_FILE)
+                || name.starts_with(TARGETS_FILE)
             {
                 continue;
             }
@@ -206,7 +152,7 @@ impl FileSpool {
             peeked: Vec::new(),
             scan_end: None,
             reported: HashSet::new(),
-            stats: Arc::default(),
+            metrics,
         };
         spool.drop_delivered()?;
         spool.save_cursor()?;
@@ -215,14 +161,16 @@ impl FileSpool {
         Ok(spool)
     }
 
-    /// The counters.
-    pub fn stats(&self) -> Arc<SpoolStats> {
-        self.stats.clone()
+    /// Its metrics.
+    pub fn metrics(&self) -> &SpoolMetrics {
+        &self.metrics
     }
 
     fn update_bytes(&self) {
-        let bytes = self.segments.values().map(|s| s.size).sum();
-        self.stats.bytes.store(bytes, Ordering::Relaxed);
+        let bytes: u64 = self.segments.values().map(|s| s.size).sum();
+        self.metrics
+            .bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Finishes the active segment (fsynced) and starts the next one.
@@ -319,7 +267,7 @@ impl FileSpool {
             };
             let lost = read_from(&seg.path, from).map(|d| count(&d)).unwrap_or(0);
             self.remove_segment(first);
-            self.stats.dropped.fetch_add(lost, Ordering::Relaxed);
+            self.metrics.dropped.inc_by(lost);
             error!(
                 reports = lost,
                 max_bytes = self.max_bytes,
@@ -337,22 +285,6 @@ impl FileSpool {
     }
 }
 
-/// Intact records in `data`.
-fn count(data: &[u8]) -> u64 {
-    let mut n = 0;
-    let mut at = 0;
-    while at < data.len() {
-        match decode(data, at) {
-            Some((_, _, len)) => {
-                n += 1;
-                at += len;
-            }
-            None => at = resync(data, at + 1),
-        }
-    }
-    n
-}
-
 impl Spool for FileSpool {
     fn append(&mut self, messages: &[Message]) -> io::Result<()> {
         let mut frames = Vec::new();
@@ -362,7 +294,7 @@ impl Spool for FileSpool {
                     bytes = m.value.len(),
                     "report too large for the spool: dropped"
                 );
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics.dropped.inc();
                 continue;
             }
             encode(&m.key, &m.value, &mut frames);
@@ -435,7 +367,7 @@ impl Spool for FileSpool {
                     None => {
                         let next = resync(&data, at + 1);
                         if self.reported.insert((seq, start + at as u64)) {
-                            self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                            self.metrics.corrupt.inc();
                             error!(
                                 segment = %seg.path.display(),
                                 offset = start + at as u64,
@@ -494,6 +426,7 @@ impl Spool for FileSpool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::frame::{HEADER, MAGIC, VERSION};
     use super::*;
 
     fn msg(i: usize) -> Message {
@@ -529,7 +462,8 @@ mod tests {
     #[test]
     fn records_come_back_in_order_and_delivered_segments_are_deleted() {
         let dir = tempfile::tempdir().expect("dir");
-        let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("open");
+        let mut spool =
+            FileSpool::open(dir.path(), u64::MAX, SpoolMetrics::default()).expect("open");
         assert!(spool.is_empty());
         let sent: Vec<Message> = (0..1000).map(msg).collect();
         spool.append(&sent).expect("append");
@@ -549,7 +483,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let sent: Vec<Message> = (0..300).map(msg).collect();
         {
-            let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("open");
+            let mut spool =
+                FileSpool::open(dir.path(), u64::MAX, SpoolMetrics::default()).expect("open");
             spool.append(&sent).expect("append");
             spool.flush().expect("flush");
             let first = spool.peek(100).expect("peek");
@@ -557,7 +492,8 @@ mod tests {
             // A batch peeked but never acknowledged when the process dies.
             let _ = spool.peek(50).expect("peek");
         }
-        let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("reopen");
+        let mut spool =
+            FileSpool::open(dir.path(), u64::MAX, SpoolMetrics::default()).expect("reopen");
         spool.append(&[msg(300)]).expect("append after restart");
         spool.flush().expect("flush");
         let mut expected: Vec<Message> = sent[100..].to_vec();
@@ -568,7 +504,8 @@ mod tests {
     #[test]
     fn the_size_bound_drops_the_oldest_segments_and_counts_them() {
         let dir = tempfile::tempdir().expect("dir");
-        let mut spool = FileSpool::open(dir.path(), 40 * 1024 * 1024).expect("open");
+        let mut spool =
+            FileSpool::open(dir.path(), 40 * 1024 * 1024, SpoolMetrics::default()).expect("open");
         let big = |i: usize| Message {
             key: b"k".to_vec(),
             value: format!("{i:08}{}", "y".repeat(100_000)).into_bytes(),
@@ -578,7 +515,7 @@ mod tests {
             spool.append(&[big(i)]).expect("append");
         }
         spool.flush().expect("flush");
-        let dropped = spool.stats().dropped.load(Ordering::Relaxed);
+        let dropped = spool.metrics().dropped.get();
         assert!(dropped > 0, "something must be dropped");
         let left = drain(&mut spool, 100);
         assert_eq!(
@@ -591,14 +528,15 @@ mod tests {
             Some(b"00000599".to_vec()),
             "the newest are kept"
         );
-        assert!(spool.stats().bytes.load(Ordering::Relaxed) <= 40 * 1024 * 1024);
+        assert!(spool.metrics().bytes.get() <= 40 * 1024 * 1024);
     }
 
     #[test]
     fn a_truncated_tail_loses_only_the_last_record() {
         let dir = tempfile::tempdir().expect("dir");
         {
-            let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("open");
+            let mut spool =
+                FileSpool::open(dir.path(), u64::MAX, SpoolMetrics::default()).expect("open");
             spool
                 .append(&(0..10).map(msg).collect::<Vec<_>>())
                 .expect("append");
@@ -612,10 +550,11 @@ mod tests {
             .expect("open")
             .set_len(len - 5)
             .expect("truncate");
-        let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("reopen");
+        let mut spool =
+            FileSpool::open(dir.path(), u64::MAX, SpoolMetrics::default()).expect("reopen");
         let got = drain(&mut spool, 4);
         assert_eq!(got, (0..9).map(msg).collect::<Vec<_>>());
-        assert_eq!(spool.stats().corrupt.load(Ordering::Relaxed), 1);
+        assert_eq!(spool.metrics().corrupt.get(), 1);
         assert!(spool.is_empty());
     }
 
@@ -624,7 +563,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let sent: Vec<Message> = (0..20).map(msg).collect();
         {
-            let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("open");
+            let mut spool =
+                FileSpool::open(dir.path(), u64::MAX, SpoolMetrics::default()).expect("open");
             spool.append(&sent).expect("append");
             spool.flush().expect("flush");
         }
@@ -637,12 +577,13 @@ mod tests {
             .sum();
         data[at + HEADER + sent[5].key.len() + 2] ^= 0x10;
         fs::write(&seg, &data).expect("write");
-        let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("reopen");
+        let mut spool =
+            FileSpool::open(dir.path(), u64::MAX, SpoolMetrics::default()).expect("reopen");
         let got = drain(&mut spool, 7);
         let mut expected = sent.clone();
         expected.remove(5);
         assert_eq!(got, expected);
-        assert_eq!(spool.stats().corrupt.load(Ordering::Relaxed), 1);
+        assert_eq!(spool.metrics().corrupt.get(), 1);
     }
 
     #[test]
@@ -650,7 +591,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let sent: Vec<Message> = (0..5).map(msg).collect();
         {
-            let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("open");
+            let mut spool =
+                FileSpool::open(dir.path(), u64::MAX, SpoolMetrics::default()).expect("open");
             spool.append(&sent).expect("append");
             spool.flush().expect("flush");
         }
@@ -660,7 +602,8 @@ mod tests {
         fs::write(&seg, &data).expect("write");
         fs::write(dir.path().join("notes.txt"), "not a segment").expect("write");
         fs::write(dir.path().join("00000000000000000000.seg"), b"").expect("empty segment");
-        let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("reopen despite strangers");
+        let mut spool = FileSpool::open(dir.path(), u64::MAX, SpoolMetrics::default())
+            .expect("reopen despite strangers");
         assert_eq!(drain(&mut spool, 10), sent[1..].to_vec());
     }
 
@@ -668,10 +611,12 @@ mod tests {
     fn an_append_is_in_the_file_at_once_without_a_flush() {
         // What a kill of the process leaves: the file as the kernel has it, no flush.
         let dir = tempfile::tempdir().expect("dir");
-        let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("open");
+        let mut spool =
+            FileSpool::open(dir.path(), u64::MAX, SpoolMetrics::default()).expect("open");
         let sent: Vec<Message> = (0..3).map(msg).collect();
         spool.append(&sent).expect("append");
-        let mut other = FileSpool::open(dir.path(), u64::MAX).expect("open beside it");
+        let mut other =
+            FileSpool::open(dir.path(), u64::MAX, SpoolMetrics::default()).expect("open beside it");
         assert_eq!(drain(&mut other, 10), sent);
     }
 
@@ -680,7 +625,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let sent: Vec<Message> = (0..4).map(msg).collect();
         {
-            let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("open");
+            let mut spool =
+                FileSpool::open(dir.path(), u64::MAX, SpoolMetrics::default()).expect("open");
             spool.append(&sent).expect("append");
             let got = spool.peek(10).expect("peek");
             spool.commit(got.len()).expect("commit");
@@ -691,18 +637,20 @@ mod tests {
         data.extend_from_slice(&[MAGIC, VERSION, 9, 0, 0, 0, 200, 0, 0, 0, 1, 2, 3, 4, 5, 6]);
         data.extend_from_slice(&[0xA7; 40]);
         fs::write(&seg, &data).expect("write");
-        let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("reopen");
+        let mut spool =
+            FileSpool::open(dir.path(), u64::MAX, SpoolMetrics::default()).expect("reopen");
         assert!(!spool.is_empty(), "the damage is waiting");
         assert!(spool.peek(10).expect("peek").is_empty());
         assert!(
             spool.is_empty(),
             "one peek steps past damage with nothing behind it"
         );
-        assert_eq!(spool.stats().corrupt.load(Ordering::Relaxed), 1);
+        assert_eq!(spool.metrics().corrupt.get(), 1);
         spool.append(&[msg(9)]).expect("append");
         assert_eq!(drain(&mut spool, 10), vec![msg(9)]);
         drop(spool);
-        let mut spool = FileSpool::open(dir.path(), u64::MAX).expect("reopen");
+        let mut spool =
+            FileSpool::open(dir.path(), u64::MAX, SpoolMetrics::default()).expect("reopen");
         assert!(spool.is_empty(), "the step past the damage was saved");
         assert!(drain(&mut spool, 10).is_empty());
     }
@@ -737,7 +685,7 @@ mod tests {
     fn a_full_disk_fails_whole_appends_and_leaves_every_written_record_readable() {
         let disk = SmallDisk::mount("256k");
         let dir = disk.0.path().join("spool");
-        let mut spool = FileSpool::open(&dir, u64::MAX).expect("open");
+        let mut spool = FileSpool::open(&dir, u64::MAX, SpoolMetrics::default()).expect("open");
         let mut written = Vec::new();
         let mut failed = 0;
         for i in 0..200 {
@@ -762,7 +710,7 @@ mod tests {
             written,
             "every append that succeeded is there, whole; nothing of the failed ones"
         );
-        assert_eq!(spool.stats().corrupt.load(Ordering::Relaxed), 0);
+        assert_eq!(spool.metrics().corrupt.get(), 0);
         // Delivered segments are deleted, which makes room again.
         spool.append(&[msg(1)]).expect("room again");
         assert_eq!(drain(&mut spool, 64), vec![msg(1)]);
