@@ -84,9 +84,8 @@ async fn bench_settings(dir: &std::path::Path, n: usize, topic: &str) -> Checker
     .expect("write");
     CheckerSettings::load(
         &SettingsSource {
-            file: Some(file),
-            env: Some(Default::default()),
             base_dir: Some(dir.to_path_buf()),
+            ..SettingsSource::file_only(file)
         },
         true,
     )

@@ -143,15 +143,8 @@ fn bench_targets(ports: &[u16], n: usize, period: Duration) -> Vec<Arc<TargetSet
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("bench.json");
     std::fs::write(&file, format!("{{\"monitored_urls\":[{targets}]}}")).expect("write");
-    let settings = CheckerSettings::load(
-        &SettingsSource {
-            file: Some(file),
-            env: Some(Default::default()),
-            base_dir: None,
-        },
-        false,
-    )
-    .expect("settings");
+    let settings =
+        CheckerSettings::load(&SettingsSource::file_only(file), false).expect("settings");
     let _ = std::fs::remove_dir_all(&dir);
     settings.targets.into_iter().map(Arc::new).collect()
 }

@@ -16,9 +16,9 @@
 //!   ([`schedule::slots`]), this replica's share ([`schedule::shard`]), under a global cap on
 //!   checks in flight, with `missed` reports for slots that could not start, and for the
 //!   slots of a downtime ([`schedule::backfill`]).
-//! - [`probe`]: one check of one target on a fresh connection, phase by phase, and its
-//!   verdict; [`probe::Checker`] runs checks, [`probe::CheckFn`] is what the schedule calls.
-//! - [`report`]: the reports the checker writes besides a check's verdict (`missed`), and
+//! - [`probe`]: one check of one target on a fresh connection, phase by phase, and how it
+//!   is judged; [`probe::Checker`] runs checks, [`probe::CheckFn`] is what the schedule calls.
+//! - [`report`]: the reports the checker writes besides a check's own (`missed`), and
 //!   their printing on stdout.
 //! - [`publish`]: delivery to Kafka in rounds through the spool, nothing lost; the reports
 //!   topic ([`publish::topic`]) and Kafka's partitioner ([`publish::partitioner`]).

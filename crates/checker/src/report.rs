@@ -1,4 +1,4 @@
-//! The reports the checker writes besides a check's own verdict (which the probe makes), and
+//! The reports the checker writes besides a check's own report (which the probe writes), and
 //! their way out when no broker is wanted.
 //!
 //! The report itself is the contract in [`monitor_core::report`]; here: a `missed` report for a

@@ -28,9 +28,8 @@ fn options(dir: &Path, port: u16, admin_listen: &str) -> Options {
         shard: None,
         admin_listen: None,
         source: SettingsSource {
-            file: Some(file),
-            env: Some(Default::default()),
             base_dir: Some(dir.to_path_buf()),
+            ..SettingsSource::file_only(file)
         },
     }
 }

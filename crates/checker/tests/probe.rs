@@ -27,9 +27,8 @@ fn target(keys: &str, files: &[(&str, String)]) -> (TargetSettings, tempfile::Te
     std::fs::write(&file, format!("{{\"monitored_urls\": [{{{keys}}}]}}")).expect("write");
     let settings = CheckerSettings::load(
         &SettingsSource {
-            file: Some(file),
-            env: Some(Default::default()),
             base_dir: Some(dir.path().to_path_buf()),
+            ..SettingsSource::file_only(file)
         },
         false,
     )
@@ -656,15 +655,8 @@ async fn hostile_targets_do_not_delay_the_others() {
         ),
     )
     .expect("write");
-    let settings = CheckerSettings::load(
-        &SettingsSource {
-            file: Some(file),
-            env: Some(Default::default()),
-            base_dir: None,
-        },
-        false,
-    )
-    .expect("settings");
+    let settings =
+        CheckerSettings::load(&SettingsSource::file_only(file), false).expect("settings");
     let targets = settings.targets.into_iter().map(Arc::new).collect();
     let (_keep, rx) = watch::channel(targets);
     let (tx, mut reports) = mpsc::channel(1000);

@@ -53,12 +53,9 @@ fn object_at<'a>(tree: &'a mut Value, path: &str) -> &'a mut Map<String, Value> 
 
 /// Section path -> the keys its reader asks for, from both services' "unknown key" problems.
 fn accepted_keys() -> BTreeMap<String, BTreeSet<String>> {
-    let mut tree = SettingsSource {
-        env: Some(Default::default()),
-        ..SettingsSource::file(example())
-    }
-    .tree()
-    .expect("the example parses");
+    let mut tree = SettingsSource::file_only(example())
+        .tree()
+        .expect("the example parses");
     for section in SECTIONS {
         object_at(&mut tree, section).insert(PROBE.into(), Value::from(1));
     }
@@ -69,10 +66,7 @@ fn accepted_keys() -> BTreeMap<String, BTreeSet<String>> {
     let dir = tempfile::tempdir().expect("dir");
     let probe = dir.path().join("probe.json");
     std::fs::write(&probe, tree.to_string()).expect("write");
-    let source = SettingsSource {
-        env: Some(Default::default()),
-        ..SettingsSource::file(&probe)
-    };
+    let source = SettingsSource::file_only(&probe);
 
     let mut keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let errors: Vec<ConfigError> = [

@@ -125,6 +125,9 @@ impl Coordinator {
 
     /// One round: reap ended consumers, keep the leases, and rebalance.
     async fn round(&mut self, partitions: &mut watch::Receiver<i32>) {
+        // Marked seen before anything can fail: a round that cannot join waits for the next
+        // tick instead of being woken again at once by the same change.
+        let count = *partitions.borrow_and_update();
         reap_ended(&mut self.running, &mut self.leases).await;
         if !self.hold_leases().await {
             return;
@@ -132,7 +135,6 @@ impl Coordinator {
         let Some(leases) = self.leases.as_mut() else {
             return;
         };
-        let count = *partitions.borrow_and_update();
         if count == 0 {
             return;
         }

@@ -122,9 +122,8 @@ fn target(case: &Case, port: u16) -> Option<TargetSettings> {
     std::fs::write(&file, json.to_string()).ok()?;
     let settings = CheckerSettings::load(
         &SettingsSource {
-            file: Some(file),
-            env: Some(Default::default()),
             base_dir: Some(dir.path().to_path_buf()),
+            ..SettingsSource::file_only(file)
         },
         false,
     )

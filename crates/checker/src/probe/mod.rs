@@ -1,4 +1,4 @@
-//! One check of one target, measured phase by phase, and its verdict.
+//! One check of one target, measured phase by phase, and how it is judged.
 //!
 //! Every check opens a fresh connection (no pooling), so each report really measures DNS,
 //! TCP connect and the TLS handshake. The whole check, redirects and body included, is bounded
@@ -14,17 +14,17 @@
 //! ([`READ_BUFFER_MAX`]).
 //!
 //! Layout: `connect` opens the connection phase by phase, `exchange` speaks HTTP on it and
-//! reads the body, `request` makes each hop's request, `verdict` judges what was learned
+//! reads the body, `request` makes each hop's request, `judge` judges what was learned
 //! and writes the report, `tls` holds the trust roots; every step is bounded by the check's
 //! deadline (`deadline`).
 
 mod connect;
 mod deadline;
 mod exchange;
+mod judge;
 mod outcome;
 mod request;
 mod tls;
-mod verdict;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -40,9 +40,9 @@ use url::Url;
 
 use connect::Endpoint;
 use exchange::{exchange, BodyBudget};
+use judge::Times;
 use outcome::{Failure, Outcome};
 use request::{next_url, HopRequest};
-use verdict::Times;
 
 pub use exchange::READ_BUFFER_MAX;
 pub use request::USER_AGENT_VALUE;
@@ -101,7 +101,7 @@ impl Checker {
             started_at,
             total: start.elapsed(),
         };
-        verdict::report(&self.checker_id, target, times, out, failure)
+        judge::report(&self.checker_id, target, times, out, failure)
     }
 
     /// Requests the target's URL, following redirects as configured.

@@ -1,5 +1,5 @@
 //! What a check learns as it goes, phase by phase ([`Outcome`]), and why a hop failed
-//! ([`Failure`]): filled by the connection and the exchange, read by the verdict.
+//! ([`Failure`]): filled by the connection and the exchange, read by the judge.
 
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ pub(super) struct Outcome {
     pub body_len: u64,
     pub truncated: bool,
     pub body_read: bool,
-    /// The share of the body memory budget `body` may use, held until the verdict.
+    /// The share of the body memory budget `body` may use, held until the check is judged.
     pub body_memory: Option<OwnedSemaphorePermit>,
     pub cert_not_after: Option<DateTime<Utc>>,
 }

@@ -500,15 +500,8 @@ mod tests {
             ),
         )
         .expect("write");
-        let settings = CheckerSettings::load(
-            &SettingsSource {
-                file: Some(file),
-                env: Some(Default::default()),
-                base_dir: None,
-            },
-            true,
-        )
-        .expect("valid");
+        let settings =
+            CheckerSettings::load(&SettingsSource::file_only(file), true).expect("valid");
         let (tx, rx) = mpsc::channel(100);
         for n in 0..25 {
             tx.send(sample_report("a", n)).await.expect("open");

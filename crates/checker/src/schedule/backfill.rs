@@ -387,15 +387,8 @@ mod tests {
             format!(r#"{{"monitored_urls": [{}]}}"#, list.join(",")),
         )
         .expect("write");
-        let settings = CheckerSettings::load(
-            &SettingsSource {
-                file: Some(file),
-                env: Some(Default::default()),
-                base_dir: None,
-            },
-            false,
-        )
-        .expect("valid");
+        let settings =
+            CheckerSettings::load(&SettingsSource::file_only(file), false).expect("valid");
         settings.targets.into_iter().map(Arc::new).collect()
     }
 

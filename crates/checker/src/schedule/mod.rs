@@ -280,15 +280,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let file = dir.path().join("c.json");
         std::fs::write(&file, json).expect("write");
-        let settings = CheckerSettings::load(
-            &SettingsSource {
-                file: Some(file),
-                env: Some(Default::default()),
-                base_dir: None,
-            },
-            false,
-        )
-        .expect("valid");
+        let settings =
+            CheckerSettings::load(&SettingsSource::file_only(file), false).expect("valid");
         settings.targets.into_iter().map(Arc::new).collect()
     }
 

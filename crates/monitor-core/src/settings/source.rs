@@ -31,6 +31,15 @@ impl SettingsSource {
         }
     }
 
+    /// Settings from `file` alone: no environment overrides, so a `WEBMON__…` variable of the
+    /// caller's shell cannot change them (what tests and benchmarks load).
+    pub fn file_only(path: impl Into<PathBuf>) -> SettingsSource {
+        SettingsSource {
+            env: Some(Default::default()),
+            ..SettingsSource::file(path)
+        }
+    }
+
     /// The merged tree of the file and the environment overrides, before validation.
     pub fn tree(&self) -> Result<serde_json::Value, ConfigError> {
         let mut builder = config::Config::builder();

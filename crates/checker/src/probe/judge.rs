@@ -1,4 +1,4 @@
-//! The verdict of a check: what it learned ([`Outcome`]) and how it failed, if it did, judged
+//! How a check is judged: what it learned ([`Outcome`]) and how it failed, if it did, held
 //! against the target's expectations (status, body patterns) and written as a [`Report`].
 
 use std::time::Duration;
