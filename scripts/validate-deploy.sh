@@ -13,14 +13,15 @@
 #   the README creates), the spool bound is at most 3/4 of the spool volume, the shard count
 #   equals the replicas, deploy/k8s/web-monitor.toml equals configs/kubernetes.toml
 #   (deploy/checks/k8s.py, which is also shown to refuse broken settings);
-# - the alert rules name only metrics the services export, and the Prometheus Operator
-#   component holds the same rules as the compose stack;
+# - the alert rules name only metrics the services export, pass `promtool check rules` and the
+#   unit tests of deploy/prometheus/alerts.test.yml (`promtool test rules`), and the
+#   Prometheus Operator component holds the same rules as the compose stack;
 # - the settings files pass `checker --check-config` / `sink --check-config`, the README's
 #   `--check-config` commands included (run with the workspace's binaries on PATH).
 # Not run: `docker compose up`, `docker build`/`push` and `kubectl apply` (they need an engine,
 # a registry or a cluster).
-# Installs docker-compose and kubectl (Debian packages) and kubernetes-validate (PyPI) when
-# missing.
+# Installs docker-compose, kubectl and promtool (Debian packages) and kubernetes-validate (PyPI)
+# when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -128,6 +129,13 @@ sed 's/seccompProfile: {type: RuntimeDefault}//; /seccompProfile:/,+1d; s/automo
 log "alert rules"
 python3 deploy/checks/k8s.py rules deploy/prometheus/alerts.yml deploy/components/prometheus/prometheusrule.yaml \
   crates/checker/src/metrics.rs crates/sink/src/metrics.rs
+if ! command -v promtool >/dev/null 2>&1; then
+  log "installing promtool (Debian's prometheus package)"
+  apt_install prometheus || die "install promtool (apt-get install prometheus)"
+fi
+promtool check rules deploy/prometheus/alerts.yml >/dev/null
+promtool test rules deploy/prometheus/alerts.test.yml >/dev/null \
+  || { promtool test rules deploy/prometheus/alerts.test.yml || true; die "the alert rules fail their unit tests"; }
 
 log "settings: configs/*.toml and the README's --check-config commands"
 cargo build -q --locked -p checker -p sink --bin checker --bin sink

@@ -2,10 +2,16 @@
 //! counted as each report passes on its way out, and those of the publisher and the spool,
 //! which count where things happen ([`PublishMetrics`], [`SpoolMetrics`]) and are registered
 //! here so that every name is in one place.
+//!
+//! One family has a label per target: the expiry of each HTTPS target's certificate
+//! ([`CertificateExpiry`]). Its series are those of the targets this checker runs now, so
+//! their number is bounded by the targets, and a target removed by a reload leaves no series.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use monitor_core::report::Report;
+use monitor_core::settings::TargetSettings;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,6 +31,59 @@ pub struct CheckLabels {
     pub failure_class: String,
 }
 
+/// Labels of a target's series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    /// The target's id.
+    pub target: String,
+}
+
+/// When each HTTPS target's certificate expires: its notAfter as a Unix timestamp, in seconds,
+/// as blackbox_exporter's `probe_ssl_earliest_cert_expiry`. Set from every report that carries
+/// `tls_cert_not_after` (a handshake refused for the certificate still carries it); a check
+/// that learned nothing of the certificate (the connection failed first) leaves the last value.
+#[derive(Debug, Default)]
+pub struct CertificateExpiry {
+    family: Family<TargetLabels, Gauge>,
+    /// Ids of the targets the checker runs now whose URL is https: only they get a series.
+    https_targets: Mutex<HashSet<String>>,
+}
+
+impl CertificateExpiry {
+    /// Sets the series of the report's target, if it carries a certificate expiry and the
+    /// target is still one of those the checker runs.
+    fn observe(&self, report: &Report) {
+        let Some(not_after) = report.tls_cert_not_after else {
+            return;
+        };
+        let targets = self.https_targets.lock().unwrap_or_else(|p| p.into_inner());
+        if targets.contains(&report.target_id) {
+            self.family
+                .get_or_create(&TargetLabels {
+                    target: report.target_id.clone(),
+                })
+                .set(not_after.timestamp());
+        }
+    }
+
+    /// The checker runs `targets` from now on: the series of any other target are removed, and
+    /// a late report of a removed target (a check in flight at the reload) adds none back.
+    pub fn keep_only(&self, targets: &[Arc<TargetSettings>]) {
+        let mut kept = self.https_targets.lock().unwrap_or_else(|p| p.into_inner());
+        let now: HashSet<String> = targets
+            .iter()
+            .filter(|t| t.url.scheme() == "https")
+            .map(|t| t.id.clone())
+            .collect();
+        for gone in kept.difference(&now) {
+            self.family.remove(&TargetLabels {
+                target: gone.clone(),
+            });
+        }
+        *kept = now;
+    }
+}
+
 /// Every metric of the checker.
 #[derive(Debug)]
 pub struct CheckerMetrics {
@@ -38,6 +97,8 @@ pub struct CheckerMetrics {
     pub in_flight: Gauge,
     /// Reports waiting in memory for the producer.
     pub queue_depth: Gauge,
+    /// Each HTTPS target's certificate expiry.
+    pub certificate_expiry: CertificateExpiry,
     /// The publisher's: reports produced, spooled, not spooled, lost, too large; failed rounds.
     pub publish: PublishMetrics,
     /// The spool's: its size, reports dropped, damaged records.
@@ -53,6 +114,7 @@ impl CheckerMetrics {
             lateness: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             in_flight: Gauge::default(),
             queue_depth: Gauge::default(),
+            certificate_expiry: CertificateExpiry::default(),
             publish: PublishMetrics::default(),
             spool: SpoolMetrics::default(),
         };
@@ -88,6 +150,11 @@ impl CheckerMetrics {
             "Reports waiting in memory for the producer",
             self.queue_depth.clone(),
         );
+        r.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the certificate of an HTTPS target expires (notAfter), as a Unix timestamp",
+            self.certificate_expiry.family.clone(),
+        );
     }
 
     /// Records one finished check.
@@ -108,6 +175,7 @@ impl CheckerMetrics {
             .num_microseconds()
             .unwrap_or(0);
         self.lateness.observe(late.max(0) as f64 / 1e6);
+        self.certificate_expiry.observe(report);
     }
 }
 

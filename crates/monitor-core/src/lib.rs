@@ -16,6 +16,9 @@
 //!
 //! Shared runtime (`runtime`, feature `runtime`, which each of the features below turns on):
 //! - `runtime::backoff`: retry delays (exponential, with jitter).
+//! - `runtime::trust` (feature `trust`, which `kafka` turns on): the process's TLS trust
+//!   roots, the operating system's store read once (the compiled-in roots where it has none),
+//!   shared by the probes, the Kafka client and the database check.
 //! - `runtime::broker` (feature `kafka`): a Kafka client built from the settings (TLS, SASL,
 //!   hints at the setting to check when connecting fails).
 //! - `runtime::relay` (feature `kafka`, Linux): the in-process relay broker connections go

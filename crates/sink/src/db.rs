@@ -5,10 +5,18 @@
 //! an end to transactions left idle, so a sink that vanished mid-batch cannot keep its
 //! partition's offset row locked. The client cannot set socket options through sqlx, so these
 //! are the server's settings, set per session.
+//!
+//! TLS to the server trusts the system's trust store plus `sslrootcert`: sqlx's
+//! `tls-rustls-ring-native-roots` reads the store with `rustls-native-certs`, as
+//! [`monitor_core::runtime::trust`] does for Kafka and the probes, so `verify-full` against a
+//! server whose CA is installed in the system needs no `sslrootcert`. sqlx cannot take the
+//! compiled-in roots, so where the system has none a verifying mode needs `sslrootcert`: the
+//! sink says so when it starts.
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use monitor_core::runtime::trust::{self, RootsSource};
 use monitor_core::settings::{DatabaseSettings, SslMode};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{PgConnection, PgPool};
@@ -105,6 +113,16 @@ pub fn connect_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, 
     }
     if let Some(ca) = &settings.sslrootcert {
         options = options.ssl_root_cert(ca);
+    }
+    if matches!(settings.sslmode, SslMode::VerifyCa | SslMode::VerifyFull)
+        && settings.sslrootcert.is_none()
+        && trust::roots().source() == RootsSource::Compiled
+    {
+        warn!(
+            sslmode = settings.sslmode.as_str(),
+            "the system's trust store is empty and the database connection cannot use the compiled-in roots: \
+             no server certificate will verify; set database.sslrootcert or install the CA certificates"
+        );
     }
     Ok(options.application_name("web-monitor-sink"))
 }

@@ -92,6 +92,9 @@ impl Run {
         shutdown: CancellationToken,
     ) {
         let (targets_tx, targets_rx) = watch::channel(my_targets(&self.settings, self.shard));
+        self.metrics
+            .certificate_expiry
+            .keep_only(&targets_tx.borrow());
         let (reports_tx, tapped_rx) = mpsc::channel::<Report>(TAP_CAPACITY);
         let targets_file = matches!(output, Output::Kafka { .. })
             .then(|| self.settings.checker.producer.spool_dir.clone());
@@ -261,6 +264,7 @@ impl Run {
                 let list = my_targets(&new, self.shard);
                 info!(targets = list.len(), "settings reloaded");
                 save_targets(targets.file.as_deref(), &list);
+                self.metrics.certificate_expiry.keep_only(&list);
                 targets.tx.send_replace(list);
             }
             Err(e) => error!("settings not reloaded, the running ones are kept: {e}"),

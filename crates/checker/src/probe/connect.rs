@@ -121,7 +121,7 @@ pub(super) async fn tcp(
     Ok(tcp)
 }
 
-/// The TLS handshake on `tcp`, trusting the web roots and the target's CA file. The server's
+/// The TLS handshake on `tcp`, trusting the system's roots and the target's CA file. The server's
 /// certificate expiry goes into `out` even when the handshake fails.
 pub(super) async fn tls(
     trust: &TrustStore,

@@ -1,12 +1,14 @@
-//! TLS for probes: the trust roots (public web roots plus a target's extra CA file), a
-//! verifier that records the server's leaf certificate even when the handshake then fails, and
-//! the words for why a certificate was refused.
+//! TLS for probes: the trust roots (the system's trust store, read once per process by
+//! [`trust::roots`], plus a target's extra CA file), a verifier that records the server's leaf
+//! certificate even when the handshake then fails, and the words for why a certificate was
+//! refused.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use monitor_core::runtime::trust::{self, Roots};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
@@ -14,24 +16,28 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
-/// Verifiers by extra CA file, built once and shared by every check of the targets using them.
+/// Verifiers by extra CA file, built once and shared by every check of the targets using them,
+/// all on the process's trust roots: no check reads the system's store.
 #[derive(Debug)]
 pub struct TrustStore {
     provider: Arc<CryptoProvider>,
+    roots: &'static Roots,
     verifiers: Mutex<HashMap<Option<PathBuf>, Arc<WebPkiServerVerifier>>>,
 }
 
 impl Default for TrustStore {
+    /// A store on the process's trust roots, which are read now if they were not yet.
     fn default() -> Self {
         TrustStore {
             provider: Arc::new(rustls::crypto::ring::default_provider()),
+            roots: trust::roots(),
             verifiers: Mutex::new(HashMap::new()),
         }
     }
 }
 
 impl TrustStore {
-    /// The verifier trusting the web roots plus the certificates of `ca_file`.
+    /// The verifier trusting the process's roots plus the certificates of `ca_file`.
     pub fn verifier(&self, ca_file: Option<&Path>) -> Result<Arc<WebPkiServerVerifier>, String> {
         let key = ca_file.map(Path::to_path_buf);
         if let Some(v) = self
@@ -42,8 +48,7 @@ impl TrustStore {
         {
             return Ok(v.clone());
         }
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let mut roots = self.roots.store();
         if let Some(path) = ca_file {
             let certs = CertificateDer::pem_file_iter(path)
                 .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
@@ -160,7 +165,7 @@ pub fn describe_failure(
                 format!("certificate is not valid for host {host}")
             }
             CertificateError::UnknownIssuer => {
-                "certificate signed by an unknown authority (self-signed or missing CA: set the target's ca_file)".into()
+                "certificate signed by an unknown authority (self-signed, or its CA is in neither the system's trust store nor the target's ca_file)".into()
             }
             CertificateError::Revoked => "certificate is revoked".into(),
             other => format!("certificate refused: {other:?}"),

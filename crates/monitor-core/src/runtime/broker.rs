@@ -11,6 +11,7 @@ use rskafka::BackoffConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::trust;
 use crate::settings::{KafkaSettings, SaslMechanism, TlsSettings};
 
 /// Why a Kafka client could not be built.
@@ -54,18 +55,20 @@ pub enum KafkaConnectError {
     },
 }
 
-/// The TLS client configuration for the brokers: their CA (or the public web roots), and the
-/// client certificate and key for mutual TLS.
+/// The TLS client configuration for the brokers: their CA file, which replaces the roots, or
+/// else the system's trust roots ([`trust::roots`]); and the client certificate and key for
+/// mutual TLS.
 pub fn tls_config(tls: &TlsSettings) -> Result<rustls::ClientConfig, KafkaConnectError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca_file {
+    let roots = match &tls.ca_file {
         Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
             for cert in read_certs("CA file", path)? {
                 roots.add(cert)?;
             }
+            roots
         }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
+        None => trust::roots().store(),
+    };
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -167,7 +170,7 @@ fn hint_for(error: &rskafka::client::error::Error) -> &'static str {
         .iter()
         .any(|w| text.contains(w))
     {
-        " (check kafka.tls: the CA, and the client certificate and key if the broker asks for one)"
+        " (check kafka.tls: the CA (ca_file, or the system's trust store without one), and the client certificate and key if the broker asks for one)"
     } else {
         ""
     }

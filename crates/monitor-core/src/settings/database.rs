@@ -21,9 +21,10 @@ pub enum SslMode {
     Prefer,
     /// TLS, without checking the certificate.
     Require,
-    /// TLS, with a certificate signed by `sslrootcert`.
+    /// TLS, with a certificate signed by a CA of the system's trust store or `sslrootcert`.
     VerifyCa,
-    /// TLS, with a certificate signed by `sslrootcert` and naming the host.
+    /// TLS, with a certificate signed by a CA of the system's trust store or `sslrootcert`,
+    /// and naming the host.
     VerifyFull,
 }
 
@@ -71,7 +72,8 @@ pub struct DatabaseSettings {
     pub password: Option<Secret>,
     /// TLS mode.
     pub sslmode: SslMode,
-    /// CA certificate (PEM) for `verify-ca` and `verify-full`.
+    /// CA certificates (PEM) trusted for `verify-ca` and `verify-full`, besides the system's
+    /// trust store.
     pub sslrootcert: Option<PathBuf>,
     /// Connections in the pool.
     pub max_connections: u32,
@@ -173,7 +175,8 @@ fn read_name(s: &mut Section<'_>, need: bool, problems: &mut Problems) -> Option
     name
 }
 
-/// `sslmode` and `sslrootcert`, which `verify-ca` and `verify-full` need.
+/// `sslmode` and `sslrootcert`. `verify-ca` and `verify-full` work without `sslrootcert` when
+/// the server's CA is in the system's trust store.
 fn read_tls(
     s: &mut Section<'_>,
     base_dir: &Path,
@@ -190,17 +193,5 @@ fn read_tls(
         }),
     };
     let sslrootcert = s.readable_file("sslrootcert", base_dir, problems);
-    if matches!(sslmode, SslMode::VerifyCa | SslMode::VerifyFull)
-        && sslrootcert.is_none()
-        && !s.has("sslrootcert")
-    {
-        problems.push(Problem::new(
-            &s.path_of("sslrootcert"),
-            format!(
-                "is missing: sslmode {} needs the CA certificate that signs the server's",
-                sslmode.as_str()
-            ),
-        ));
-    }
     (sslmode, sslrootcert)
 }

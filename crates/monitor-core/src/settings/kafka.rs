@@ -64,7 +64,8 @@ pub enum Compression {
     Zstd,
 }
 
-/// TLS to the brokers. Without a CA file the public web roots are trusted.
+/// TLS to the brokers. A CA file replaces the trust roots; without one the system's trust store
+/// is used (the compiled-in web roots where the system has none).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TlsSettings {
     /// CA certificates (PEM) that sign the brokers' certificates.
