@@ -48,6 +48,7 @@ pub mod retry;
 pub mod store;
 pub mod topic;
 pub mod uptime;
+pub mod verdicts;
 
 pub use application::Application;
 pub use error::SinkError;
