@@ -8,8 +8,9 @@
 //! is `grace` periods past it; slots become final oldest first, so verdicts follow slot order.
 //! Expected regions are those that reported the target within the last `region_window`
 //! periods (of the watermark); a region silent longer drops out and is reported silent.
-//! A report of a slot already final is late: it is stored and counted, and changes nothing
-//! (but that its region, if never seen before, is known from then on).
+//! A report of a slot already final is late: it is stored and counted, and changes no
+//! verdict; only a late report within the region window still tells that its region is
+//! alive (a region back from silence is otherwise always last to report a slot).
 //!
 //! A final slot's verdict: `down` when at least the quorum of regions reported it down,
 //! `degraded` when some did, `up` when none did and one reported it up, `unknown` when every
@@ -36,10 +37,12 @@ use super::state::{
 pub fn apply(state: &mut TargetState, report: &ReportFacts, policy: &Policy) -> Vec<Change> {
     let mut changes = Vec::new();
     if state.last_final.is_some_and(|f| report.slot <= f) {
-        // A region never seen before is known from now on (the others of a target's first
-        // slot arrive after that slot was made final by the first): nothing else changes.
-        if !state.regions.contains_key(&report.region) && state.regions.len() < MAX_REGIONS {
-            state.regions.insert(report.region.clone(), report.slot);
+        // A recent late report still says its region is alive (a region back from silence
+        // reports each slot after the others made it final), and a region never seen before
+        // is known from now on: nothing else changes.
+        if report.slot >= window_start(state, policy) || !state.regions.contains_key(&report.region)
+        {
+            see_region(state, &report.region, report.slot, &mut changes);
         }
         changes.push(Change::Late {
             region: report.region.clone(),
