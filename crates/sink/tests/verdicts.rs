@@ -302,3 +302,70 @@ async fn late_reports_after_a_regions_outage_are_stored_and_counted_but_rewrite_
     pool.close().await;
     db.drop_database().await;
 }
+
+#[tokio::test]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn sink_report_shows_state_incidents_mttr_mtbf_and_uptime_from_the_verdicts() {
+    let db = TestDatabase::create().await;
+    let pool = pool(&db).await;
+    sink::db::migrate(&pool).await.expect("migrations apply");
+    let store = sink::store::ReportStore::new(pool.clone())
+        .with_verdicts(sink::verdicts::Verdicts::default());
+    // Two regions; every region down at slots 10-14 and 30-34 (two incidents of 5 s, 15 s
+    // apart); one region down at 50-59 (degraded, up by slot quorum); down again from 80.
+    let start = start();
+    let mut batch = sink::store::Batch::new("report", 0, None, 0);
+    let window = sink::decode::Window::default();
+    let mut offset = 0;
+    for k in 0..90 {
+        for (i, region) in ["eu-west", "us-east"].into_iter().enumerate() {
+            let down = (10..15).contains(&k)
+                || (30..35).contains(&k)
+                || (i == 0 && (50..60).contains(&k))
+                || k >= 80;
+            let status = if down { Status::Down } else { Status::Up };
+            let r = slot_report("reported", region, start, k, status);
+            sink::decode::push(&mut batch, &window, offset, None, Some(r.to_json()));
+            offset += 1;
+        }
+    }
+    let stored = store.store(&batch).await.expect("stored");
+    assert_eq!(stored.rows, 180);
+    assert_eq!(
+        stored.folded.opened, 4,
+        "three incidents and a degraded period"
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sink"))
+        .args(["report", "--since", "24h", "--format", "json"])
+        .env_remove("WEBMON_CONFIG")
+        .env("WEBMON__DATABASE__URL", &db.url)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let target = &json[0];
+    assert_eq!(target["state"], "down");
+    assert_eq!(target["open_incident"][0], "down");
+    assert_eq!(target["incidents"], 3);
+    assert_eq!(target["mttr_s"], 5.0, "two closed incidents of 5 s");
+    assert_eq!(target["mtbf_s"], 30.0, "15 s and 45 s between them");
+    // 90 final slots: 20 down, 10 degraded (up for uptime).
+    let uptime = target["verdict_uptime_percent"].as_f64().expect("uptime");
+    assert!((uptime - 100.0 * 70.0 / 90.0).abs() < 1e-9, "{uptime}");
+    let table = std::process::Command::new(env!("CARGO_BIN_EXE_sink"))
+        .arg("report")
+        .env_remove("WEBMON_CONFIG")
+        .env("WEBMON__DATABASE__URL", &db.url)
+        .output()
+        .expect("runs");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("STATE") && table.contains("MTTR"), "{table}");
+    assert!(table.contains("down since"), "{table}");
+    pool.close().await;
+    db.drop_database().await;
+}

@@ -84,3 +84,81 @@ impl Policies {
         self.by_target.get(target_id).unwrap_or(&self.default)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use monitor_core::settings::SettingsSource;
+
+    use super::*;
+
+    #[test]
+    fn a_target_of_the_shared_file_takes_its_own_thresholds_and_the_rest_the_defaults() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("shared.toml");
+        std::fs::write(
+            &file,
+            r#"
+            [kafka]
+            brokers = ["k:9092"]
+            topic = "t"
+            [database]
+            url = "postgres://u@h/db"
+            [sink.verdicts]
+            quorum = "all"
+            down_after = 5
+            [[monitored_urls]]
+            id = "shop"
+            url = "https://shop.example/"
+            quorum = 2
+            up_after = 4
+            # The checker's CA file: the sink never opens it.
+            ca_file = "/nowhere/ca.pem"
+            [[monitored_urls]]
+            url = "https://plain.example/"
+            "#,
+        )
+        .expect("write");
+        let settings = SinkSettings::load(&SettingsSource {
+            file: Some(file),
+            env: Some(Default::default()),
+            base_dir: Some(dir.path().to_path_buf()),
+        })
+        .expect("valid");
+        let policies = Policies::from_settings(&settings);
+        let shop = policies.of("shop");
+        assert_eq!(shop.quorum, Quorum::AtLeast(2));
+        assert_eq!((shop.down_after, shop.up_after), (5, 4));
+        let other = policies.of("anything-else");
+        assert_eq!(other.quorum, Quorum::All);
+        assert_eq!((other.down_after, other.up_after), (5, 2));
+    }
+
+    #[test]
+    fn bad_verdict_settings_are_reported_together_with_their_paths() {
+        let env = [
+            ("WEBMON__KAFKA__BROKERS", "k:9092"),
+            ("WEBMON__KAFKA__TOPIC", "t"),
+            ("WEBMON__DATABASE__URL", "postgres://u@h/db"),
+            ("WEBMON__SINK__VERDICTS__QUORUM", "most"),
+            ("WEBMON__SINK__VERDICTS__DOWN_AFTER", "0"),
+            ("WEBMON__SINK__VERDICTS__REGION_WINDOW", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let err = SinkSettings::load(&SettingsSource {
+            file: None,
+            env: Some(env),
+            base_dir: None,
+        })
+        .expect_err("invalid")
+        .to_string();
+        for path in [
+            "sink.verdicts.quorum",
+            "sink.verdicts.down_after",
+            "sink.verdicts.region_window",
+        ] {
+            assert!(err.contains(path), "{path}: {err}");
+        }
+    }
+}
