@@ -42,7 +42,10 @@ CREATE INDEX incidents_target_opened ON incidents (target_id, opened_at DESC);
 CREATE INDEX incidents_open ON incidents (target_id) WHERE closed_at IS NULL;
 
 -- Final slots by verdict, per target and hour (UTC): what uptime is computed from. A
--- 90-day status page reads 2,160 rows per target whatever the period.
+-- 90-day status page reads 2,160 rows per target whatever the period. The sink counts the
+-- current hour in the target's state and adds it here once a slot of a later hour is final,
+-- so that a batch writes one row per target; read `verdicts_by_hour`, which adds the
+-- current hours.
 CREATE TABLE verdict_hours (
     target_id text NOT NULL REFERENCES targets (target_id),
     hour      timestamptz NOT NULL,
@@ -52,6 +55,24 @@ CREATE TABLE verdict_hours (
     unknown   integer NOT NULL DEFAULT 0,
     PRIMARY KEY (target_id, hour)
 );
+
+-- Final slots by verdict per target and hour, the current hour included.
+CREATE VIEW verdicts_by_hour AS
+SELECT target_id, hour, sum(up)::int8 AS up, sum(degraded)::int8 AS degraded,
+       sum(down)::int8 AS down, sum(unknown)::int8 AS unknown
+FROM (
+    SELECT target_id, hour, up, degraded, down, unknown FROM verdict_hours
+    UNION ALL
+    SELECT target_id,
+           to_timestamp((fold -> 'hour' ->> 'hour')::int8 / 1000000.0),
+           (fold -> 'hour' -> 'counts' ->> 0)::int4,
+           (fold -> 'hour' -> 'counts' ->> 1)::int4,
+           (fold -> 'hour' -> 'counts' ->> 2)::int4,
+           (fold -> 'hour' -> 'counts' ->> 3)::int4
+    FROM target_states
+    WHERE jsonb_typeof(fold -> 'hour') = 'object'
+) AS counted
+GROUP BY target_id, hour;
 
 -- One row per target: its state, since when, its newest slot, the certificate warning, the
 -- regions that report it and those gone silent, and the open incident.

@@ -105,16 +105,15 @@ async fn main() -> BenchResult<()> {
     let topic = create_topic(&client, PARTITIONS).await;
     let all = produce_backlog(&client, &topic, targets, slots).await?;
 
-    let rows_only = run_sink(&topic, total, false).await?;
-    let with_verdicts = run_sink(&topic, total, true).await?;
+    let (rows_only, db, pool) = run_sink(&topic, total, false).await?;
+    let (with_verdicts, verdicts_db, verdicts_pool) = run_sink(&topic, total, true).await?;
+    verdicts_pool.close().await;
+    verdicts_db.drop_database().await;
     println!(
         "verdicts / rows alone: {:.0} % of the throughput ({:.0} % slower)",
         100.0 * with_verdicts / rows_only,
         100.0 * (1.0 - with_verdicts / rows_only)
     );
-    let db = TestDatabase::create().await;
-    let pool = PgPool::connect(&db.url).await?;
-    sink::db::migrate(&pool).await?;
     let copy_rate = copy_ceiling(&pool, &all, &topic).await?;
     println!(
         "sink (rows alone) / ceiling: {:.0} %",
@@ -194,8 +193,12 @@ async fn produce_backlog(
 }
 
 /// The sink through the backlog into a database of its own, with or without the verdicts;
-/// returns its rate in reports per second.
-async fn run_sink(topic: &str, total: i64, verdicts: bool) -> BenchResult<f64> {
+/// returns its rate in reports per second, and the database.
+async fn run_sink(
+    topic: &str,
+    total: i64,
+    verdicts: bool,
+) -> BenchResult<(f64, TestDatabase, PgPool)> {
     let db = TestDatabase::create().await;
     let pool = PgPool::connect(&db.url).await?;
     sink::db::migrate(&pool).await?;
@@ -246,9 +249,7 @@ async fn run_sink(topic: &str, total: i64, verdicts: bool) -> BenchResult<f64> {
         "sink, {what}: {total} reports in {sink_secs:.1} s = {sink_rate:.0} reports/s \
          (from Kafka, batches of 5000; {states} target states)"
     );
-    pool.close().await;
-    db.drop_database().await;
-    Ok(sink_rate)
+    Ok((sink_rate, db, pool))
 }
 
 /// The ceiling: `COPY` of the same rows into the same (emptied) table; returns its rate in

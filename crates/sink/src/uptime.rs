@@ -5,7 +5,7 @@
 //! checks up, latency percentiles, failures by class, last failure and certificate expiry.
 //!
 //! Uptime from verdicts is `(up + degraded) / (up + degraded + down)` over the hours of
-//! `verdict_hours` that the window touches; slots of `unknown` verdict (every region missed)
+//! `verdicts_by_hour` that the window touches; slots of `unknown` verdict (every region missed)
 //! are left out. MTTR is the mean duration of the `down` incidents opened in the window and
 //! closed; MTBF the mean time from one such incident's close to the next one's opening.
 
@@ -183,7 +183,7 @@ async fn verdicts_of(
     let mut out: BTreeMap<String, VerdictSummary> = BTreeMap::new();
     let slots = sqlx::query(&format!(
         "SELECT v.target_id, sum(v.up)::int8 AS up, sum(v.degraded)::int8 AS degraded, \
-           sum(v.down)::int8 AS down FROM verdict_hours v JOIN targets t USING (target_id) \
+           sum(v.down)::int8 AS down FROM verdicts_by_hour v JOIN targets t USING (target_id) \
          WHERE v.hour >= date_trunc('hour', $1) AND {TARGET_FILTER} GROUP BY v.target_id"
     ))
     .bind(from)

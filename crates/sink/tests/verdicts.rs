@@ -16,9 +16,9 @@ use monitor_core::Status;
 use rskafka::client::Client;
 
 use support::{
-    env, incident_rows, pool, produce_in_requests_of, produce_messages, sample, settings_from,
-    slot_report, text_rows, verdict_tables, wait_for_offsets, wait_for_offsets_past, Message,
-    RunningSink, SinkProcess,
+    env, incident_rows, pool, produce_in_requests_of, produce_messages, run_sink_command, sample,
+    settings_from, slot_report, text_rows, verdict_tables, wait_for_offsets, wait_for_offsets_past,
+    Message, RunningSink, SinkProcess,
 };
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
@@ -336,18 +336,8 @@ async fn sink_report_shows_state_incidents_mttr_mtbf_and_uptime_from_the_verdict
         "three incidents and a degraded period"
     );
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sink"))
-        .args(["report", "--since", "24h", "--format", "json"])
-        .env_remove("WEBMON_CONFIG")
-        .env("WEBMON__DATABASE__URL", &db.url)
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let out = run_sink_command(&db.url, &["report", "--since", "24h", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
     let target = &json[0];
     assert_eq!(target["state"], "down");
     assert_eq!(target["open_incident"][0], "down");
@@ -357,13 +347,7 @@ async fn sink_report_shows_state_incidents_mttr_mtbf_and_uptime_from_the_verdict
     // 90 final slots: 20 down, 10 degraded (up for uptime).
     let uptime = target["verdict_uptime_percent"].as_f64().expect("uptime");
     assert!((uptime - 100.0 * 70.0 / 90.0).abs() < 1e-9, "{uptime}");
-    let table = std::process::Command::new(env!("CARGO_BIN_EXE_sink"))
-        .arg("report")
-        .env_remove("WEBMON_CONFIG")
-        .env("WEBMON__DATABASE__URL", &db.url)
-        .output()
-        .expect("runs");
-    let table = String::from_utf8_lossy(&table.stdout);
+    let table = run_sink_command(&db.url, &["report"]);
     assert!(table.contains("STATE") && table.contains("MTTR"), "{table}");
     assert!(table.contains("down since"), "{table}");
     pool.close().await;

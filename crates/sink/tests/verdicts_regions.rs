@@ -122,7 +122,7 @@ async fn incidents(pool: &PgPool) -> Vec<String> {
 async fn verdict_counts(pool: &PgPool) -> (i64, i64, i64) {
     sqlx::query_as(
         "SELECT COALESCE(sum(up), 0)::int8, COALESCE(sum(degraded), 0)::int8, \
-           COALESCE(sum(down), 0)::int8 FROM verdict_hours",
+           COALESCE(sum(down), 0)::int8 FROM verdicts_by_hour",
     )
     .fetch_one(pool)
     .await

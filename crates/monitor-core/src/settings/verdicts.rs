@@ -147,22 +147,22 @@ pub(crate) fn read_verdict_section(
     let d = VerdictSettings::default();
     let verdicts = VerdictSettings {
         quorum: read_quorum(&mut s, problems).unwrap_or(d.quorum),
-        down_after: threshold(&mut s, "down_after", d.down_after, problems),
-        up_after: threshold(&mut s, "up_after", d.up_after, problems),
-        grace_periods: s.integer(
+        down_after: count(&mut s, "down_after", d.down_after, MAX_THRESHOLD, problems),
+        up_after: count(&mut s, "up_after", d.up_after, MAX_THRESHOLD, problems),
+        grace_periods: count(
+            &mut s,
             "grace",
-            i64::from(d.grace_periods),
-            1,
-            i64::from(MAX_GRACE_PERIODS),
+            d.grace_periods,
+            MAX_GRACE_PERIODS,
             problems,
-        ) as u32,
-        region_window_periods: s.integer(
+        ),
+        region_window_periods: count(
+            &mut s,
             "region_window",
-            i64::from(d.region_window_periods),
-            1,
-            i64::from(MAX_REGION_WINDOW_PERIODS),
+            d.region_window_periods,
+            MAX_REGION_WINDOW_PERIODS,
             problems,
-        ) as u32,
+        ),
         cert_warning: s
             .duration_within("cert_warning", d.cert_warning, MAX_CERT_WARNING, problems)
             .unwrap_or(d.cert_warning),
@@ -183,8 +183,9 @@ pub(crate) fn read_verdict_section(
 /// Reads a target's `quorum`, `down_after` and `up_after`.
 pub(crate) fn read_target_verdicts(s: &mut Section<'_>, problems: &mut Problems) -> TargetVerdicts {
     let present = |s: &Section<'_>, key| s.has(key);
-    let down_after = present(s, "down_after").then(|| threshold(s, "down_after", 1, problems));
-    let up_after = present(s, "up_after").then(|| threshold(s, "up_after", 1, problems));
+    let down_after =
+        present(s, "down_after").then(|| count(s, "down_after", 1, MAX_THRESHOLD, problems));
+    let up_after = present(s, "up_after").then(|| count(s, "up_after", 1, MAX_THRESHOLD, problems));
     TargetVerdicts {
         quorum: read_quorum(s, problems),
         down_after,
@@ -192,15 +193,9 @@ pub(crate) fn read_target_verdicts(s: &mut Section<'_>, problems: &mut Problems)
     }
 }
 
-/// A threshold of consecutive verdicts: 1 to [`MAX_THRESHOLD`].
-fn threshold(s: &mut Section<'_>, key: &str, default: u32, problems: &mut Problems) -> u32 {
-    s.integer(
-        key,
-        i64::from(default),
-        1,
-        i64::from(MAX_THRESHOLD),
-        problems,
-    ) as u32
+/// A count (of verdicts, of periods) from 1 to `max`.
+fn count(s: &mut Section<'_>, key: &str, default: u32, max: u32, problems: &mut Problems) -> u32 {
+    s.integer(key, i64::from(default), 1, i64::from(max), problems) as u32
 }
 
 /// `quorum`: a number of regions, or `any`, `majority`, `all`.

@@ -29,8 +29,8 @@ use std::collections::BTreeMap;
 
 use super::policy::Policy;
 use super::state::{
-    Certificate, Change, Incident, Kind, Micros, Outcome, ReportFacts, Run, Runs, State, Tally,
-    TargetState, Verdict, MAX_PENDING_SLOTS, MAX_REGIONS,
+    Certificate, Change, HourCounts, Incident, Kind, Micros, Outcome, ReportFacts, Run, Runs,
+    State, Tally, TargetState, Verdict, HOUR_US, MAX_PENDING_SLOTS, MAX_REGIONS,
 };
 
 /// Folds `report` into `state` under `policy`; returns what changed, in order.
@@ -153,8 +153,34 @@ fn finalize(state: &mut TargetState, target_id: &str, policy: &Policy, changes: 
         let verdict = judge(&reports, expected + reporters_outside, policy);
         state.last_final = Some(slot);
         changes.push(Change::Verdict { slot, verdict });
+        count_verdict(state, slot, verdict, changes);
         step(state, target_id, slot, verdict, &reports, policy, changes);
     }
+}
+
+/// Counts a final slot's verdict in its hour; an hour left behind is complete.
+fn count_verdict(
+    state: &mut TargetState,
+    slot: Micros,
+    verdict: Verdict,
+    changes: &mut Vec<Change>,
+) {
+    let hour = slot - slot.rem_euclid(HOUR_US);
+    let current = match state.hour.take() {
+        Some(current) if current.hour == hour => current,
+        done => {
+            if let Some(done) = done {
+                changes.push(Change::HourCounted(done));
+            }
+            HourCounts {
+                hour,
+                counts: [0; 4],
+            }
+        }
+    };
+    let mut current = current;
+    current.counts[verdict.index()] = current.counts[verdict.index()].saturating_add(1);
+    state.hour = Some(current);
 }
 
 /// A slot's verdict from its reports, out of `expected` regions.

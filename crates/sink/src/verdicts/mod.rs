@@ -2,7 +2,8 @@
 //! store hands each transaction's newly inserted reports to [`Verdicts::fold`], which reads
 //! their targets' states (locked), folds the reports in offset order, and writes the states,
 //! the incidents and the verdict counts back in the same transaction as the rows and the
-//! offset. A duplicate report (a producer's retry) is not inserted, so it is not folded; a
+//! offset. Verdicts are counted per hour in the state and added to `verdict_hours` once per
+//! target and hour, so a batch writes one row per target, not two. A duplicate report (a producer's retry) is not inserted, so it is not folded; a
 //! transaction that does not commit (SIGKILL, a lost lease) leaves the states as they were.
 //! With the fold a pure function of the reports ([`fold::apply`]), a restart, a partition
 //! moved to another replica or a replay into an empty database give the same incidents.
@@ -31,12 +32,9 @@ use uuid::Uuid;
 
 use self::fold::apply;
 use self::policy::Policies;
-use self::sql::{column, VerdictCounts};
+use self::sql::VerdictCounts;
 use self::state::{to_time, Change, Incident, ReportFacts, TargetState};
 use crate::error::SinkError;
-
-/// An hour, in microseconds: verdicts are counted per target and hour.
-const HOUR_US: i64 = 3_600_000_000;
 
 /// What folding a transaction's reports did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -115,11 +113,13 @@ impl Effects {
     fn record(&mut self, target_id: &str, changes: Vec<Change>) {
         for change in changes {
             match change {
-                Change::Verdict { slot, verdict } => {
-                    self.folded.verdicts += 1;
-                    let hour = slot - slot.rem_euclid(HOUR_US);
-                    let counts = self.counts.entry((target_id.to_string(), hour));
-                    counts.or_default()[column(verdict)] += 1;
+                Change::Verdict { .. } => self.folded.verdicts += 1,
+                Change::HourCounted(done) => {
+                    let counts = self.counts.entry((target_id.to_string(), done.hour));
+                    let counts = counts.or_default();
+                    for (sum, n) in counts.iter_mut().zip(done.counts) {
+                        *sum = sum.saturating_add(i32::try_from(n).unwrap_or(i32::MAX));
+                    }
                 }
                 Change::Opened(i) => {
                     self.folded.opened += 1;

@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::state::{to_time, Incident, TargetState, Verdict};
+use super::state::{to_time, Incident, TargetState};
 use crate::error::SinkError;
 
 /// The stored states of `targets` (sorted), locked until the transaction ends. A state this
@@ -18,8 +18,8 @@ pub(super) async fn load_states(
     conn: &mut PgConnection,
     targets: &[&str],
 ) -> Result<BTreeMap<String, TargetState>, SinkError> {
-    let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
-        "SELECT target_id, fold FROM target_states WHERE target_id = ANY($1) \
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT target_id, fold::text FROM target_states WHERE target_id = ANY($1) \
          ORDER BY target_id FOR UPDATE",
     )
     .bind(targets)
@@ -27,7 +27,7 @@ pub(super) async fn load_states(
     .await?;
     let mut states = BTreeMap::new();
     for (target_id, fold) in rows {
-        let state = serde_json::from_value(fold).unwrap_or_else(|e| {
+        let state = serde_json::from_str(&fold).unwrap_or_else(|e| {
             warn!(target_id, error = %e, "the stored state of this target cannot be read; starting it afresh");
             TargetState::default()
         });
@@ -173,18 +173,8 @@ fn incident_row(i: &Incident) -> serde_json::Value {
     })
 }
 
-/// Final slots by verdict, per target and hour.
+/// Final slots by verdict (up, degraded, down, unknown), per target and hour.
 pub(super) type VerdictCounts = BTreeMap<(String, i64), [i32; 4]>;
-
-/// The index of `verdict` in a [`VerdictCounts`] entry (`up`, `degraded`, `down`, `unknown`).
-pub(super) fn column(verdict: Verdict) -> usize {
-    match verdict {
-        Verdict::Up => 0,
-        Verdict::Degraded => 1,
-        Verdict::Down => 2,
-        Verdict::Unknown => 3,
-    }
-}
 
 /// Adds `counts` to `verdict_hours`.
 pub(super) async fn add_verdicts(

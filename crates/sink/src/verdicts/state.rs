@@ -148,6 +148,30 @@ impl Kind {
     }
 }
 
+/// An hour, in microseconds: verdicts are counted per target and hour.
+pub const HOUR_US: i64 = 3_600_000_000;
+
+/// Final slots of one hour by verdict: up, degraded, down, unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HourCounts {
+    /// The hour's start.
+    pub hour: Micros,
+    /// Slots by verdict, in the order of [`Verdict::index`].
+    pub counts: [u32; 4],
+}
+
+impl Verdict {
+    /// The verdict's place in [`HourCounts::counts`] and `verdict_hours`' columns.
+    pub fn index(self) -> usize {
+        match self {
+            Verdict::Up => 0,
+            Verdict::Degraded => 1,
+            Verdict::Down => 2,
+            Verdict::Unknown => 3,
+        }
+    }
+}
+
 /// How often one failure class was seen, and the first error text seen with it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Cause {
@@ -159,6 +183,7 @@ pub struct Cause {
 
 /// The down reports of a run of slots: how many, from which regions, for what.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Tally {
     /// Down reports.
     pub checks_failed: u32,
@@ -169,6 +194,11 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Whether it holds no down report.
+    pub fn is_empty(&self) -> bool {
+        self.checks_failed == 0 && self.regions.is_empty() && self.causes.is_empty()
+    }
+
     /// Adds the down reports of one slot.
     pub fn add_slot(&mut self, reports: &BTreeMap<String, Outcome>) {
         for (region, outcome) in reports {
@@ -226,20 +256,26 @@ pub struct Run {
     /// Its verdicts.
     pub count: u32,
     /// Its down reports.
+    #[serde(default, skip_serializing_if = "Tally::is_empty")]
     pub tally: Tally,
 }
 
 /// The runs the thresholds look at; `None` where the last verdict broke the run. `Unknown`
 /// verdicts neither extend nor break a run.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Runs {
     /// Consecutive `down` verdicts.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub down: Option<Run>,
     /// Consecutive `down` or `degraded` verdicts.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub failing: Option<Run>,
     /// Consecutive `up` verdicts.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub up: Option<Run>,
     /// Consecutive `up` or `degraded` verdicts.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub not_down: Option<Run>,
 }
 
@@ -302,8 +338,10 @@ pub struct Certificate {
     pub warning: bool,
 }
 
-/// Everything the fold keeps of one target.
+/// Everything the fold keeps of one target. Fields missing from a stored state (written by
+/// an older sink) take their defaults; fields this sink does not know are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TargetState {
     /// The state.
     pub state: State,
@@ -327,6 +365,9 @@ pub struct TargetState {
     pub open: Option<Incident>,
     /// The certificate, once seen.
     pub cert: Option<Certificate>,
+    /// The final slots of the newest hour, by verdict: added to `verdict_hours` when a slot
+    /// of a later hour is final (readers add the current hour from here).
+    pub hour: Option<HourCounts>,
 }
 
 /// What a report changed.
@@ -339,6 +380,8 @@ pub enum Change {
         /// Its verdict.
         verdict: Verdict,
     },
+    /// An hour's verdict counts are complete (a slot of a later hour is final).
+    HourCounted(HourCounts),
     /// The target's state changed.
     State {
         /// Before.

@@ -422,7 +422,7 @@ pub async fn verdict_tables(pool: &PgPool) -> Vec<String> {
         text_rows(
             pool,
             "SELECT concat_ws('|', target_id, hour, up, degraded, down, unknown) \
-             FROM verdict_hours ORDER BY target_id, hour",
+             FROM verdicts_by_hour ORDER BY target_id, hour",
         )
         .await,
     );
@@ -440,4 +440,20 @@ pub async fn wait_for_offsets_past(pool: &PgPool, topic: &str, messages: i64, wi
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `sink <args>` against the database at `url`, which must succeed; returns its output.
+pub fn run_sink_command(url: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sink"))
+        .args(args)
+        .env_remove("WEBMON_CONFIG")
+        .env("WEBMON__DATABASE__URL", url)
+        .output()
+        .expect("the sink runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
