@@ -4,7 +4,9 @@
 -- and views: a sink without verdicts keeps running against this schema.
 
 -- Each target's state, and the fold's whole memory (`fold`: pending slots, each region's
--- newest slot, runs of verdicts, the open incident's tally) as JSONB. The other columns are
+-- newest slot, runs of verdicts, the open incident's tally) as JSONB, with short keys (the
+-- sink's verdicts::state names them: `rg` regions, `sl` silent regions, `hr` the current
+-- hour's verdict counts). The other columns are
 -- the fold's current values, for reading. Updated in place on every batch of the target:
 -- room is left in each page so the updates stay heap-only.
 CREATE TABLE target_states (
@@ -64,13 +66,13 @@ FROM (
     SELECT target_id, hour, up, degraded, down, unknown FROM verdict_hours
     UNION ALL
     SELECT target_id,
-           to_timestamp((fold -> 'hour' ->> 'hour')::int8 / 1000000.0),
-           (fold -> 'hour' -> 'counts' ->> 0)::int4,
-           (fold -> 'hour' -> 'counts' ->> 1)::int4,
-           (fold -> 'hour' -> 'counts' ->> 2)::int4,
-           (fold -> 'hour' -> 'counts' ->> 3)::int4
+           to_timestamp((fold -> 'hr' ->> 'h')::int8 / 1000000.0),
+           (fold -> 'hr' -> 'c' ->> 0)::int4,
+           (fold -> 'hr' -> 'c' ->> 1)::int4,
+           (fold -> 'hr' -> 'c' ->> 2)::int4,
+           (fold -> 'hr' -> 'c' ->> 3)::int4
     FROM target_states
-    WHERE jsonb_typeof(fold -> 'hour') = 'object'
+    WHERE jsonb_typeof(fold -> 'hr') = 'object'
 ) AS counted
 GROUP BY target_id, hour;
 
@@ -85,8 +87,8 @@ SELECT
     s.watermark                                              AS last_slot,
     s.cert_warning,
     s.cert_not_after,
-    ARRAY(SELECT jsonb_object_keys(s.fold -> 'regions') ORDER BY 1)            AS regions,
-    ARRAY(SELECT jsonb_array_elements_text(s.fold -> 'silent') ORDER BY 1)     AS silent_regions,
+    ARRAY(SELECT jsonb_object_keys(s.fold -> 'rg') ORDER BY 1)                 AS regions,
+    ARRAY(SELECT jsonb_array_elements_text(s.fold -> 'sl') ORDER BY 1)         AS silent_regions,
     s.open_incident,
     s.updated_at
 FROM target_states s

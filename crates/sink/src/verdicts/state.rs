@@ -3,7 +3,10 @@
 //! as the reports that changed it, so it is always the state after exactly the stored reports.
 //!
 //! Times are microseconds since the Unix epoch ([`Micros`]), the report contract's own
-//! precision, so that slots compare and add exactly and the stored form stays small.
+//! precision, so that slots compare and add exactly. The stored form is written for every
+//! target of every batch, and writing it is most of what the verdicts cost the database, so
+//! it uses short keys (each field's doc names the long one; `rg`: regions, `sl`: silent
+//! regions, `hr`: the current hour's counts, read by the views) and leaves out what is empty.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,20 +34,24 @@ pub fn to_time(micros: Micros) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
 
-/// What one region's report says of a slot.
+/// What one region's report says of a slot (stored as `u`, `m`, or `{"d": {"c", "e"}}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The target answered as expected.
+    #[serde(rename = "u")]
     Up,
     /// The target failed, for this reason.
+    #[serde(rename = "d")]
     Down {
         /// The failure class (`None` from a report that named none).
+        #[serde(rename = "c")]
         class: Option<FailureClass>,
         /// The report's error text.
+        #[serde(rename = "e")]
         error: Option<String>,
     },
     /// The checker could not check: no news of the target.
+    #[serde(rename = "m")]
     Missed,
 }
 
@@ -155,8 +162,10 @@ pub const HOUR_US: i64 = 3_600_000_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct HourCounts {
     /// The hour's start.
+    #[serde(rename = "h")]
     pub hour: Micros,
     /// Slots by verdict, in the order of [`Verdict::index`].
+    #[serde(rename = "c")]
     pub counts: [u32; 4],
 }
 
@@ -176,8 +185,10 @@ impl Verdict {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Cause {
     /// Down reports of this class.
+    #[serde(rename = "n")]
     pub count: u32,
     /// The first error text of this class.
+    #[serde(rename = "e", skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
@@ -186,10 +197,13 @@ pub struct Cause {
 #[serde(default)]
 pub struct Tally {
     /// Down reports.
+    #[serde(rename = "n")]
     pub checks_failed: u32,
     /// Regions that reported the target down.
+    #[serde(rename = "r")]
     pub regions: BTreeSet<String>,
     /// Down reports by failure class (`unknown` when a report named none).
+    #[serde(rename = "c")]
     pub causes: BTreeMap<String, Cause>,
 }
 
@@ -252,11 +266,13 @@ impl Tally {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Run {
     /// Its first slot.
+    #[serde(rename = "a")]
     pub first: Micros,
     /// Its verdicts.
+    #[serde(rename = "c")]
     pub count: u32,
     /// Its down reports.
-    #[serde(default, skip_serializing_if = "Tally::is_empty")]
+    #[serde(rename = "t", default, skip_serializing_if = "Tally::is_empty")]
     pub tally: Tally,
 }
 
@@ -266,16 +282,16 @@ pub struct Run {
 #[serde(default)]
 pub struct Runs {
     /// Consecutive `down` verdicts.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "d", skip_serializing_if = "Option::is_none")]
     pub down: Option<Run>,
     /// Consecutive `down` or `degraded` verdicts.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "f", skip_serializing_if = "Option::is_none")]
     pub failing: Option<Run>,
     /// Consecutive `up` verdicts.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "u", skip_serializing_if = "Option::is_none")]
     pub up: Option<Run>,
     /// Consecutive `up` or `degraded` verdicts.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "n", skip_serializing_if = "Option::is_none")]
     pub not_down: Option<Run>,
 }
 
@@ -331,10 +347,13 @@ impl Incident {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Certificate {
     /// Its expiry.
+    #[serde(rename = "na")]
     pub not_after: Micros,
     /// The slot of the check that saw it.
+    #[serde(rename = "at")]
     pub seen_at: Micros,
     /// Whether it expires within the warning threshold of that check.
+    #[serde(rename = "w")]
     pub warning: bool,
 }
 
@@ -344,29 +363,41 @@ pub struct Certificate {
 #[serde(default)]
 pub struct TargetState {
     /// The state.
+    #[serde(rename = "st")]
     pub state: State,
     /// The slot the state began at.
+    #[serde(rename = "sn", skip_serializing_if = "Option::is_none")]
     pub since: Option<Micros>,
     /// The newest slot reported (the target's event-time watermark).
+    #[serde(rename = "wm", skip_serializing_if = "Option::is_none")]
     pub watermark: Option<Micros>,
     /// The newest final slot: a report of this slot or an older one is late.
+    #[serde(rename = "lf", skip_serializing_if = "Option::is_none")]
     pub last_final: Option<Micros>,
     /// The period of the newest report, in microseconds.
+    #[serde(rename = "p")]
     pub period_us: i64,
     /// Each region's newest reported slot.
+    #[serde(rename = "rg")]
     pub regions: BTreeMap<String, Micros>,
     /// Regions that stopped reporting within the region window.
+    #[serde(rename = "sl", skip_serializing_if = "BTreeSet::is_empty")]
     pub silent: BTreeSet<String>,
     /// Slots not final yet: each region's outcome.
+    #[serde(rename = "pd", skip_serializing_if = "BTreeMap::is_empty")]
     pub pending: BTreeMap<Micros, BTreeMap<String, Outcome>>,
     /// The runs of verdicts.
+    #[serde(rename = "ru")]
     pub runs: Runs,
     /// The open incident or degraded period.
+    #[serde(rename = "op", skip_serializing_if = "Option::is_none")]
     pub open: Option<Incident>,
     /// The certificate, once seen.
+    #[serde(rename = "ce", skip_serializing_if = "Option::is_none")]
     pub cert: Option<Certificate>,
     /// The final slots of the newest hour, by verdict: added to `verdict_hours` when a slot
     /// of a later hour is final (readers add the current hour from here).
+    #[serde(rename = "hr", skip_serializing_if = "Option::is_none")]
     pub hour: Option<HourCounts>,
 }
 
