@@ -160,12 +160,14 @@ async fn sigkills_a_second_replica_and_replays_give_the_same_incidents_as_a_run_
         sink.wait().expect("reaped");
     }
     let mut first = SinkProcess::start(env.clone());
-    let _second = SinkProcess::start(env.clone());
+    let mut second = SinkProcess::start(env.clone());
     wait_for_offsets_past(&pool, &topic, total * 3 / 4, within).await;
     first.kill().expect("SIGKILL");
     first.wait().expect("reaped");
     wait_for_offsets(&pool, &topic, total, within).await;
     let faulty = verdict_tables(&pool).await;
+    second.kill().expect("SIGKILL");
+    second.wait().expect("reaped");
     let rows = text_rows(&pool, "SELECT count(*)::text FROM results").await;
     pool.close().await;
     db.drop_database().await;

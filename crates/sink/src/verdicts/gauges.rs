@@ -61,7 +61,7 @@ pub async fn refresh(pool: &PgPool, metrics: &SinkMetrics) -> Result<(), sqlx::E
         metrics.open_incidents.get_or_create(&labels).set(n);
     }
     let silent: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT r, count(*) FROM target_states, jsonb_array_elements_text(fold -> 'sl') AS r \
+        "SELECT r, count(*) FROM target_states, jsonb_array_elements_text(fold::jsonb -> 'sl') AS r \
          WHERE silent_regions > 0 GROUP BY r",
     )
     .fetch_all(pool)

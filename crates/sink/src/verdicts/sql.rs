@@ -19,7 +19,7 @@ pub(super) async fn load_states(
     targets: &[&str],
 ) -> Result<BTreeMap<String, TargetState>, SinkError> {
     let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT target_id, fold::text FROM target_states WHERE target_id = ANY($1) \
+        "SELECT target_id, fold FROM target_states WHERE target_id = ANY($1) \
          ORDER BY target_id FOR UPDATE",
     )
     .bind(targets)
@@ -36,7 +36,7 @@ pub(super) async fn load_states(
     Ok(states)
 }
 
-/// Writes `states` back: the fold as JSONB and its current values as columns.
+/// Writes `states` back: the fold as JSON text and its current values as columns.
 pub(super) async fn save_states(
     conn: &mut PgConnection,
     states: &BTreeMap<String, TargetState>,
@@ -48,18 +48,18 @@ pub(super) async fn save_states(
     }
     sqlx::query(
         "INSERT INTO target_states (target_id, state, since, watermark, last_final, \
-           open_incident, cert_not_after, cert_warning, silent_regions, fold) \
-         SELECT u.target_id, u.state, u.since, u.watermark, u.last_final, u.open_incident, \
-           u.cert_not_after, u.cert_warning, u.silent_regions, u.fold::jsonb \
-         FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
-           $5::timestamptz[], $6::uuid[], $7::timestamptz[], $8::bool[], $9::int4[], $10::text[]) \
-           AS u(target_id, state, since, watermark, last_final, open_incident, cert_not_after, \
-                cert_warning, silent_regions, fold) \
+           open_incident, cert_not_after, cert_warning, silent_regions, hour, hour_up, \
+           hour_degraded, hour_down, hour_unknown, fold) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
+           $5::timestamptz[], $6::uuid[], $7::timestamptz[], $8::bool[], $9::int4[], \
+           $10::timestamptz[], $11::int4[], $12::int4[], $13::int4[], $14::int4[], $15::text[]) \
          ON CONFLICT (target_id) DO UPDATE SET state = EXCLUDED.state, since = EXCLUDED.since, \
            watermark = EXCLUDED.watermark, last_final = EXCLUDED.last_final, \
            open_incident = EXCLUDED.open_incident, cert_not_after = EXCLUDED.cert_not_after, \
            cert_warning = EXCLUDED.cert_warning, silent_regions = EXCLUDED.silent_regions, \
-           fold = EXCLUDED.fold, updated_at = now()",
+           hour = EXCLUDED.hour, hour_up = EXCLUDED.hour_up, \
+           hour_degraded = EXCLUDED.hour_degraded, hour_down = EXCLUDED.hour_down, \
+           hour_unknown = EXCLUDED.hour_unknown, fold = EXCLUDED.fold, updated_at = now()",
     )
     .bind(&c.target_id)
     .bind(&c.state)
@@ -70,6 +70,11 @@ pub(super) async fn save_states(
     .bind(&c.cert_not_after)
     .bind(&c.cert_warning)
     .bind(&c.silent_regions)
+    .bind(&c.hour)
+    .bind(&c.hour_counts[0])
+    .bind(&c.hour_counts[1])
+    .bind(&c.hour_counts[2])
+    .bind(&c.hour_counts[3])
     .bind(&c.fold)
     .execute(&mut *conn)
     .await?;
@@ -87,6 +92,9 @@ struct StateColumns {
     cert_not_after: Vec<Option<DateTime<Utc>>>,
     cert_warning: Vec<bool>,
     silent_regions: Vec<i32>,
+    hour: Vec<Option<DateTime<Utc>>>,
+    /// The current hour's counts: up, degraded, down, unknown.
+    hour_counts: [Vec<i32>; 4],
     fold: Vec<String>,
 }
 
@@ -102,6 +110,8 @@ impl StateColumns {
             cert_not_after: Vec::with_capacity(n),
             cert_warning: Vec::with_capacity(n),
             silent_regions: Vec::with_capacity(n),
+            hour: Vec::with_capacity(n),
+            hour_counts: std::array::from_fn(|_| Vec::with_capacity(n)),
             fold: Vec::with_capacity(n),
         }
     }
@@ -122,6 +132,11 @@ impl StateColumns {
         self.cert_warning.push(s.cert.is_some_and(|c| c.warning));
         self.silent_regions
             .push(i32::try_from(s.silent.len()).unwrap_or(i32::MAX));
+        self.hour.push(s.hour.map(|h| to_time(h.hour)));
+        let counts = s.hour.map_or([0; 4], |h| h.counts);
+        for (column, n) in self.hour_counts.iter_mut().zip(counts) {
+            column.push(i32::try_from(n).unwrap_or(i32::MAX));
+        }
         self.fold.push(fold);
         Ok(())
     }

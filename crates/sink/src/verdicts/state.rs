@@ -1,12 +1,12 @@
 //! What the fold keeps per target between reports, and what it reads of a report: the
-//! [`TargetState`] stored in `target_states.fold` (JSONB) and written in the same transaction
+//! [`TargetState`] stored in `target_states.fold` (JSON, kept as text) and written in the same transaction
 //! as the reports that changed it, so it is always the state after exactly the stored reports.
 //!
 //! Times are microseconds since the Unix epoch ([`Micros`]), the report contract's own
 //! precision, so that slots compare and add exactly. The stored form is written for every
 //! target of every batch, and writing it is most of what the verdicts cost the database, so
-//! it uses short keys (each field's doc names the long one; `rg`: regions, `sl`: silent
-//! regions, `hr`: the current hour's counts, read by the views) and leaves out what is empty.
+//! it uses short keys (`rg`: regions, `sl`: silent regions, read by the views) and leaves
+//! out what is empty.
 
 use std::collections::{BTreeMap, BTreeSet};
 
