@@ -56,24 +56,23 @@ fn all(n: usize, o: Outcome) -> Vec<Option<Outcome>> {
     vec![Some(o); n]
 }
 
-fn incidents(changes: &[Change]) -> Vec<&Incident> {
+/// The incidents opened (`closing` false) or closed (true) among `changes`.
+fn incidents_of(changes: &[Change], closing: bool) -> Vec<&Incident> {
     changes
         .iter()
-        .filter_map(|c| match c {
-            Change::Opened(i) => Some(i),
+        .filter_map(|c| match (c, closing) {
+            (Change::Opened(i), false) | (Change::Closed(i), true) => Some(i),
             _ => None,
         })
         .collect()
 }
 
+fn incidents(changes: &[Change]) -> Vec<&Incident> {
+    incidents_of(changes, false)
+}
+
 fn closed(changes: &[Change]) -> Vec<&Incident> {
-    changes
-        .iter()
-        .filter_map(|c| match c {
-            Change::Closed(i) => Some(i),
-            _ => None,
-        })
-        .collect()
+    incidents_of(changes, true)
 }
 
 fn verdicts(changes: &[Change]) -> Vec<Verdict> {
