@@ -421,3 +421,32 @@ proptest! {
         prop_assert_eq!(open.map(|i| i.id), state.open.map(|i| i.id));
     }
 }
+
+#[test]
+fn an_hours_verdict_counts_are_complete_once_a_slot_of_a_later_hour_is_final() {
+    let (mut s, p) = (TargetState::default(), Policy::default());
+    // One region, one-minute slots: 60 of them in the first hour (T0 is not on an hour).
+    let minute = 60_000_000;
+    let first_hour = T0 - T0.rem_euclid(HOUR_US);
+    let mut counted = Vec::new();
+    for k in 0..120 {
+        let mut r = facts("eu", 0, if k % 10 == 0 { down() } else { Outcome::Up });
+        r.slot = T0 + k * minute;
+        r.period_us = minute;
+        counted.extend(apply(&mut s, &r, &p).into_iter().filter_map(|c| match c {
+            Change::HourCounted(h) => Some(h),
+            _ => None,
+        }));
+    }
+    assert_eq!(
+        counted.len(),
+        1 + usize::from(T0 + 120 * minute > first_hour + 2 * HOUR_US)
+    );
+    assert_eq!(counted[0].hour, first_hour);
+    let in_first_hour = (first_hour + HOUR_US - T0 + minute - 1) / minute;
+    assert_eq!(counted[0].counts.iter().sum::<u32>() as i64, in_first_hour);
+    assert!(
+        s.hour.is_some_and(|h| h.hour > first_hour),
+        "the current hour is in the state"
+    );
+}
