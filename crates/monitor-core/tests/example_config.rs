@@ -24,6 +24,7 @@ const SECTIONS: &[&str] = &[
     "kafka.sasl",
     "database",
     "sink",
+    "sink.verdicts",
 ];
 
 /// The original Python service's spellings, accepted so that its file loads unchanged

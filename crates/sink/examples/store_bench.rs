@@ -1,16 +1,22 @@
-//! Sink throughput: a topic backlog of reports into PostgreSQL, and, in the same run, the raw
-//! `COPY` rate of the same rows into the same table as the ceiling.
+//! Sink throughput: a topic backlog of reports into PostgreSQL, side by side in one run:
+//! storing rows alone, storing them and folding them into verdicts, state and incidents, and
+//! the raw `COPY` rate of the same rows into the same table as the ceiling.
+//!
+//! The backlog is a number of targets (default 100,000) checked from three regions at a 60 s
+//! period, a number of slots (default 3) of each: the issue's scale, 5,000 reports/s in
+//! production. The verdict run keeps the state of every target, reading and writing it with
+//! each batch.
 //!
 //! ```sh
 //! KAFKA_BROKERS=127.0.0.1:9092 DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
-//!   cargo run --release -p sink --example store_bench -- 1000000
+//!   cargo run --release -p sink --example store_bench -- 100000 3
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use monitor_core::report::Report;
+use monitor_core::report::{report_id, Report};
 use monitor_core::settings::{SettingsSource, SinkSettings};
 use monitor_core::testing::{
     create_topic, kafka_brokers, kafka_client, sample_report as report, TestDatabase,
@@ -22,7 +28,8 @@ use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 6;
-const TARGETS_PER_PARTITION: i64 = 200;
+/// The regions checking every target.
+const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 
 async fn offsets(pool: &PgPool, topic: &str) -> i64 {
     sqlx::query(
@@ -85,50 +92,80 @@ type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 #[tokio::main]
 async fn main() -> BenchResult<()> {
-    let total: i64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
-    let per_partition = total / i64::from(PARTITIONS);
-    let total = per_partition * i64::from(PARTITIONS);
-    println!("sink benchmark: {total} reports over {PARTITIONS} partitions");
+    let mut args = std::env::args().skip(1);
+    let targets: i64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let slots: i64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let total = targets * slots * REGIONS.len() as i64;
+    println!(
+        "sink benchmark: {targets} targets × {} regions × {slots} slots = {total} reports over {PARTITIONS} partitions",
+        REGIONS.len()
+    );
 
     let client = kafka_client().await;
     let topic = create_topic(&client, PARTITIONS).await;
-    let all = produce_backlog(&client, &topic, per_partition).await?;
+    let all = produce_backlog(&client, &topic, targets, slots).await?;
 
-    let db = TestDatabase::create().await;
-    let pool = PgPool::connect(&db.url).await?;
-    sink::db::migrate(&pool).await?;
-    let sink_rate = run_sink(&pool, &db, &topic, total).await?;
+    let (rows_only, db, pool) = run_sink(&topic, total, false).await?;
+    let (with_verdicts, verdicts_db, verdicts_pool) = run_sink(&topic, total, true).await?;
+    verdicts_pool.close().await;
+    verdicts_db.drop_database().await;
+    println!(
+        "verdicts / rows alone: {:.0} % of the throughput ({:.0} % slower)",
+        100.0 * with_verdicts / rows_only,
+        100.0 * (1.0 - with_verdicts / rows_only)
+    );
     let copy_rate = copy_ceiling(&pool, &all, &topic).await?;
-    println!("sink / ceiling: {:.0} %", 100.0 * sink_rate / copy_rate);
+    println!(
+        "sink (rows alone) / ceiling: {:.0} %",
+        100.0 * rows_only / copy_rate
+    );
     pool.close().await;
     db.drop_database().await;
     Ok(())
 }
 
-/// The backlog: `per_partition` reports produced to each partition. Returns them with their
-/// places.
+/// The report of `target` by `region` at slot `n` (mostly up; every 97th target down).
+fn regional_report(target: &str, target_index: i64, region: &str, n: i64) -> Report {
+    let mut r = report(target, n + 1);
+    r.checker_id = region.to_string();
+    r.report_id = report_id(region, target, r.scheduled_at);
+    let down = target_index % 97 == 0;
+    r.status = if down {
+        monitor_core::Status::Down
+    } else {
+        monitor_core::Status::Up
+    };
+    r.failure_class = down.then_some(monitor_core::FailureClass::HttpStatus);
+    r.error = down.then(|| "status 503, expected 200-299".to_string());
+    r.http_status = Some(if down { 503 } else { 200 });
+    r
+}
+
+/// The backlog: every target's reports from every region, slot by slot, target `i` on
+/// partition `i mod PARTITIONS`. Returns them with their places.
 async fn produce_backlog(
     client: &Client,
     topic: &str,
-    per_partition: i64,
+    targets: i64,
+    slots: i64,
 ) -> BenchResult<Vec<Placed>> {
-    let total = per_partition * i64::from(PARTITIONS);
-    let mut all = Vec::with_capacity(usize::try_from(total)?);
+    let mut by_partition: Vec<Vec<Report>> = vec![Vec::new(); PARTITIONS as usize];
+    for n in 0..slots {
+        for t in 0..targets {
+            let target = format!("target-{t}");
+            for region in REGIONS {
+                let p = (t % i64::from(PARTITIONS)) as usize;
+                by_partition[p].push(regional_report(&target, t, region, n));
+            }
+        }
+    }
+    let mut all = Vec::new();
     let started = Instant::now();
     let mut bytes = 0usize;
-    for p in 0..PARTITIONS {
+    for (p, reports) in (0..PARTITIONS).zip(by_partition) {
         let pc = client
             .partition_client(topic.to_string(), p, UnknownTopicHandling::Retry)
             .await?;
-        let reports: Vec<Report> = (0..per_partition)
-            .map(|n| {
-                let target = format!("p{p}-t{}", n % TARGETS_PER_PARTITION);
-                report(&target, n / TARGETS_PER_PARTITION)
-            })
-            .collect();
         for chunk in reports.chunks(5000) {
             let records: Vec<Record> = chunk
                 .iter()
@@ -150,13 +187,21 @@ async fn produce_backlog(
     println!(
         "backlog produced in {:.1} s ({} bytes per report on average)",
         started.elapsed().as_secs_f64(),
-        bytes / usize::try_from(total)?
+        bytes / all.len().max(1)
     );
     Ok(all)
 }
 
-/// The sink through the backlog; returns its rate in reports per second.
-async fn run_sink(pool: &PgPool, db: &TestDatabase, topic: &str, total: i64) -> BenchResult<f64> {
+/// The sink through the backlog into a database of its own, with or without the verdicts;
+/// returns its rate in reports per second, and the database.
+async fn run_sink(
+    topic: &str,
+    total: i64,
+    verdicts: bool,
+) -> BenchResult<(f64, TestDatabase, PgPool)> {
+    let db = TestDatabase::create().await;
+    let pool = PgPool::connect(&db.url).await?;
+    sink::db::migrate(&pool).await?;
     let env: HashMap<String, String> = HashMap::from([
         ("WEBMON__KAFKA__BROKERS".into(), kafka_brokers().join(",")),
         ("WEBMON__KAFKA__TOPIC".into(), topic.to_string()),
@@ -172,24 +217,39 @@ async fn run_sink(pool: &PgPool, db: &TestDatabase, topic: &str, total: i64) -> 
         env: Some(env),
         base_dir: None,
     })?;
-    let app = sink::Application::build(settings).await?;
+    let mut app = sink::Application::build(settings).await?;
+    if !verdicts {
+        app = app.without_verdicts();
+    }
     let stop = CancellationToken::new();
     let started = Instant::now();
     let task = tokio::spawn(app.run_until_stopped(stop.clone()));
-    while offsets(pool, topic).await < total {
+    while offsets(&pool, topic).await < total {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let sink_secs = started.elapsed().as_secs_f64();
     stop.cancel();
     task.await??;
     let rows: i64 = sqlx::query("SELECT count(*) FROM results")
-        .fetch_one(pool)
+        .fetch_one(&pool)
         .await?
         .get(0);
     assert_eq!(rows, total, "every report stored once");
+    let states: i64 = sqlx::query("SELECT count(*) FROM target_states")
+        .fetch_one(&pool)
+        .await?
+        .get(0);
     let sink_rate = total as f64 / sink_secs;
-    println!("sink: {total} reports in {sink_secs:.1} s = {sink_rate:.0} reports/s (from Kafka, batches of 5000)");
-    Ok(sink_rate)
+    let what = if verdicts {
+        "rows + verdicts"
+    } else {
+        "rows alone"
+    };
+    println!(
+        "sink, {what}: {total} reports in {sink_secs:.1} s = {sink_rate:.0} reports/s \
+         (from Kafka, batches of 5000; {states} target states)"
+    );
+    Ok((sink_rate, db, pool))
 }
 
 /// The ceiling: `COPY` of the same rows into the same (emptied) table; returns its rate in

@@ -28,6 +28,7 @@ use crate::metrics::{SinkMetrics, STALL_BOUND};
 use crate::retry::retry_until_stopped;
 use crate::store::ReportStore;
 use crate::topic;
+use crate::verdicts::{gauges, policy::Policies, Verdicts};
 
 /// How long Kafka requests retry inside the client before the caller's own backoff takes over.
 pub const KAFKA_RETRY_FOR: Duration = Duration::from_secs(10);
@@ -40,6 +41,8 @@ pub struct Application {
     admin_addr: SocketAddr,
     registry: Registry,
     metrics: Arc<SinkMetrics>,
+    /// Whether reports are folded into verdicts, state and incidents.
+    verdicts: bool,
 }
 
 impl Application {
@@ -67,7 +70,16 @@ impl Application {
             admin_addr,
             registry,
             metrics,
+            verdicts: true,
         })
+    }
+
+    /// This sink storing rows alone, without verdicts, state or incidents: the benchmark's
+    /// baseline. Reports stored this way are never folded, so a database kept by such a sink
+    /// has no verdicts for them.
+    pub fn without_verdicts(mut self) -> Application {
+        self.verdicts = false;
+        self
     }
 
     /// The address the admin endpoint listens on.
@@ -87,7 +99,7 @@ impl Application {
         let stop_admin = shutdown.child_token();
         let admin_task = tokio::spawn(admin::serve(self.listener, state, stop_admin.clone()));
         let bound = self.settings.sink.shutdown_timeout;
-        let run = run(self.settings, self.metrics, &shutdown);
+        let run = run(self.settings, self.metrics, self.verdicts, &shutdown);
         let result = within_shutdown_timeout(run, &shutdown, bound).await;
         stop_admin.cancel();
         let _ = admin_task.await;
@@ -95,15 +107,20 @@ impl Application {
     }
 }
 
-/// Connects, migrates, then runs housekeeping, the topic watch and the coordinator until
-/// `shutdown`.
+/// Connects, migrates, then runs housekeeping, the verdict gauges, the topic watch and the
+/// coordinator until `shutdown`.
 async fn run(
     settings: SinkSettings,
     metrics: Arc<SinkMetrics>,
+    verdicts: bool,
     shutdown: &CancellationToken,
 ) -> Result<(), SinkError> {
     let pool = db::pool(&settings.database)?;
-    let store = Arc::new(ReportStore::new(pool));
+    let mut store = ReportStore::new(pool.clone());
+    if verdicts {
+        store = store.with_verdicts(Verdicts::new(Policies::from_settings(&settings)));
+    }
+    let store = Arc::new(store);
     if settings.sink.migrate_on_start && !migrate(&store, shutdown).await? {
         return Ok(());
     }
@@ -117,7 +134,7 @@ async fn run(
         config: Coordinator::consumer_config(&settings),
         metrics: metrics.clone(),
     };
-    let coordinator = Coordinator::new(&settings, consumer, metrics)?;
+    let coordinator = Coordinator::new(&settings, consumer, metrics.clone())?;
 
     let stop_tasks = shutdown.child_token();
     let housekeeping = tokio::spawn(housekeeping::run(
@@ -125,6 +142,10 @@ async fn run(
         settings.sink.retention,
         stop_tasks.clone(),
     ));
+    let gauges = tokio::spawn({
+        let stop = stop_tasks.clone();
+        async move { gauges::refresh_until_stopped(pool, &metrics, stop).await }
+    });
     let (partitions_tx, partitions) = watch::channel(0);
     let metadata = tokio::spawn(topic::watch_partitions(
         client,
@@ -135,6 +156,7 @@ async fn run(
     let result = coordinator.run(partitions, shutdown).await;
     stop_tasks.cancel();
     let _ = housekeeping.await;
+    let _ = gauges.await;
     let _ = metadata.await;
     result
 }

@@ -404,10 +404,14 @@ fn count(metrics: &SinkMetrics, stored: Stored, started: Instant) {
     metrics.rows.inc_by(stored.rows);
     metrics.duplicates.inc_by(stored.duplicates);
     metrics.dead_letters.inc_by(stored.dead_letters);
+    metrics.late_reports.inc_by(stored.folded.late);
+    metrics.incidents_opened.inc_by(stored.folded.opened);
     debug!(
         rows = stored.rows,
         duplicates = stored.duplicates,
         dead_letters = stored.dead_letters,
+        late = stored.folded.late,
+        verdicts = stored.folded.verdicts,
         "stored"
     );
 }

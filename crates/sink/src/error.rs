@@ -45,6 +45,14 @@ pub enum SinkError {
         /// Days created by this call.
         created: usize,
     },
+    /// A target's state could not be written.
+    #[error("the state of target {target_id:?} cannot be written: {reason}")]
+    State {
+        /// The target.
+        target_id: String,
+        /// Why.
+        reason: String,
+    },
     /// The lease connection did not answer in time: its leases are treated as lost.
     #[error("the lease connection did not answer within {0:?}; its partitions are given up")]
     LeaseUnresponsive(std::time::Duration),

@@ -1,9 +1,11 @@
 //! # sink
 //!
-//! Consumes check reports from Kafka and stores each exactly once in PostgreSQL.
+//! Consumes check reports from Kafka, stores each exactly once in PostgreSQL, and folds the
+//! reports of every region into verdicts, target state and incidents in the same transaction.
 //!
 //! ## Layout
-//! The floors follow the data: a message is fetched by the consumer, decoded, and stored.
+//! The floors follow the data: a message is fetched by the consumer, decoded, stored, and
+//! folded into verdicts.
 //! - [`application`]: [`Application`], the sink as a library: `build` binds the admin
 //!   endpoint, `run_until_stopped` connects, migrates and runs until shut down.
 //! - [`coordinator`]: takes a fair share of the topic's partitions through [`leases`], runs one
@@ -16,24 +18,30 @@
 //!   message can stop the sink.
 //! - [`store`]: [`store::ReportStore`], the only code that writes the results: one
 //!   transaction per [`store::Batch`] holds its rows, its dead letters and the partition's
-//!   next offset; [`store::partitions`] keeps the day partitions of `results`.
+//!   next offset; [`store::partitions`] keeps the day partitions of `results`. Each
+//!   transaction hands its newly inserted reports to [`verdicts`].
+//! - [`verdicts`]: the pure fold of a target's reports into slot verdicts (a quorum of the
+//!   expected regions), state (`down_after`/`up_after`) and incidents, and its tables
+//!   (`target_states`, `incidents`, `verdict_hours`), written in the store's transaction.
 //! - [`leases`]: partition ownership through PostgreSQL advisory locks, so replicas share a
 //!   topic's partitions without consumer groups.
-//! - [`uptime`]: the uptime summary of `sink report`, read from the stored results.
+//! - [`uptime`]: the summary of `sink report`, read from the verdicts and the stored results.
 //! - [`db`]: connecting to PostgreSQL and the embedded migrations.
 //! - [`metrics`], [`retry`], [`error`]: the Prometheus metrics and readiness, waiting out
 //!   outages, and the error type, used on every floor.
 //!
-//! The SQL lives in [`store`], [`store::partitions`], [`leases`] and [`uptime`]. What reads
-//! the stored results (verdicts, incidents, notifications, an HTTP API) gets rooms of its own
-//! beside [`uptime`].
+//! The SQL lives in [`store`], [`store::partitions`], [`verdicts`], [`leases`] and
+//! [`uptime`]. What reads the stored results and incidents (notifications, an HTTP API)
+//! gets rooms of its own beside [`uptime`].
 //!
 //! ## Exactly once
 //! rskafka has no consumer groups and no offset commit, so offsets live in PostgreSQL, in the
 //! `kafka_offsets` table, written in the same transaction as the rows. A transaction also
 //! checks that the stored offset is still the one its batch started from, so a replica that
 //! lost its lease cannot store a batch twice. Rows whose `report_id` is stored already are
-//! skipped, which covers a producer's retries.
+//! skipped, which covers a producer's retries; only the reports a transaction inserted are
+//! folded into verdicts, and the targets' states are written in that same transaction, so a
+//! restart, a lost lease or a replay gives the same incidents.
 
 pub mod application;
 pub mod consumer;
@@ -48,6 +56,7 @@ pub mod retry;
 pub mod store;
 pub mod topic;
 pub mod uptime;
+pub mod verdicts;
 
 pub use application::Application;
 pub use error::SinkError;

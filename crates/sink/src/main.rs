@@ -29,8 +29,9 @@ enum Command {
     Run,
     /// Apply the database migrations (the same as `sqlx migrate run`) and exit.
     Migrate,
-    /// Per target: checks, uptime, failures by class, p50/p95/p99 response time, last failure
-    /// and certificate expiry, from the stored results.
+    /// Per target: state, open incident, incidents with MTTR and MTBF, and uptime from the
+    /// verdicts (quorum of regions); checks, failures by class, p50/p95/p99 response time,
+    /// last failure and certificate expiry from the stored results.
     Report {
         /// The window: results scheduled this long ago or later ("24h", "7d", "90m").
         #[arg(long, default_value = "24h", value_parser = parse_since)]

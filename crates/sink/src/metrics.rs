@@ -25,6 +25,27 @@ pub struct PartitionLabels {
     pub partition: i32,
 }
 
+/// A target state label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `up`, `down`, `degraded` or `unknown`.
+    pub state: String,
+}
+
+/// An incident kind label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `down` or `degraded`.
+    pub kind: String,
+}
+
+/// A region label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabels {
+    /// The region (a checker id).
+    pub region: String,
+}
+
 /// How long a partition may hold messages without its stored offset moving before the replica
 /// reports itself not ready. A healthy partition stores a batch every `batch_linger` or so; a
 /// two-minute wait means PostgreSQL is down or blocked (a lock held, a stuck statement).
@@ -71,6 +92,16 @@ pub struct SinkMetrics {
     pub db_errors: Counter,
     /// Seconds a partition has held messages without its stored offset moving.
     pub stalled_seconds: Family<PartitionLabels, Gauge>,
+    /// Reports of slots already final (stored, changing nothing).
+    pub late_reports: Counter,
+    /// Incidents and degraded periods opened by this replica.
+    pub incidents_opened: Counter,
+    /// Targets by state (the whole database).
+    pub targets: Family<StateLabels, Gauge>,
+    /// Open incidents by kind (the whole database).
+    pub open_incidents: Family<KindLabels, Gauge>,
+    /// Per region, the targets it stopped reporting (the whole database).
+    pub silent_regions: Family<RegionLabels, Gauge>,
     /// Whether the database answers and this replica holds its share of partitions (see
     /// [`SinkMetrics::is_ready`] for the whole readiness).
     pub ready: AtomicBool,
@@ -91,6 +122,11 @@ impl Default for SinkMetrics {
             owned_partitions: Gauge::default(),
             db_errors: Counter::default(),
             stalled_seconds: Family::default(),
+            late_reports: Counter::default(),
+            incidents_opened: Counter::default(),
+            targets: Family::default(),
+            open_incidents: Family::default(),
+            silent_regions: Family::default(),
             ready: AtomicBool::new(false),
             stall_bound: STALL_BOUND,
             progress: Mutex::new(HashMap::new()),
@@ -150,6 +186,27 @@ impl SinkMetrics {
             "partition_stalled_seconds",
             "Seconds a partition has held messages without its stored offset moving",
             m.stalled_seconds.clone(),
+        );
+        r.register(
+            "late_reports",
+            "Reports of slots already final: stored, changing no verdict",
+            m.late_reports.clone(),
+        );
+        r.register(
+            "incidents_opened",
+            "Incidents and degraded periods opened by this replica",
+            m.incidents_opened.clone(),
+        );
+        r.register("targets", "Targets by state", m.targets.clone());
+        r.register(
+            "open_incidents",
+            "Open incidents by kind (down, degraded)",
+            m.open_incidents.clone(),
+        );
+        r.register(
+            "silent_regions",
+            "Per region, the targets it stopped reporting within the region window",
+            m.silent_regions.clone(),
         );
         Arc::new(m)
     }

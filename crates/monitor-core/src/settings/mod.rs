@@ -11,8 +11,8 @@
 //!
 //! Children, in the order they build on each other: [`Problem`]s (what is wrong, and where),
 //! units (durations and sizes), the walker over the merged tree, secrets and the source of the
-//! tree, then one module per section (`kafka`, `database`, targets) and the services'
-//! settings made of them.
+//! tree, then one module per section (`kafka`, `database`, how reports become verdicts,
+//! targets) and the services' settings made of them.
 
 mod problems;
 mod units;
@@ -23,6 +23,8 @@ mod source;
 
 mod database;
 mod kafka;
+mod verdicts;
+
 mod target;
 
 mod service;
@@ -44,3 +46,7 @@ pub use target::{
     MAX_TIMEOUT,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size, MAX_DURATION};
+pub use verdicts::{
+    Quorum, TargetVerdicts, VerdictSettings, DEFAULT_CERT_WARNING, DEFAULT_DOWN_AFTER,
+    DEFAULT_GRACE_PERIODS, DEFAULT_REGION_WINDOW_PERIODS, DEFAULT_UP_AFTER, MAX_REGIONS,
+};

@@ -13,7 +13,8 @@ use super::source::SettingsSource;
 
 use super::database::{read_database, DatabaseSettings};
 use super::kafka::{read_kafka, KafkaSettings};
-use super::target::{read_targets, TargetSettings};
+use super::target::{read_targets, Reader, TargetSettings};
+use super::verdicts::{read_verdict_section, VerdictSettings};
 
 /// Default bound on checks running at once in one checker.
 pub const DEFAULT_MAX_IN_FLIGHT: i64 = 1000;
@@ -172,7 +173,7 @@ impl CheckerSettings {
                 "is missing: the checker produces its reports to Kafka (or run it with --once or --stdout)",
             ));
         }
-        let targets = read_targets(&mut root, &base_dir, &mut problems);
+        let targets = read_targets(&mut root, &base_dir, Reader::Checker, &mut problems);
         root.finish(&mut problems);
         if problems.is_empty() {
             check_body_memory(&checker, &targets, &mut problems);
@@ -344,6 +345,9 @@ pub struct SinkSettings {
     pub kafka: KafkaSettings,
     /// Where they are stored.
     pub database: DatabaseSettings,
+    /// The targets of a shared settings file (`monitored_urls`, optional here), for their
+    /// verdict settings; a target not listed takes the `[sink.verdicts]` defaults.
+    pub targets: Vec<TargetSettings>,
 }
 
 /// The `sink` section.
@@ -367,6 +371,8 @@ pub struct SinkSection {
     /// a transaction still running then is abandoned (its offset did not move, so its
     /// messages are read again). Keep it well under the pod's termination grace period.
     pub shutdown_timeout: Duration,
+    /// `[sink.verdicts]`: how reports become verdicts, state and incidents, by default.
+    pub verdicts: VerdictSettings,
 }
 
 /// Default of `sink.shutdown_timeout`: a third of Kubernetes' default termination grace (30 s).
@@ -401,6 +407,7 @@ impl SinkSettings {
                 "is missing: set database.url (or WEBMON__DATABASE__URL), or host, name and user",
             ));
         }
+        let targets = read_targets(&mut root, &base_dir, Reader::Sink, &mut problems);
         root.finish(&mut problems);
 
         match (kafka, database) {
@@ -408,6 +415,7 @@ impl SinkSettings {
                 sink,
                 kafka,
                 database,
+                targets,
             }),
             _ => Err(problems.into()),
         }
@@ -470,6 +478,7 @@ fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSec
         )
         .unwrap_or(Duration::from_secs(2));
     let admin_listen = read_admin_listen(&mut s, SINK_ADMIN_LISTEN, problems);
+    let verdicts = read_verdict_section(&mut s, problems);
     let shutdown_timeout = s
         .duration("shutdown_timeout", SINK_SHUTDOWN_TIMEOUT, problems)
         .unwrap_or(SINK_SHUTDOWN_TIMEOUT);
@@ -491,6 +500,7 @@ fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSec
         rebalance_interval,
         admin_listen,
         shutdown_timeout,
+        verdicts,
     }
 }
 

@@ -14,7 +14,9 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::problems::{Problem, Problems};
-use super::walk::{describe, show, Section};
+use super::walk::{describe, resolve, show, Section};
+
+use super::verdicts::{read_target_verdicts, TargetVerdicts};
 
 /// Default time between two checks of a target (the original service's default).
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(60);
@@ -175,6 +177,19 @@ pub struct TargetSettings {
     pub body_limit: u64,
     /// Extra CA certificates (PEM) trusted for this target, besides the system's.
     pub ca_file: Option<PathBuf>,
+    /// How the sink judges this target's reports (`quorum`, `down_after`, `up_after`); the
+    /// checker does not use them.
+    pub verdicts: TargetVerdicts,
+}
+
+/// Who reads the targets: the checker opens their files, the sink (which only needs their
+/// ids and verdict settings) does not, so its container needs no copy of a target's CA file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reader {
+    /// The checker: `monitored_urls` is required and files must be readable.
+    Checker,
+    /// The sink: `monitored_urls` is optional and files are not opened.
+    Sink,
 }
 
 impl TargetSettings {
@@ -189,10 +204,11 @@ impl TargetSettings {
 pub(crate) fn read_targets(
     root: &mut Section<'_>,
     base_dir: &Path,
+    reader: Reader,
     problems: &mut Problems,
 ) -> Vec<TargetSettings> {
     let Some(items) = root.array("monitored_urls", problems) else {
-        if !root.has("monitored_urls") {
+        if !root.has("monitored_urls") && reader == Reader::Checker {
             problems.push(Problem::new(
                 "monitored_urls",
                 "is missing: list the URLs to check, e.g. monitored_urls = [{ url = \"https://example.com\" }]",
@@ -200,7 +216,7 @@ pub(crate) fn read_targets(
         }
         return Vec::new();
     };
-    if items.is_empty() {
+    if items.is_empty() && reader == Reader::Checker {
         problems.push(Problem::new(
             "monitored_urls",
             "is empty: list at least one URL to check",
@@ -209,7 +225,7 @@ pub(crate) fn read_targets(
     let mut targets = Vec::with_capacity(items.len());
     let mut ids: HashMap<String, String> = HashMap::new();
     for (path, value) in items {
-        let Some(target) = read_target(path.clone(), value, base_dir, problems) else {
+        let Some(target) = read_target(path.clone(), value, base_dir, reader, problems) else {
             continue;
         };
         if let Some(first) = ids.insert(target.id.clone(), path.clone()) {
@@ -230,12 +246,13 @@ fn read_target(
     path: String,
     value: &Value,
     base_dir: &Path,
+    reader: Reader,
     problems: &mut Problems,
 ) -> Option<TargetSettings> {
     // A bare string is a URL with every default.
     if let Value::String(url) = value {
         let object = serde_json::json!({ "url": url });
-        return read_target(path, &object, base_dir, problems);
+        return read_target(path, &object, base_dir, reader, problems);
     }
     let before = problems.len();
     let mut s = Section::from_value(path, value, problems)?;
@@ -264,7 +281,11 @@ fn read_target(
         problems,
     ) as u32;
     let body_limit = s.size("body_limit", DEFAULT_BODY_LIMIT, MAX_BODY_LIMIT, problems);
-    let ca_file = s.readable_file("ca_file", base_dir, problems);
+    let ca_file = match reader {
+        Reader::Checker => s.readable_file("ca_file", base_dir, problems),
+        Reader::Sink => s.string("ca_file", problems).map(|f| resolve(base_dir, &f)),
+    };
+    let verdicts = read_target_verdicts(&mut s, problems);
     let configured_id = read_id(&mut s, problems);
     s.finish(problems);
 
@@ -289,6 +310,7 @@ fn read_target(
         max_redirects,
         body_limit,
         ca_file,
+        verdicts,
     })
 }
 

@@ -11,6 +11,7 @@ use monitor_core::report::Report;
 use tracing::warn;
 
 use super::text::reason;
+use crate::verdicts::Folded;
 
 /// A message that is not a valid report, kept as received.
 #[derive(Debug, Clone)]
@@ -204,6 +205,8 @@ pub struct Stored {
     pub duplicates: u64,
     /// Dead letters stored.
     pub dead_letters: u64,
+    /// What folding the new reports into verdicts did.
+    pub folded: Folded,
 }
 
 impl Stored {
@@ -212,5 +215,6 @@ impl Stored {
         self.rows += other.rows;
         self.duplicates += other.duplicates;
         self.dead_letters += other.dead_letters;
+        self.folded.add(other.folded);
     }
 }

@@ -8,6 +8,10 @@
 //! on. Refusals that are not about the data (the connection, a lock, a missing day partition)
 //! are returned for the caller to retry.
 //!
+//! With [`ReportStore::with_verdicts`], each transaction also hands its newly inserted
+//! reports to [`Verdicts::fold`], which writes the targets' states and incidents in the same
+//! transaction.
+//!
 //! ## Layout
 //! - [`batch`]: [`Batch`], what the decoder fills and the store takes.
 //! - [`text`]: text as PostgreSQL `text` holds it, and dead letters' reasons.
@@ -28,6 +32,7 @@ use tracing::warn;
 pub use self::batch::{Batch, DeadLetter, Stored};
 use self::partitions::{is_missing_partition, DayPartitions};
 use crate::error::SinkError;
+use crate::verdicts::{Folded, Verdicts};
 
 /// Whether the database refused a statement because of the data it was given, so that the
 /// same data will always be refused: SQLSTATE class 22 (data exception), 23 (integrity
@@ -59,6 +64,8 @@ pub struct ReportStore {
     pool: PgPool,
     /// The day partitions of `results`.
     partitions: DayPartitions,
+    /// The fold of each transaction's new reports, when verdicts are kept.
+    verdicts: Option<Verdicts>,
 }
 
 impl ReportStore {
@@ -67,7 +74,14 @@ impl ReportStore {
         ReportStore {
             pool,
             partitions: DayPartitions::default(),
+            verdicts: None,
         }
+    }
+
+    /// This store, folding each transaction's new reports with `verdicts`.
+    pub fn with_verdicts(mut self, verdicts: Verdicts) -> ReportStore {
+        self.verdicts = Some(verdicts);
+        self
     }
 
     /// The pool.
@@ -106,13 +120,19 @@ impl ReportStore {
     async fn store_once(&self, batch: &Batch) -> Result<Stored, SinkError> {
         let mut tx = self.pool.begin().await?;
         sql::advance_offset(&mut tx, batch).await?;
-        let rows = sql::insert_reports(&mut tx, batch).await?;
+        let inserted = sql::insert_reports(&mut tx, batch, self.verdicts.is_some()).await?;
+        let rows = inserted.rows;
         let dead_letters = sql::insert_dead_letters(&mut tx, batch).await?;
+        let folded = match &self.verdicts {
+            Some(verdicts) => verdicts.fold(&mut tx, &inserted.reports(batch)).await?,
+            None => Folded::default(),
+        };
         tx.commit().await?;
         Ok(Stored {
             rows,
             duplicates: batch.reports.len() as u64 - rows,
             dead_letters,
+            folded,
         })
     }
 

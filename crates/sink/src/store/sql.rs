@@ -1,13 +1,14 @@
 //! The statements of a batch's transaction: move the partition's offset (only from where the
 //! batch started), insert the targets and result rows (skipping stored `report_id`s), and the
 //! dead letters. Rows go in as one array per column through `UNNEST`, so a batch of any size
-//! is one statement per table.
+//! is one statement per table. When the verdicts are folded, the insert returns the ids of the
+//! rows it inserted, so that only those reports are folded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use monitor_core::report::Report;
-use sqlx::{PgExecutor, Postgres, Transaction};
+use sqlx::{PgExecutor, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::batch::Batch;
@@ -71,17 +72,40 @@ pub(super) async fn advance_offset(
     })
 }
 
-/// Inserts the batch's targets, then its reports (skipping stored `report_id`s). Returns the
-/// rows inserted.
+/// What inserting a batch's reports did.
+#[derive(Debug, Default)]
+pub(super) struct Inserted {
+    /// Rows inserted.
+    pub rows: u64,
+    /// Their `report_id`s, when asked for.
+    pub ids: HashSet<Uuid>,
+}
+
+impl Inserted {
+    /// The reports of `batch` that were inserted, in offset order (a report twice in the
+    /// batch counts once, as it was inserted once).
+    pub fn reports(mut self, batch: &Batch) -> Vec<&Report> {
+        batch
+            .reports
+            .iter()
+            .filter(|(_, r)| self.ids.remove(&r.report_id))
+            .map(|(_, r)| r)
+            .collect()
+    }
+}
+
+/// Inserts the batch's targets, then its reports (skipping stored `report_id`s); with
+/// `returning`, also says which were inserted.
 pub(super) async fn insert_reports(
     tx: &mut Transaction<'_, Postgres>,
     batch: &Batch,
-) -> Result<u64, SinkError> {
+    returning: bool,
+) -> Result<Inserted, SinkError> {
     if batch.reports.is_empty() {
-        return Ok(0);
+        return Ok(Inserted::default());
     }
     insert_targets(tx, batch).await?;
-    insert_results(tx, batch).await
+    insert_results(tx, batch, returning).await
 }
 
 /// Inserts the targets the batch's reports name. They go first (the rows reference them), in
@@ -107,18 +131,9 @@ async fn insert_targets(
     Ok(())
 }
 
-/// Inserts the batch's reports as result rows, skipping stored `report_id`s. Returns the rows
-/// inserted.
-async fn insert_results(
-    tx: &mut Transaction<'_, Postgres>,
-    batch: &Batch,
-) -> Result<u64, SinkError> {
-    let mut c = Columns::default();
-    for (offset, r) in &batch.reports {
-        c.push(*offset, r);
-    }
-    let inserted = sqlx::query(
-        "INSERT INTO results (report_id, target_id, url, checker_id, scheduled_at, started_at, \
+/// The insert of a batch's rows; `{returning}` is where `RETURNING` goes.
+const INSERT_RESULTS: &str =
+    "INSERT INTO results (report_id, target_id, url, checker_id, scheduled_at, started_at, \
            status, failure_class, error, http_status, response_time_ms, dns_ms, connect_ms, \
            tls_ms, ttfb_ms, transfer_ms, body_bytes, body_truncated, regexp, regexp_matched, \
            tls_cert_not_after, timeout_s, period_s, kafka_topic, kafka_partition, kafka_offset) \
@@ -136,37 +151,68 @@ async fn insert_results(
                 failure_class, error, http_status, response_time_ms, dns_ms, connect_ms, tls_ms, \
                 ttfb_ms, transfer_ms, body_bytes, body_truncated, regexp, regexp_matched, \
                 tls_cert_not_after, timeout_s, period_s, kafka_offset) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&c.report_id)
-    .bind(&c.target_id)
-    .bind(&c.url)
-    .bind(&c.checker_id)
-    .bind(&c.scheduled_at)
-    .bind(&c.started_at)
-    .bind(&c.status)
-    .bind(&c.failure_class)
-    .bind(&c.error)
-    .bind(&c.http_status)
-    .bind(&c.response_time_ms)
-    .bind(&c.dns_ms)
-    .bind(&c.connect_ms)
-    .bind(&c.tls_ms)
-    .bind(&c.ttfb_ms)
-    .bind(&c.transfer_ms)
-    .bind(&c.body_bytes)
-    .bind(&c.body_truncated)
-    .bind(&c.regexp)
-    .bind(&c.regexp_matched)
-    .bind(&c.tls_cert_not_after)
-    .bind(&c.timeout_s)
-    .bind(&c.period_s)
-    .bind(&batch.topic)
-    .bind(batch.partition)
-    .bind(&c.kafka_offset)
-    .execute(&mut **tx)
-    .await?;
-    Ok(inserted.rows_affected())
+         ON CONFLICT DO NOTHING";
+
+/// Inserts the batch's reports as result rows, skipping stored `report_id`s; with
+/// `returning`, also returns the ids of the rows inserted.
+async fn insert_results(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &Batch,
+    returning: bool,
+) -> Result<Inserted, SinkError> {
+    let mut c = Columns::default();
+    for (offset, r) in &batch.reports {
+        c.push(*offset, r);
+    }
+    let statement = if returning {
+        format!("{INSERT_RESULTS} RETURNING report_id")
+    } else {
+        INSERT_RESULTS.to_string()
+    };
+    let query = sqlx::query(&statement)
+        .bind(&c.report_id)
+        .bind(&c.target_id)
+        .bind(&c.url)
+        .bind(&c.checker_id)
+        .bind(&c.scheduled_at)
+        .bind(&c.started_at)
+        .bind(&c.status)
+        .bind(&c.failure_class)
+        .bind(&c.error)
+        .bind(&c.http_status)
+        .bind(&c.response_time_ms)
+        .bind(&c.dns_ms)
+        .bind(&c.connect_ms)
+        .bind(&c.tls_ms)
+        .bind(&c.ttfb_ms)
+        .bind(&c.transfer_ms)
+        .bind(&c.body_bytes)
+        .bind(&c.body_truncated)
+        .bind(&c.regexp)
+        .bind(&c.regexp_matched)
+        .bind(&c.tls_cert_not_after)
+        .bind(&c.timeout_s)
+        .bind(&c.period_s)
+        .bind(&batch.topic)
+        .bind(batch.partition)
+        .bind(&c.kafka_offset);
+    if !returning {
+        let rows = query.execute(&mut **tx).await?.rows_affected();
+        return Ok(Inserted {
+            rows,
+            ids: HashSet::new(),
+        });
+    }
+    let ids: HashSet<Uuid> = query
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<Uuid, _>(0))
+        .collect::<Result<_, _>>()?;
+    Ok(Inserted {
+        rows: ids.len() as u64,
+        ids,
+    })
 }
 
 /// Inserts the batch's dead letters. Returns the rows inserted.

@@ -116,7 +116,10 @@ impl SinkProcess {
         SinkProcess(
             Command::new(env!("CARGO_BIN_EXE_sink"))
                 .envs(env)
-                .env("RUST_LOG", "warn")
+                .env(
+                    "RUST_LOG",
+                    std::env::var("SINK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .env_remove("WEBMON_CONFIG")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -163,6 +166,20 @@ pub async fn produce_messages(
     partition: i32,
     messages: Vec<Message>,
 ) {
+    produce_in_requests_of(client, topic, partition, messages, PRODUCE_RECORDS).await;
+}
+
+/// Produces `messages` to `partition`, at most `records` in one request (one record batch):
+/// a sink restarted at a stored offset inside a record batch is answered by the test broker
+/// from the next record batch on, so tests that kill a sink mid-stream produce record
+/// batches as large as the sink's batches.
+pub async fn produce_in_requests_of(
+    client: &Client,
+    topic: &str,
+    partition: i32,
+    messages: Vec<Message>,
+    records: usize,
+) {
     let pc = client
         .partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry)
         .await
@@ -177,7 +194,7 @@ pub async fn produce_messages(
             headers: BTreeMap::new(),
             timestamp: Utc::now(),
         });
-        if bytes > PRODUCE_BYTES || chunk.len() >= PRODUCE_RECORDS {
+        if bytes > PRODUCE_BYTES || chunk.len() >= records {
             pc.produce(std::mem::take(&mut chunk), Compression::NoCompression)
                 .await
                 .expect("produce");
@@ -337,4 +354,106 @@ pub fn sample(metrics: &str, name: &str) -> Option<f64> {
         .find(|l| l.starts_with(name))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The period of the verdict tests' reports, in seconds.
+pub const SLOT_SECONDS: i64 = 1;
+
+/// A report of `target` by `region` for the `k`-th one-second slot after `start`: up, down
+/// (connection refused) or missed.
+pub fn slot_report(
+    target: &str,
+    region: &str,
+    start: chrono::DateTime<Utc>,
+    k: i64,
+    status: monitor_core::Status,
+) -> monitor_core::Report {
+    let mut r = sample_report(target, 0);
+    r.checker_id = region.to_string();
+    r.scheduled_at = to_micros(start + chrono::Duration::seconds(k * SLOT_SECONDS));
+    r.started_at = r.scheduled_at;
+    r.report_id = report_id(region, target, r.scheduled_at);
+    r.period_s = SLOT_SECONDS as f64;
+    r.timeout_s = 0.5;
+    r.status = status;
+    let down = status == monitor_core::Status::Down;
+    r.failure_class = down.then_some(monitor_core::FailureClass::ConnectRefused);
+    r.error = down.then(|| "connection refused".to_string());
+    r.http_status = (status == monitor_core::Status::Up).then_some(200);
+    r
+}
+
+/// The rows of `sql` (one text column), in its order.
+pub async fn text_rows(pool: &PgPool, sql: &str) -> Vec<String> {
+    sqlx::query(sql)
+        .fetch_all(pool)
+        .await
+        .expect("query")
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect()
+}
+
+/// The incident table, one line per incident, in a fixed order.
+pub async fn incident_rows(pool: &PgPool) -> Vec<String> {
+    text_rows(
+        pool,
+        "SELECT concat_ws('|', incident_id, target_id, kind, opened_at, detected_at, closed_at, \
+           duration, cause_class, cause_error, array_to_string(regions, ','), checks_failed) \
+         FROM incidents ORDER BY target_id, opened_at, kind",
+    )
+    .await
+}
+
+/// Everything the verdicts wrote but wall-clock times: incidents, states (with the whole
+/// fold), and verdict counts.
+pub async fn verdict_tables(pool: &PgPool) -> Vec<String> {
+    let mut rows = incident_rows(pool).await;
+    rows.extend(
+        text_rows(
+            pool,
+            "SELECT concat_ws('|', target_id, state, since, watermark, last_final, open_incident, \
+               cert_not_after, cert_warning, silent_regions, fold::text) \
+             FROM target_states ORDER BY target_id",
+        )
+        .await,
+    );
+    rows.extend(
+        text_rows(
+            pool,
+            "SELECT concat_ws('|', target_id, hour, up, degraded, down, unknown) \
+             FROM verdicts_by_hour ORDER BY target_id, hour",
+        )
+        .await,
+    );
+    rows
+}
+
+/// Waits until the stored offsets of `topic` add up to at least `messages`.
+pub async fn wait_for_offsets_past(pool: &PgPool, topic: &str, messages: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    let sql = offsets_sql(topic);
+    while count(pool, &sql).await < messages {
+        assert!(
+            Instant::now() < deadline,
+            "stored offsets did not reach {messages} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `sink <args>` against the database at `url`, which must succeed; returns its output.
+pub fn run_sink_command(url: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sink"))
+        .args(args)
+        .env_remove("WEBMON_CONFIG")
+        .env("WEBMON__DATABASE__URL", url)
+        .output()
+        .expect("the sink runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -1,0 +1,175 @@
+//! Verdicts, state and incidents: what the reports of every region say about a target. The
+//! store hands each transaction's newly inserted reports to [`Verdicts::fold`], which reads
+//! their targets' states (locked), folds the reports in offset order, and writes the states,
+//! the incidents and the verdict counts back in the same transaction as the rows and the
+//! offset. Verdicts are counted per hour in the state and added to `verdict_hours` once per
+//! target and hour, so a batch writes one row per target, not two. A duplicate report (a producer's retry) is not inserted, so it is not folded; a
+//! transaction that does not commit (SIGKILL, a lost lease) leaves the states as they were.
+//! With the fold a pure function of the reports ([`fold::apply`]), a restart, a partition
+//! moved to another replica or a replay into an empty database give the same incidents.
+//!
+//! ## Layout
+//! - [`policy`]: each target's quorum and thresholds, from the settings.
+//! - [`state`]: what the fold keeps per target, reads of a report, and says changed.
+//! - [`fold`]: the fold itself, pure.
+//! - `sql`: the statements inside the batch's transaction.
+//! - [`gauges`]: the state of every target as metrics, read from the tables.
+
+pub mod fold;
+pub mod policy;
+pub mod state;
+
+mod sql;
+
+pub mod gauges;
+
+use std::collections::BTreeMap;
+
+use monitor_core::report::Report;
+use sqlx::PgConnection;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use self::fold::apply;
+use self::policy::Policies;
+use self::sql::VerdictCounts;
+use self::state::{to_time, Change, Incident, ReportFacts, TargetState};
+use crate::error::SinkError;
+
+/// What folding a transaction's reports did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Folded {
+    /// Reports of slots already final: stored, and changing nothing.
+    pub late: u64,
+    /// Slots made final.
+    pub verdicts: u64,
+    /// Incidents and degraded periods opened.
+    pub opened: u64,
+    /// Incidents and degraded periods closed.
+    pub closed: u64,
+}
+
+impl Folded {
+    /// Adds what another fold did.
+    pub fn add(&mut self, other: Folded) {
+        self.late += other.late;
+        self.verdicts += other.verdicts;
+        self.opened += other.opened;
+        self.closed += other.closed;
+    }
+}
+
+/// The fold of reports into verdicts, state and incidents, under each target's policy.
+#[derive(Debug, Clone, Default)]
+pub struct Verdicts {
+    policies: Policies,
+}
+
+impl Verdicts {
+    /// The fold under `policies`.
+    pub fn new(policies: Policies) -> Verdicts {
+        Verdicts { policies }
+    }
+
+    /// Folds `reports` (newly inserted in this transaction, in offset order) into their
+    /// targets' states, and writes what changed, in the transaction of `conn`.
+    pub async fn fold(
+        &self,
+        conn: &mut PgConnection,
+        reports: &[&Report],
+    ) -> Result<Folded, SinkError> {
+        if reports.is_empty() {
+            return Ok(Folded::default());
+        }
+        let mut targets: Vec<&str> = reports.iter().map(|r| r.target_id.as_str()).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let mut states = sql::load_states(conn, &targets).await?;
+        let mut effects = Effects::default();
+        for report in reports {
+            let facts = ReportFacts::of(report);
+            let state = states.entry(report.target_id.clone()).or_default();
+            let policy = self.policies.of(&report.target_id);
+            let changes = apply(state, &facts, policy);
+            effects.record(&report.target_id, changes);
+        }
+        sql::save_states(conn, &states).await?;
+        sql::upsert_incidents(conn, &effects.incidents).await?;
+        sql::add_verdicts(conn, &effects.counts).await?;
+        Ok(effects.folded)
+    }
+}
+
+/// What a transaction's changes come to: the incidents as they stand after it, the verdicts
+/// counted, and the counts of [`Folded`].
+#[derive(Debug, Default)]
+struct Effects {
+    incidents: BTreeMap<Uuid, Incident>,
+    counts: VerdictCounts,
+    folded: Folded,
+}
+
+impl Effects {
+    fn record(&mut self, target_id: &str, changes: Vec<Change>) {
+        for change in changes {
+            match change {
+                Change::Verdict { .. } => self.folded.verdicts += 1,
+                Change::HourCounted(done) => {
+                    let counts = self.counts.entry((target_id.to_string(), done.hour));
+                    let counts = counts.or_default();
+                    for (sum, n) in counts.iter_mut().zip(done.counts) {
+                        *sum = sum.saturating_add(i32::try_from(n).unwrap_or(i32::MAX));
+                    }
+                }
+                Change::Opened(i) => {
+                    self.folded.opened += 1;
+                    self.incidents.insert(i.id, i);
+                }
+                Change::Updated(i) => {
+                    self.incidents.insert(i.id, i);
+                }
+                Change::Closed(i) => {
+                    self.folded.closed += 1;
+                    self.incidents.insert(i.id, i);
+                }
+                Change::Late { .. } => self.folded.late += 1,
+                other => log(target_id, &other),
+            }
+        }
+    }
+}
+
+/// Logs a change people watch for: state, regions, certificates.
+fn log(target_id: &str, change: &Change) {
+    match change {
+        Change::State { from, to, at } => {
+            info!(target_id, from = from.as_str(), to = to.as_str(), at = %to_time(*at), "target state changed");
+        }
+        Change::RegionSilent { region } => {
+            warn!(
+                target_id,
+                region, "a region stopped reporting this target: no longer expected"
+            );
+        }
+        Change::RegionBack { region } => {
+            info!(
+                target_id,
+                region, "a silent region reports this target again"
+            );
+        }
+        Change::CertWarning { not_after, warning } => {
+            info!(target_id, warning, not_after = %to_time(*not_after), "certificate warning");
+        }
+        _ => {}
+    }
+}
+
+/// The state of `target_id` as stored, for tests and tools.
+pub async fn stored_state(
+    conn: &mut PgConnection,
+    target_id: &str,
+) -> Result<Option<TargetState>, SinkError> {
+    Ok(sql::load_states(conn, &[target_id])
+        .await?
+        .remove(target_id))
+}
