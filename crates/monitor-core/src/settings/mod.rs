@@ -12,7 +12,7 @@
 //! Children, in the order they build on each other: [`Problem`]s (what is wrong, and where),
 //! units (durations and sizes), the walker over the merged tree, secrets and the source of the
 //! tree, then one module per section (`kafka`, `database`, how reports become verdicts,
-//! targets) and the services' settings made of them.
+//! targets) and each service's settings made of them (`checker`, `sink`).
 
 mod problems;
 mod units;
@@ -27,18 +27,19 @@ mod verdicts;
 
 mod target;
 
-mod service;
+mod checker;
+mod sink;
 
+pub use checker::{
+    CheckerSection, CheckerSettings, ProducerSettings, Shard, DEFAULT_MAX_BODY_MEMORY,
+};
 pub use database::{DatabaseSettings, SslMode};
 pub use kafka::{
     Compression, KafkaSettings, SaslMechanism, SaslSettings, TlsSettings, DEFAULT_PARTITIONS,
 };
 pub use problems::{ConfigError, Problem, Problems};
 pub use secret::Secret;
-pub use service::{
-    CheckerSection, CheckerSettings, ProducerSettings, Shard, SinkSection, SinkSettings,
-    DEFAULT_MAX_BODY_MEMORY,
-};
+pub use sink::{SinkSection, SinkSettings};
 pub use source::{SettingsSource, ENV_PREFIX};
 pub use target::{
     Pattern, StatusSet, TargetSettings, ALWAYS_SECRET_HEADERS, DEFAULT_BODY_LIMIT,

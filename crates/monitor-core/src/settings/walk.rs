@@ -480,6 +480,26 @@ pub(crate) fn show(d: Duration) -> String {
     format_duration(d)
 }
 
+/// The `admin_listen` key of a service's section: an `IP:PORT`, `default` when absent.
+pub(crate) fn read_admin_listen(
+    s: &mut Section<'_>,
+    default: &str,
+    problems: &mut Problems,
+) -> String {
+    match s.string("admin_listen", problems) {
+        None => default.to_string(),
+        Some(text) => {
+            if text.trim().parse::<std::net::SocketAddr>().is_err() {
+                problems.push(Problem::new(
+                    &s.path_of("admin_listen"),
+                    format!("{text:?} is not an address: write IP:PORT, e.g. 0.0.0.0:9101"),
+                ));
+            }
+            text.trim().to_string()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,20 +1,17 @@
-//! The settings of each service: which sections it reads and its own section.
+//! The checker's settings: the sections it reads (targets, Kafka unless it only prints) and
+//! its own `[checker]` section, with the shard it checks.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::problems::{ConfigError, Problem, Problems};
-use super::units::format_size;
-use super::walk::{resolve, Section};
-
-use super::source::SettingsSource;
-
-use super::database::{read_database, DatabaseSettings};
 use super::kafka::{read_kafka, KafkaSettings};
+use super::problems::{ConfigError, Problem, Problems};
+use super::source::SettingsSource;
 use super::target::{read_targets, Reader, TargetSettings};
-use super::verdicts::{read_verdict_section, VerdictSettings};
+use super::units::format_size;
+use super::walk::{read_admin_listen, resolve, Section};
 
 /// Default bound on checks running at once in one checker.
 pub const DEFAULT_MAX_IN_FLIGHT: i64 = 1000;
@@ -34,13 +31,6 @@ pub const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(600);
 pub const MAX_WATCH_CONFIG: Duration = Duration::from_secs(86_400);
 /// Largest `checker.spool_max_bytes`.
 pub const MAX_SPOOL_BYTES: u64 = 1 << 40;
-/// Longest `sink.batch_linger`.
-pub const MAX_BATCH_LINGER: Duration = Duration::from_secs(60);
-/// Longest `sink.fetch_max_wait` (Kafka takes it in milliseconds as a 32-bit number).
-pub const MAX_FETCH_MAX_WAIT: Duration = Duration::from_secs(60);
-/// Longest `sink.rebalance_interval`.
-pub const MAX_REBALANCE_INTERVAL: Duration = Duration::from_secs(600);
-
 /// Everything the checker needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckerSettings {
@@ -79,23 +69,6 @@ pub const DEFAULT_WATCH_CONFIG: Duration = Duration::from_secs(10);
 
 /// Default admin address of the checker.
 pub const CHECKER_ADMIN_LISTEN: &str = "0.0.0.0:9101";
-/// Default admin address of the sink.
-pub const SINK_ADMIN_LISTEN: &str = "0.0.0.0:9102";
-
-fn read_admin_listen(s: &mut Section<'_>, default: &str, problems: &mut Problems) -> String {
-    match s.string("admin_listen", problems) {
-        None => default.to_string(),
-        Some(text) => {
-            if text.trim().parse::<std::net::SocketAddr>().is_err() {
-                problems.push(Problem::new(
-                    &s.path_of("admin_listen"),
-                    format!("{text:?} is not an address: write IP:PORT, e.g. 0.0.0.0:9101"),
-                ));
-            }
-            text.trim().to_string()
-        }
-    }
-}
 
 /// How the checker's reports reach Kafka, and where they wait when it cannot be reached.
 #[derive(Debug, Clone, PartialEq)]
@@ -336,209 +309,9 @@ fn read_watch_config(s: &mut Section<'_>, problems: &mut Problems) -> Option<Dur
     }
 }
 
-/// Everything the sink needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SinkSettings {
-    /// The `sink` section.
-    pub sink: SinkSection,
-    /// Where reports come from.
-    pub kafka: KafkaSettings,
-    /// Where they are stored.
-    pub database: DatabaseSettings,
-    /// The targets of a shared settings file (`monitored_urls`, optional here), for their
-    /// verdict settings; a target not listed takes the `[sink.verdicts]` defaults.
-    pub targets: Vec<TargetSettings>,
-}
-
-/// The `sink` section.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SinkSection {
-    /// Most reports stored in one transaction.
-    pub batch_size: usize,
-    /// Longest wait to fill a batch before storing what there is.
-    pub batch_linger: Duration,
-    /// Longest time the broker may hold a fetch waiting for data.
-    pub fetch_max_wait: Duration,
-    /// Apply the embedded migrations at start.
-    pub migrate_on_start: bool,
-    /// Drop stored results older than this (whole partitions); `None` keeps everything.
-    pub retention: Option<Duration>,
-    /// How often a replica checks its leases and takes or gives back partitions.
-    pub rebalance_interval: Duration,
-    /// Address of the admin endpoint (`/metrics`, `/healthz`, `/readyz`).
-    pub admin_listen: String,
-    /// At SIGTERM, how long storing the fetched batches and releasing the partitions may take;
-    /// a transaction still running then is abandoned (its offset did not move, so its
-    /// messages are read again). Keep it well under the pod's termination grace period.
-    pub shutdown_timeout: Duration,
-    /// `[sink.verdicts]`: how reports become verdicts, state and incidents, by default.
-    pub verdicts: VerdictSettings,
-}
-
-/// Default of `sink.shutdown_timeout`: a third of Kubernetes' default termination grace (30 s).
-pub const SINK_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Shortest `sink.shutdown_timeout`: one second is kept for releasing the partitions.
-pub const SINK_SHUTDOWN_TIMEOUT_MIN: Duration = Duration::from_secs(2);
-/// Longest `sink.shutdown_timeout`: no orchestrator waits longer for a pod to stop.
-pub const SINK_SHUTDOWN_TIMEOUT_MAX: Duration = Duration::from_secs(600);
-
-impl SinkSettings {
-    /// Loads and validates.
-    pub fn load(source: &SettingsSource) -> Result<SinkSettings, ConfigError> {
-        let tree = source.tree()?;
-        let base_dir = source.base_dir();
-        let mut problems = Problems::default();
-        let mut root = Section::root(&tree, &mut problems);
-
-        let sink = read_sink_section(&mut root, &mut problems);
-        let kafka_present = root.has("kafka");
-        let kafka = read_kafka(&mut root, &base_dir, &mut problems);
-        if !kafka_present {
-            problems.push(Problem::new(
-                "kafka",
-                "is missing: the sink consumes reports from Kafka; set kafka.brokers and kafka.topic",
-            ));
-        }
-        let database_present = root.has("database") || root.has("db");
-        let database = read_database(&mut root, &base_dir, &mut problems);
-        if !database_present {
-            problems.push(Problem::new(
-                "database",
-                "is missing: set database.url (or WEBMON__DATABASE__URL), or host, name and user",
-            ));
-        }
-        let targets = read_targets(&mut root, &base_dir, Reader::Sink, &mut problems);
-        root.finish(&mut problems);
-
-        match (kafka, database) {
-            (Some(kafka), Some(database)) if problems.is_empty() => Ok(SinkSettings {
-                sink,
-                kafka,
-                database,
-                targets,
-            }),
-            _ => Err(problems.into()),
-        }
-    }
-
-    /// Loads and validates the database settings alone, for commands that only touch
-    /// PostgreSQL (`sink migrate`, `sink report`): other sections are not required.
-    pub fn load_database(source: &SettingsSource) -> Result<DatabaseSettings, ConfigError> {
-        let tree = source.tree()?;
-        let base_dir = source.base_dir();
-        let mut problems = Problems::default();
-        let mut root = Section::root(&tree, &mut problems);
-        let present = root.has("database") || root.has("db");
-        let database = read_database(&mut root, &base_dir, &mut problems);
-        if !present {
-            problems.push(Problem::new(
-                "database",
-                "is missing: set database.url (or WEBMON__DATABASE__URL), or host, name and user",
-            ));
-        }
-        match database {
-            Some(d) if problems.is_empty() => Ok(d),
-            _ => Err(problems.into()),
-        }
-    }
-}
-
-fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSection {
-    let mut s = root.section("sink", problems);
-    let batch_size = s.integer("batch_size", 5000, 1, 1_000_000, problems) as usize;
-    let batch_linger = s
-        .duration_within(
-            "batch_linger",
-            Duration::from_millis(200),
-            MAX_BATCH_LINGER,
-            problems,
-        )
-        .unwrap_or(Duration::from_millis(200));
-    let fetch_max_wait = s
-        .duration_within(
-            "fetch_max_wait",
-            Duration::from_millis(500),
-            MAX_FETCH_MAX_WAIT,
-            problems,
-        )
-        .unwrap_or(Duration::from_millis(500));
-    let migrate_on_start = s.bool("migrate_on_start", true, problems);
-    let retention = if s.has("retention") {
-        s.duration("retention", Duration::ZERO, problems)
-    } else {
-        s.raw("retention");
-        None
-    };
-    let rebalance_interval = s
-        .duration_within(
-            "rebalance_interval",
-            Duration::from_secs(2),
-            MAX_REBALANCE_INTERVAL,
-            problems,
-        )
-        .unwrap_or(Duration::from_secs(2));
-    let admin_listen = read_admin_listen(&mut s, SINK_ADMIN_LISTEN, problems);
-    let verdicts = read_verdict_section(&mut s, problems);
-    let shutdown_timeout = s
-        .duration("shutdown_timeout", SINK_SHUTDOWN_TIMEOUT, problems)
-        .unwrap_or(SINK_SHUTDOWN_TIMEOUT);
-    if !(SINK_SHUTDOWN_TIMEOUT_MIN..=SINK_SHUTDOWN_TIMEOUT_MAX).contains(&shutdown_timeout) {
-        problems.push(Problem::new(
-            &s.path_of("shutdown_timeout"),
-            format!(
-                "{shutdown_timeout:?} is out of range: give {SINK_SHUTDOWN_TIMEOUT_MIN:?} to {SINK_SHUTDOWN_TIMEOUT_MAX:?}, well under the pod's termination grace period"
-            ),
-        ));
-    }
-    s.finish(problems);
-    SinkSection {
-        batch_size,
-        batch_linger,
-        fetch_max_wait,
-        migrate_on_start,
-        retention,
-        rebalance_interval,
-        admin_listen,
-        shutdown_timeout,
-        verdicts,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sink_with(shutdown_timeout: Option<&str>) -> Result<SinkSettings, ConfigError> {
-        let mut env: std::collections::HashMap<String, String> = [
-            ("WEBMON__KAFKA__BROKERS", "k:9092"),
-            ("WEBMON__KAFKA__TOPIC", "t"),
-            ("WEBMON__DATABASE__URL", "postgres://u@h/db"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        if let Some(t) = shutdown_timeout {
-            env.insert("WEBMON__SINK__SHUTDOWN_TIMEOUT".into(), t.into());
-        }
-        SinkSettings::load(&crate::settings::SettingsSource {
-            file: None,
-            env: Some(env),
-            base_dir: None,
-        })
-    }
-
-    #[test]
-    fn the_sinks_shutdown_timeout_defaults_well_under_a_pods_grace_and_is_bounded() {
-        let default = sink_with(None).expect("valid");
-        assert_eq!(default.sink.shutdown_timeout, SINK_SHUTDOWN_TIMEOUT);
-        let set = sink_with(Some("5s")).expect("valid");
-        assert_eq!(set.sink.shutdown_timeout, Duration::from_secs(5));
-        for bad in ["1s", "2h"] {
-            let err = sink_with(Some(bad)).expect_err("out of range").to_string();
-            assert!(err.contains("sink.shutdown_timeout"), "{bad}: {err}");
-            assert!(err.contains("termination grace"), "{bad}: {err}");
-        }
-    }
 
     #[test]
     fn shards_parse_and_reject_nonsense() {
