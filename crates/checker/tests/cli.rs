@@ -14,29 +14,7 @@ use tokio::net::TcpListener;
 use tokio::process::Child;
 
 mod support;
-use support::{admin_addr_in_log, checker_command as checker, partition_records, signal};
-
-/// The port of the admin endpoint of `child`, started on port 0, read from its log on stderr
-/// (which is then drained, so the child never blocks on it).
-async fn admin_port(child: &mut Child) -> u16 {
-    let mut log = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let line = log
-                .next_line()
-                .await
-                .expect("read")
-                .expect("the admin log line");
-            if let Some(addr) = admin_addr_in_log(&line) {
-                return addr;
-            }
-        }
-    })
-    .await
-    .expect("the admin endpoint starts within 10 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
-    addr.port()
-}
+use support::{admin_port, checker_command as checker, partition_records, signal};
 
 /// The reports a `--stdout` checker prints, by target: each one's slot and when it was read.
 struct Printed {

@@ -10,11 +10,9 @@ use std::time::Duration;
 use chrono::TimeZone;
 use monitor_core::report::{FailureClass, Report, Status};
 use monitor_core::testing::{http_get, ok_site};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Child;
 
 mod support;
-use support::{admin_addr_in_log, ca, checker_command as checker, https_site, leaf_until, signal};
+use support::{admin_port, ca, checker_command as checker, https_site, leaf_until, signal};
 
 /// The gauge of a target's certificate expiry.
 const EXPIRY: &str = "webmon_checker_certificate_expiry_timestamp_seconds";
@@ -79,28 +77,6 @@ async fn a_certificate_from_a_ca_in_the_system_store_is_up_without_a_ca_file() {
         error.contains("unknown authority") && error.contains("system's trust store"),
         "{error}"
     );
-}
-
-/// The port of the admin endpoint of `child` (started with its log on stderr), which is then
-/// drained.
-async fn admin_port(child: &mut Child) -> u16 {
-    let mut log = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let line = log
-                .next_line()
-                .await
-                .expect("read")
-                .expect("the admin log line");
-            if let Some(addr) = admin_addr_in_log(&line) {
-                return addr;
-            }
-        }
-    })
-    .await
-    .expect("the admin endpoint starts within 10 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
-    addr.port()
 }
 
 /// The `EXPIRY` lines of the endpoint's metrics, waiting up to 10 s for `until` to hold.

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
 use checker::spool::{Message, Spool};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
@@ -16,6 +17,7 @@ use rskafka::client::partition::UnknownTopicHandling;
 use rskafka::client::Client;
 use rskafka::record::RecordAndOffset;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
@@ -59,6 +61,28 @@ pub fn admin_addr_in_log(line: &str) -> Option<SocketAddr> {
     let rest = rest.trim_start_matches(['=', '"', ':']);
     let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || ".:[]".contains(c)))?;
     rest[..end].parse().ok()
+}
+
+/// The port of the admin endpoint of `child`, started with `--admin-listen 127.0.0.1:0` and its
+/// log on stderr, read from that log (which is then drained, so the child never blocks on it).
+pub async fn admin_port(child: &mut Child) -> u16 {
+    let mut log = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let line = log
+                .next_line()
+                .await
+                .expect("read")
+                .expect("the admin log line");
+            if let Some(addr) = admin_addr_in_log(&line) {
+                return addr;
+            }
+        }
+    })
+    .await
+    .expect("the admin endpoint starts within 10 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    addr.port()
 }
 
 /// A listener on a loopback port of its own, and that port: bound before a broker starts, so
