@@ -25,6 +25,8 @@
 //!   (`target_states`, `incidents`, `verdict_hours`), written in the store's transaction.
 //! - [`leases`]: partition ownership through PostgreSQL advisory locks, so replicas share a
 //!   topic's partitions without consumer groups.
+//! - [`notify`]: notifications of what the verdicts change, written with the change and
+//!   delivered to the channels each target is routed to.
 //! - [`uptime`]: the summary of `sink report`, read from the verdicts and the stored results.
 //! - [`db`]: connecting to PostgreSQL and the embedded migrations.
 //! - [`metrics`], [`retry`], [`error`]: the Prometheus metrics and readiness, waiting out
@@ -52,6 +54,7 @@ pub mod error;
 pub mod housekeeping;
 pub mod leases;
 pub mod metrics;
+pub mod notify;
 pub mod retry;
 pub mod store;
 pub mod topic;

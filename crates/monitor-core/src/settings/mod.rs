@@ -11,7 +11,7 @@
 //!
 //! Children, in the order they build on each other: [`Problem`]s (what is wrong, and where),
 //! units (durations and sizes), the walker over the merged tree, secrets and the source of the
-//! tree, then one module per section (`kafka`, `database`, how reports become verdicts,
+//! tree, then one module per section (`kafka`, `database`, labels and selectors, how reports become verdicts,
 //! targets) and each service's settings made of them (`checker`, `sink`).
 
 mod problems;
@@ -23,6 +23,7 @@ mod source;
 
 mod database;
 mod kafka;
+mod labels;
 mod verdicts;
 
 mod target;
@@ -37,14 +38,15 @@ pub use database::{DatabaseSettings, SslMode};
 pub use kafka::{
     Compression, KafkaSettings, SaslMechanism, SaslSettings, TlsSettings, DEFAULT_PARTITIONS,
 };
+pub use labels::{LabelSelector, Labels, MAX_LABELS, MAX_LABEL_LEN};
 pub use problems::{ConfigError, Problem, Problems};
 pub use secret::Secret;
 pub use sink::{SinkSection, SinkSettings};
 pub use source::{SettingsSource, ENV_PREFIX};
 pub use target::{
     Pattern, StatusSet, TargetSettings, ALWAYS_SECRET_HEADERS, DEFAULT_BODY_LIMIT,
-    DEFAULT_MAX_REDIRECTS, DEFAULT_PERIOD, DEFAULT_TIMEOUT, MAX_BODY_LIMIT, MAX_PERIOD,
-    MAX_TIMEOUT,
+    DEFAULT_MAX_REDIRECTS, DEFAULT_PERIOD, DEFAULT_TIMEOUT, MAX_BODY_LIMIT, MAX_NAME_LEN,
+    MAX_PERIOD, MAX_TIMEOUT,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size, MAX_DURATION};
 pub use verdicts::{

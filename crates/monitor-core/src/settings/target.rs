@@ -16,6 +16,7 @@ use url::Url;
 use super::problems::{Problem, Problems};
 use super::walk::{describe, resolve, show, Section};
 
+use super::labels::{read_labels, Labels};
 use super::verdicts::{read_target_verdicts, TargetVerdicts};
 
 /// Default time between two checks of a target (the original service's default).
@@ -180,6 +181,14 @@ pub struct TargetSettings {
     /// How the sink judges this target's reports (`quorum`, `down_after`, `up_after`); the
     /// checker does not use them.
     pub verdicts: TargetVerdicts,
+    /// Display name for people (status page, notifications); the URL when not set.
+    pub name: Option<String>,
+    /// Labels (`team`, `env`, anything) that routes, maintenance windows and pages select by.
+    pub labels: Labels,
+    /// Whether this target's incidents are notified (`notify = false` opts out).
+    pub notify: bool,
+    /// Whether the public status page shows this target.
+    pub public: bool,
 }
 
 /// Who reads the targets: the checker opens their files, the sink (which only needs their
@@ -286,6 +295,10 @@ fn read_target(
         Reader::Sink => s.string("ca_file", problems).map(|f| resolve(base_dir, &f)),
     };
     let verdicts = read_target_verdicts(&mut s, problems);
+    let name = read_name(&mut s, problems);
+    let labels = read_labels(&mut s, problems);
+    let notify = s.bool("notify", true, problems);
+    let public = s.bool("public", false, problems);
     let configured_id = read_id(&mut s, problems);
     s.finish(problems);
 
@@ -311,7 +324,31 @@ fn read_target(
         body_limit,
         ca_file,
         verdicts,
+        name,
+        labels,
+        notify,
+        public,
     })
+}
+
+/// Most bytes of a display name.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// Reads the display `name`: 1 to [`MAX_NAME_LEN`] bytes without control characters.
+fn read_name(s: &mut Section<'_>, problems: &mut Problems) -> Option<String> {
+    let name = s.string("name", problems)?;
+    let bad =
+        name.trim().is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control);
+    if bad {
+        problems.push(Problem::new(
+            &s.path_of("name"),
+            format!(
+                "a display name is 1 to {MAX_NAME_LEN} bytes of text without control characters"
+            ),
+        ));
+        return None;
+    }
+    Some(name)
 }
 
 /// A check must end before the next one of its target is due.
