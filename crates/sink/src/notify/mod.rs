@@ -4,5 +4,8 @@
 //!
 //! ## Layout
 //! - [`message`]: what a notification says, as data and as text, the same for every channel.
+//! - [`delivery`]: one HTTP(S) delivery attempt and what its answer means.
 
 pub mod message;
+
+pub mod delivery;
