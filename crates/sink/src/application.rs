@@ -139,7 +139,10 @@ async fn run(
     let stop_tasks = shutdown.child_token();
     let housekeeping = tokio::spawn(housekeeping::run(
         store,
-        settings.sink.retention,
+        housekeeping::Retention {
+            results: settings.sink.retention,
+            verdicts: settings.sink.verdicts.retention,
+        },
         stop_tasks.clone(),
     ));
     let gauges = tokio::spawn({

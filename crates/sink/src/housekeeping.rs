@@ -1,5 +1,7 @@
-//! Housekeeping of the `results` table: day partitions created ahead of the reports that need
-//! them, and those past `sink.retention` dropped. It runs in a task of its own, beside the
+//! Housekeeping of the tables: day partitions of `results` created ahead of the reports that
+//! need them and those past `sink.retention` dropped, and verdict hours and closed incidents
+//! past `sink.verdicts.retention` deleted (kept longer than the raw results by default: the
+//! status page and SLAs read them). It runs in a task of its own, beside the
 //! coordinator, because its DDL can wait for a lock behind a long query and nothing slow may
 //! hold up the leases.
 
@@ -7,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::store::ReportStore;
+use crate::verdicts;
 
 /// How often partitions are created ahead and old ones dropped.
 pub const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
@@ -21,9 +24,18 @@ pub const DAYS_BACK: i64 = 1;
 /// Days of partitions created ahead of today by housekeeping.
 pub const DAYS_AHEAD: i64 = 3;
 
+/// How long each kind of row is kept; `None` keeps it forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Raw results (`sink.retention`), whole day partitions.
+    pub results: Option<Duration>,
+    /// Verdict hours and closed incidents (`sink.verdicts.retention`).
+    pub verdicts: Option<Duration>,
+}
+
 /// Housekeeping at start, then every [`HOUSEKEEPING_EVERY`] (every [`HOUSEKEEPING_RETRY`] while
 /// it fails), until `stop`.
-pub async fn run(store: Arc<ReportStore>, retention: Option<Duration>, stop: CancellationToken) {
+pub async fn run(store: Arc<ReportStore>, retention: Retention, stop: CancellationToken) {
     loop {
         let done = tokio::select! {
             _ = stop.cancelled() => return,
@@ -41,8 +53,9 @@ pub async fn run(store: Arc<ReportStore>, retention: Option<Duration>, stop: Can
     }
 }
 
-/// Creates the day partitions ahead and drops those past the retention. True when done.
-async fn housekeeping(store: &ReportStore, retention: Option<Duration>) -> bool {
+/// Creates the day partitions ahead, drops those past the retention and deletes the verdicts
+/// past theirs. True when done.
+async fn housekeeping(store: &ReportStore, retention: Retention) -> bool {
     if let Err(e) = store
         .create_partitions_around_now(DAYS_BACK, DAYS_AHEAD)
         .await
@@ -50,16 +63,29 @@ async fn housekeeping(store: &ReportStore, retention: Option<Duration>) -> bool 
         warn!(error = %e, retry_in = ?HOUSEKEEPING_RETRY, "cannot create the table partitions ahead; retrying");
         return false;
     }
-    let Some(retention) = retention else {
-        return true;
-    };
-    let Ok(retention) = chrono::Duration::from_std(retention) else {
-        return true;
-    };
-    let cutoff = chrono::Utc::now() - retention;
-    if let Err(e) = store.drop_partitions_before(cutoff).await {
-        warn!(error = %e, retry_in = ?HOUSEKEEPING_RETRY, "cannot drop partitions past the retention; retrying");
-        return false;
+    if let Some(cutoff) = cutoff(retention.results) {
+        if let Err(e) = store.drop_partitions_before(cutoff).await {
+            warn!(error = %e, retry_in = ?HOUSEKEEPING_RETRY, "cannot drop partitions past the retention; retrying");
+            return false;
+        }
+    }
+    if let Some(cutoff) = cutoff(retention.verdicts) {
+        match verdicts::prune_before(store.pool(), cutoff).await {
+            Ok(p) if p != verdicts::Pruned::default() => {
+                info!(hours = p.hours, incidents = p.incidents, %cutoff, "deleted verdicts past the retention");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, retry_in = ?HOUSEKEEPING_RETRY, "cannot delete verdicts past the retention; retrying");
+                return false;
+            }
+        }
     }
     true
+}
+
+/// Now less `retention`, when there is one.
+fn cutoff(retention: Option<Duration>) -> Option<chrono::DateTime<chrono::Utc>> {
+    let retention = chrono::Duration::from_std(retention?).ok()?;
+    Some(chrono::Utc::now() - retention)
 }

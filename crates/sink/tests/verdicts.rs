@@ -355,3 +355,57 @@ async fn sink_report_shows_state_incidents_mttr_mtbf_and_uptime_from_the_verdict
     pool.close().await;
     db.drop_database().await;
 }
+
+/// `sink.verdicts.retention`: verdict hours before the cutoff and incidents closed before it
+/// are deleted, in batches; recent hours, recent incidents and open incidents (however old)
+/// are kept.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
+async fn retention_deletes_old_verdict_hours_and_closed_incidents_but_keeps_open_ones() {
+    let db = TestDatabase::create().await;
+    let (pool, _store) = support::migrated_store(&db).await;
+    let setup = [
+        "INSERT INTO targets (target_id, url) SELECT 't' || i, 'http://t' || i FROM generate_series(1, 10) i",
+        // 10,001 hours of 10 targets: 100,010 rows, from 10,000 hours (416 days) back to now.
+        "INSERT INTO verdict_hours (target_id, hour, up) \
+         SELECT 't' || i, date_trunc('hour', now()) - h * interval '1 hour', 60 \
+         FROM generate_series(1, 10) i, generate_series(0, 10000) h",
+        "INSERT INTO incidents (incident_id, target_id, kind, opened_at, detected_at, closed_at, regions, checks_failed) VALUES \
+         (gen_random_uuid(), 't1', 'down', now() - interval '200 days', now() - interval '200 days', now() - interval '199 days', '{eu}', 3), \
+         (gen_random_uuid(), 't2', 'down', now() - interval '200 days', now() - interval '200 days', NULL, '{eu}', 3), \
+         (gen_random_uuid(), 't3', 'degraded', now() - interval '2 days', now() - interval '2 days', now() - interval '1 day', '{eu}', 1)",
+    ];
+    for sql in setup {
+        sqlx::query(sql).execute(&pool).await.expect(sql);
+    }
+    let cutoff = Utc::now() - chrono::Duration::days(100);
+    let pruned = sink::verdicts::prune_before(&pool, cutoff)
+        .await
+        .expect("prune");
+    let kept_hours = support::count(&pool, "SELECT count(*) FROM verdict_hours").await;
+    let old_left = support::count(
+        &pool,
+        &format!(
+            "SELECT count(*) FROM verdict_hours WHERE hour < '{}'",
+            cutoff.to_rfc3339()
+        ),
+    )
+    .await;
+    assert_eq!(old_left, 0, "no hour before the cutoff is left");
+    assert_eq!(
+        pruned.hours as i64 + kept_hours,
+        100_010,
+        "what was deleted and what is kept add up"
+    );
+    assert!(
+        pruned.hours > sink::verdicts::PRUNE_BATCH as u64,
+        "deleted in several batches"
+    );
+    assert_eq!(pruned.incidents, 1, "only the old closed incident goes");
+    let left = text_rows(&pool, "SELECT target_id FROM incidents ORDER BY target_id").await;
+    assert_eq!(
+        left,
+        ["t2", "t3"],
+        "the open incident and the recent one stay"
+    );
+}

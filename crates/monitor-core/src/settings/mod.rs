@@ -51,5 +51,6 @@ pub use target::{
 pub use units::{format_duration, format_size, parse_duration, parse_size, MAX_DURATION};
 pub use verdicts::{
     Quorum, TargetVerdicts, VerdictSettings, DEFAULT_CERT_WARNING, DEFAULT_DOWN_AFTER,
-    DEFAULT_GRACE_PERIODS, DEFAULT_REGION_WINDOW_PERIODS, DEFAULT_UP_AFTER, MAX_REGIONS,
+    DEFAULT_GRACE_PERIODS, DEFAULT_REGION_WINDOW_PERIODS, DEFAULT_UP_AFTER,
+    DEFAULT_VERDICT_RETENTION, MAX_REGIONS, MIN_VERDICT_RETENTION,
 };

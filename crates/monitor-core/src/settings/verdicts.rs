@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::problems::{Problem, Problems};
-use super::walk::{describe, Section};
+use super::walk::{describe, show, Section};
 
 /// Most regions a quorum may name as a number (and most regions a target's state tracks).
 pub const MAX_REGIONS: u32 = 64;
@@ -34,6 +34,12 @@ pub const MAX_REGION_WINDOW_PERIODS: u32 = 100_000;
 pub const DEFAULT_CERT_WARNING: Duration = Duration::from_secs(14 * 86_400);
 /// Longest `cert_warning`.
 pub const MAX_CERT_WARNING: Duration = Duration::from_secs(365 * 86_400);
+/// Default `retention` of verdict hours and closed incidents: 400 days, so a yearly SLA and
+/// a 90-day status page always have their data, whatever `sink.retention` keeps of the raw
+/// results.
+pub const DEFAULT_VERDICT_RETENTION: Duration = Duration::from_secs(400 * 86_400);
+/// Shortest verdict `retention`: the status page's 90 days.
+pub const MIN_VERDICT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 
 /// How many regions must report a slot down for the slot's verdict to be down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,6 +118,8 @@ pub struct VerdictSettings {
     pub region_window_periods: u32,
     /// A certificate expiring within this of a check is a warning.
     pub cert_warning: Duration,
+    /// Verdict hours and closed incidents older than this are deleted; `None` keeps them.
+    pub retention: Option<Duration>,
 }
 
 impl Default for VerdictSettings {
@@ -123,6 +131,7 @@ impl Default for VerdictSettings {
             grace_periods: DEFAULT_GRACE_PERIODS,
             region_window_periods: DEFAULT_REGION_WINDOW_PERIODS,
             cert_warning: DEFAULT_CERT_WARNING,
+            retention: Some(DEFAULT_VERDICT_RETENTION),
         }
     }
 }
@@ -166,6 +175,7 @@ pub(crate) fn read_verdict_section(
         cert_warning: s
             .duration_within("cert_warning", d.cert_warning, MAX_CERT_WARNING, problems)
             .unwrap_or(d.cert_warning),
+        retention: read_retention(&mut s, problems),
     };
     if verdicts.region_window_periods <= verdicts.grace_periods {
         problems.push(Problem::new(
@@ -178,6 +188,24 @@ pub(crate) fn read_verdict_section(
     }
     s.finish(problems);
     verdicts
+}
+
+/// Reads `retention`: a duration of at least [`MIN_VERDICT_RETENTION`], or `"forever"`.
+fn read_retention(s: &mut Section<'_>, problems: &mut Problems) -> Option<Duration> {
+    if s.raw("retention").and_then(Value::as_str) == Some("forever") {
+        return None;
+    }
+    let retention = s.duration("retention", DEFAULT_VERDICT_RETENTION, problems)?;
+    if retention < MIN_VERDICT_RETENTION {
+        problems.push(Problem::new(
+            &s.path_of("retention"),
+            format!(
+                "{} is shorter than the status page's 90 days: give at least 90d, or \"forever\"",
+                show(retention)
+            ),
+        ));
+    }
+    Some(retention)
 }
 
 /// Reads a target's `quorum`, `down_after` and `up_after`.
@@ -235,5 +263,26 @@ mod tests {
         assert_eq!(Quorum::Any.needed(3), 1);
         assert_eq!(Quorum::AtLeast(5).needed(3), 3, "never more than expected");
         assert_eq!(Quorum::AtLeast(2).to_string(), "2");
+    }
+
+    fn retention_of(value: Value) -> (Option<Duration>, Problems) {
+        let root = serde_json::json!({ "sink": { "verdicts": { "retention": value } } });
+        let mut problems = Problems::default();
+        let mut sink = Section::root(&root, &mut problems).section("sink", &mut problems);
+        let verdicts = read_verdict_section(&mut sink, &mut problems);
+        (verdicts.retention, problems)
+    }
+
+    #[test]
+    fn retention_is_at_least_the_status_pages_90_days_or_forever() {
+        let (r, p) = retention_of(Value::from("400d"));
+        assert_eq!((r, p.len()), (Some(Duration::from_secs(400 * 86_400)), 0));
+        let (r, p) = retention_of(Value::from("forever"));
+        assert_eq!((r, p.len()), (None, 0));
+        let (_, p) = retention_of(Value::from("30d"));
+        let text = p.to_string();
+        assert!(text.contains("sink.verdicts.retention") && text.contains("90d"), "{text}");
+        let (r, p) = retention_of(Value::Null);
+        assert_eq!((r, p.len()), (Some(DEFAULT_VERDICT_RETENTION), 0));
     }
 }

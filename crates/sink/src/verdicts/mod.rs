@@ -33,6 +33,7 @@ use uuid::Uuid;
 use self::fold::apply;
 use self::policy::Policies;
 use self::sql::VerdictCounts;
+pub use self::sql::{prune_before, Pruned, PRUNE_BATCH};
 use self::state::{to_time, Change, Incident, ReportFacts, TargetState};
 use crate::error::SinkError;
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use tracing::warn;
 use uuid::Uuid;
 
@@ -228,4 +228,57 @@ pub(super) async fn add_verdicts(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Most rows one `DELETE` of [`prune_before`] removes, so pruning a year of 100,000 targets
+/// never holds locks or a transaction for long.
+pub const PRUNE_BATCH: i64 = 10_000;
+
+/// What [`prune_before`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Rows of `verdict_hours`.
+    pub hours: u64,
+    /// Closed incidents and degraded periods.
+    pub incidents: u64,
+}
+
+/// Deletes the verdict hours before `cutoff` and the incidents closed before it, in
+/// statements of at most [`PRUNE_BATCH`] rows. Open incidents are kept however old.
+pub async fn prune_before(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<Pruned, SinkError> {
+    let hours = delete_in_batches(
+        pool,
+        "DELETE FROM verdict_hours WHERE ctid = ANY(ARRAY(\
+           SELECT ctid FROM verdict_hours WHERE hour < $1 LIMIT $2))",
+        cutoff,
+    )
+    .await?;
+    let incidents = delete_in_batches(
+        pool,
+        "DELETE FROM incidents WHERE ctid = ANY(ARRAY(\
+           SELECT ctid FROM incidents WHERE closed_at < $1 LIMIT $2))",
+        cutoff,
+    )
+    .await?;
+    Ok(Pruned { hours, incidents })
+}
+
+async fn delete_in_batches(
+    pool: &PgPool,
+    statement: &str,
+    cutoff: DateTime<Utc>,
+) -> Result<u64, SinkError> {
+    let mut deleted = 0;
+    loop {
+        let n = sqlx::query(statement)
+            .bind(cutoff)
+            .bind(PRUNE_BATCH)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        deleted += n;
+        if n < PRUNE_BATCH as u64 {
+            return Ok(deleted);
+        }
+    }
 }
