@@ -281,7 +281,10 @@ mod tests {
         assert_eq!((r, p.len()), (None, 0));
         let (_, p) = retention_of(Value::from("30d"));
         let text = p.to_string();
-        assert!(text.contains("sink.verdicts.retention") && text.contains("90d"), "{text}");
+        assert!(
+            text.contains("sink.verdicts.retention") && text.contains("90d"),
+            "{text}"
+        );
         let (r, p) = retention_of(Value::Null);
         assert_eq!((r, p.len()), (Some(DEFAULT_VERDICT_RETENTION), 0));
     }

@@ -246,21 +246,14 @@ pub struct Pruned {
 /// Deletes the verdict hours before `cutoff` and the incidents closed before it, in
 /// statements of at most [`PRUNE_BATCH`] rows. Open incidents are kept however old.
 pub async fn prune_before(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<Pruned, SinkError> {
-    let hours = delete_in_batches(
-        pool,
-        "DELETE FROM verdict_hours WHERE ctid = ANY(ARRAY(\
-           SELECT ctid FROM verdict_hours WHERE hour < $1 LIMIT $2))",
-        cutoff,
-    )
-    .await?;
-    let incidents = delete_in_batches(
-        pool,
-        "DELETE FROM incidents WHERE ctid = ANY(ARRAY(\
-           SELECT ctid FROM incidents WHERE closed_at < $1 LIMIT $2))",
-        cutoff,
-    )
-    .await?;
-    Ok(Pruned { hours, incidents })
+    const HOURS: &str = "DELETE FROM verdict_hours WHERE ctid = ANY(ARRAY(\
+        SELECT ctid FROM verdict_hours WHERE hour < $1 LIMIT $2))";
+    const CLOSED: &str = "DELETE FROM incidents WHERE ctid = ANY(ARRAY(\
+        SELECT ctid FROM incidents WHERE closed_at < $1 LIMIT $2))";
+    Ok(Pruned {
+        hours: delete_in_batches(pool, HOURS, cutoff).await?,
+        incidents: delete_in_batches(pool, CLOSED, cutoff).await?,
+    })
 }
 
 async fn delete_in_batches(
