@@ -53,6 +53,16 @@ pub enum SinkError {
         /// Why.
         reason: String,
     },
+    /// Target states were written by someone else since this replica read or wrote them (a
+    /// partition moved, or the topic's partition count changed): the transaction is rolled
+    /// back and the batch folded again from the stored states.
+    #[error("{written} of {expected} target states could be written: another replica wrote the others meanwhile")]
+    StateConflict {
+        /// States the batch had to write.
+        expected: u64,
+        /// States whose stored version was still the expected one.
+        written: u64,
+    },
     /// The lease connection did not answer in time: its leases are treated as lost.
     #[error("the lease connection did not answer within {0:?}; its partitions are given up")]
     LeaseUnresponsive(std::time::Duration),

@@ -409,3 +409,73 @@ async fn retention_deletes_old_verdict_hours_and_closed_incidents_but_keeps_open
         "the open incident and the recent one stay"
     );
 }
+
+/// Stores `chunks` of reports in turn through `stores` (chunk i by store i % n, on partition
+/// i % n), each store keeping its own offsets; returns what the verdicts wrote.
+async fn store_in_turn(
+    stores: &[sink::store::ReportStore],
+    chunks: &[Vec<monitor_core::Report>],
+    pool: &sqlx::PgPool,
+) -> Vec<String> {
+    let mut next = vec![0i64; stores.len()];
+    for (i, chunk) in chunks.iter().enumerate() {
+        let n = i % stores.len();
+        let start = next[n];
+        let expected = (start > 0).then_some(start);
+        let mut batch =
+            sink::store::Batch::new("turns", n as i32, expected, start + chunk.len() as i64);
+        for (j, report) in chunk.iter().enumerate() {
+            batch.push_report(start + j as i64, None, None, report.clone());
+        }
+        stores[n].store(&batch).await.expect("store");
+        next[n] += chunk.len() as i64;
+    }
+    verdict_tables(pool).await
+}
+
+/// Two replicas writing one target's state in turn (as after a partition moved, or the topic
+/// grew partitions): each keeps the states it wrote in memory, and must find that the other
+/// wrote since. The incidents and states are those of one replica storing everything.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
+async fn replicas_writing_a_targets_state_in_turn_give_the_states_of_one_replica() {
+    use sink::store::ReportStore;
+    use sink::verdicts::Verdicts;
+    let start = start();
+    let reports: Vec<monitor_core::Report> = (0..SLOTS)
+        .flat_map(|k| {
+            (0..REGIONS.len()).filter_map(move |r| {
+                let status = outcome(0, r, k)?;
+                Some(slot_report("t-0", REGIONS[r], start, k, status))
+            })
+        })
+        .collect();
+    let chunks: Vec<Vec<_>> = reports.chunks(7).map(<[_]>::to_vec).collect();
+
+    let one = TestDatabase::create().await;
+    let (pool_one, store) = support::migrated_store(&one).await;
+    let alone = store_in_turn(
+        &[store.with_verdicts(Verdicts::default())],
+        &chunks,
+        &pool_one,
+    )
+    .await;
+
+    let two = TestDatabase::create().await;
+    let (pool_two, a) = support::migrated_store(&two).await;
+    let b = ReportStore::new(pool_two.clone());
+    let stores = [
+        a.with_verdicts(Verdicts::default()),
+        b.with_verdicts(Verdicts::default()),
+    ];
+    let in_turn = store_in_turn(&stores, &chunks, &pool_two).await;
+
+    assert!(
+        alone.iter().any(|row| row.contains("down")),
+        "the run opens an incident: {alone:#?}"
+    );
+    assert_eq!(
+        in_turn, alone,
+        "two replicas in turn wrote what one replica writes"
+    );
+}

@@ -32,7 +32,7 @@ use tracing::warn;
 pub use self::batch::{Batch, DeadLetter, Stored};
 use self::partitions::{is_missing_partition, DayPartitions};
 use crate::error::SinkError;
-use crate::verdicts::{Folded, Verdicts};
+use crate::verdicts::{Folded, Verdicts, Written};
 
 /// Whether the database refused a statement because of the data it was given, so that the
 /// same data will always be refused: SQLSTATE class 22 (data exception), 23 (integrity
@@ -113,6 +113,11 @@ impl ReportStore {
                 self.partitions.ensure(&self.pool, &days).await?;
                 self.store_once(batch).await
             }
+            Err(e @ SinkError::StateConflict { .. }) => {
+                warn!(topic = %batch.topic, partition = batch.partition, error = %e,
+                    "target states were written elsewhere; folding the batch again from the stored states");
+                self.store_once(batch).await
+            }
             stored => stored,
         }
     }
@@ -123,11 +128,14 @@ impl ReportStore {
         let inserted = sql::insert_reports(&mut tx, batch, self.verdicts.is_some()).await?;
         let rows = inserted.rows;
         let dead_letters = sql::insert_dead_letters(&mut tx, batch).await?;
-        let folded = match &self.verdicts {
+        let (folded, written) = match &self.verdicts {
             Some(verdicts) => verdicts.fold(&mut tx, &inserted.reports(batch)).await?,
-            None => Folded::default(),
+            None => (Folded::default(), Written::default()),
         };
         tx.commit().await?;
+        if let Some(verdicts) = &self.verdicts {
+            verdicts.remember(written);
+        }
         Ok(Stored {
             rows,
             duplicates: batch.reports.len() as u64 - rows,

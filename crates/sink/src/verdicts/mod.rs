@@ -12,6 +12,7 @@
 //! - [`policy`]: each target's quorum and thresholds, from the settings.
 //! - [`state`]: what the fold keeps per target, reads of a report, and says changed.
 //! - [`fold`]: the fold itself, pure.
+//! - [`cache`]: the states this replica wrote last, so a batch need not read them again.
 //! - `sql`: the statements inside the batch's transaction.
 //! - [`gauges`]: the state of every target as metrics, read from the tables.
 
@@ -19,17 +20,20 @@ pub mod fold;
 pub mod policy;
 pub mod state;
 
+pub mod cache;
 mod sql;
 
 pub mod gauges;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use monitor_core::report::Report;
 use sqlx::PgConnection;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use self::cache::{StateCache, Versioned};
 use self::fold::apply;
 use self::policy::Policies;
 use self::sql::VerdictCounts;
@@ -64,40 +68,58 @@ impl Folded {
 #[derive(Debug, Clone, Default)]
 pub struct Verdicts {
     policies: Policies,
+    /// The states written by this replica's committed transactions.
+    cache: Arc<StateCache>,
 }
+
+/// The states a transaction wrote: handed back to [`Verdicts::remember`] once it committed.
+#[derive(Debug, Default)]
+pub struct Written(BTreeMap<String, Versioned>);
 
 impl Verdicts {
     /// The fold under `policies`.
     pub fn new(policies: Policies) -> Verdicts {
-        Verdicts { policies }
+        Verdicts {
+            policies,
+            cache: Arc::default(),
+        }
     }
 
     /// Folds `reports` (newly inserted in this transaction, in offset order) into their
-    /// targets' states, and writes what changed, in the transaction of `conn`.
+    /// targets' states, and writes what changed, in the transaction of `conn`. Once the
+    /// transaction commits, hand the [`Written`] states to [`Verdicts::remember`].
     pub async fn fold(
         &self,
         conn: &mut PgConnection,
         reports: &[&Report],
-    ) -> Result<Folded, SinkError> {
+    ) -> Result<(Folded, Written), SinkError> {
         if reports.is_empty() {
-            return Ok(Folded::default());
+            return Ok((Folded::default(), Written::default()));
         }
         let mut targets: Vec<&str> = reports.iter().map(|r| r.target_id.as_str()).collect();
         targets.sort_unstable();
         targets.dedup();
-        let mut states = sql::load_states(conn, &targets).await?;
+        let (mut states, missing) = self.cache.take(&targets);
+        if !missing.is_empty() {
+            states.extend(sql::load_states(conn, &missing).await?);
+        }
         let mut effects = Effects::default();
         for report in reports {
             let facts = ReportFacts::of(report);
-            let state = states.entry(report.target_id.clone()).or_default();
+            let state = &mut states.entry(report.target_id.clone()).or_default().state;
             let policy = self.policies.of(&report.target_id);
             let changes = apply(state, &facts, policy);
             effects.record(&report.target_id, changes);
         }
-        sql::save_states(conn, &states).await?;
+        sql::save_states(conn, &mut states).await?;
         sql::upsert_incidents(conn, &effects.incidents).await?;
         sql::add_verdicts(conn, &effects.counts).await?;
-        Ok(effects.folded)
+        Ok((effects.folded, Written(states)))
+    }
+
+    /// Keeps the states of a committed transaction for the next batches of their targets.
+    pub fn remember(&self, written: Written) {
+        self.cache.put(written.0);
     }
 }
 
@@ -172,5 +194,6 @@ pub async fn stored_state(
 ) -> Result<Option<TargetState>, SinkError> {
     Ok(sql::load_states(conn, &[target_id])
         .await?
-        .remove(target_id))
+        .remove(target_id)
+        .map(|v| v.state))
 }

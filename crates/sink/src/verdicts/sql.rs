@@ -1,6 +1,7 @@
-//! The statements of the fold inside a batch's transaction: the batch's targets' states read
-//! `FOR UPDATE` (in target order, so two transactions cannot deadlock) and written back, the
-//! incidents that changed, and the verdicts counted per target and hour.
+//! The statements of the fold inside a batch's transaction: the states of the batch's targets
+//! that this replica does not hold in memory read, every state written back where its stored
+//! version is still the one it was read or written with, the incidents that changed, and the
+//! verdicts counted per target and hour.
 
 use std::collections::BTreeMap;
 
@@ -9,79 +10,105 @@ use sqlx::{PgConnection, PgPool};
 use tracing::warn;
 use uuid::Uuid;
 
+use super::cache::Versioned;
 use super::state::{to_time, Incident, TargetState};
 use crate::error::SinkError;
 
-/// The stored states of `targets` (sorted), locked until the transaction ends. A state this
-/// sink cannot read is logged and started afresh rather than stopping the partition.
+/// The stored states of `targets`, with their versions. A state this sink cannot read is
+/// logged and started afresh (keeping its version) rather than stopping the partition. Not
+/// locked: the write checks the version instead.
 pub(super) async fn load_states(
     conn: &mut PgConnection,
     targets: &[&str],
-) -> Result<BTreeMap<String, TargetState>, SinkError> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT target_id, fold FROM target_states WHERE target_id = ANY($1) \
-         ORDER BY target_id FOR UPDATE",
+) -> Result<BTreeMap<String, Versioned>, SinkError> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT target_id, fold, version FROM target_states WHERE target_id = ANY($1)",
     )
     .bind(targets)
     .fetch_all(&mut *conn)
     .await?;
     let mut states = BTreeMap::new();
-    for (target_id, fold) in rows {
+    for (target_id, fold, version) in rows {
         let state = serde_json::from_str(&fold).unwrap_or_else(|e| {
             warn!(target_id, error = %e, "the stored state of this target cannot be read; starting it afresh");
             TargetState::default()
         });
-        states.insert(target_id, state);
+        let version = Some(version);
+        states.insert(target_id, Versioned { state, version });
     }
     Ok(states)
 }
 
-/// Writes `states` back: the fold as JSON text and its current values as columns.
+/// Writes `states` back, the fold as JSON text and its current values as columns: stored
+/// ones where their version is unchanged, new ones where no row exists yet; each written
+/// state's version is raised. Any state that was written by someone else meanwhile fails the
+/// whole write with [`SinkError::StateConflict`].
 pub(super) async fn save_states(
     conn: &mut PgConnection,
-    states: &BTreeMap<String, TargetState>,
+    states: &mut BTreeMap<String, Versioned>,
 ) -> Result<(), SinkError> {
-    let n = states.len();
-    let mut c = StateColumns::with_capacity(n);
-    for (target_id, s) in states {
-        c.push(target_id, s)?;
+    let (mut stored, mut new) = (StateColumns::default(), StateColumns::default());
+    for (target_id, v) in states.iter() {
+        match v.version {
+            Some(version) => stored.push(target_id, &v.state, version)?,
+            None => new.push(target_id, &v.state, 0)?,
+        }
     }
-    sqlx::query(
-        "INSERT INTO target_states (target_id, state, since, watermark, last_final, \
-           open_incident, cert_not_after, cert_warning, silent_regions, hour, hour_up, \
-           hour_degraded, hour_down, hour_unknown, fold) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
-           $5::timestamptz[], $6::uuid[], $7::timestamptz[], $8::bool[], $9::int4[], \
-           $10::timestamptz[], $11::int4[], $12::int4[], $13::int4[], $14::int4[], $15::text[]) \
-         ON CONFLICT (target_id) DO UPDATE SET state = EXCLUDED.state, since = EXCLUDED.since, \
-           watermark = EXCLUDED.watermark, last_final = EXCLUDED.last_final, \
-           open_incident = EXCLUDED.open_incident, cert_not_after = EXCLUDED.cert_not_after, \
-           cert_warning = EXCLUDED.cert_warning, silent_regions = EXCLUDED.silent_regions, \
-           hour = EXCLUDED.hour, hour_up = EXCLUDED.hour_up, \
-           hour_degraded = EXCLUDED.hour_degraded, hour_down = EXCLUDED.hour_down, \
-           hour_unknown = EXCLUDED.hour_unknown, fold = EXCLUDED.fold, updated_at = now()",
-    )
-    .bind(&c.target_id)
-    .bind(&c.state)
-    .bind(&c.since)
-    .bind(&c.watermark)
-    .bind(&c.last_final)
-    .bind(&c.open_incident)
-    .bind(&c.cert_not_after)
-    .bind(&c.cert_warning)
-    .bind(&c.silent_regions)
-    .bind(&c.hour)
-    .bind(&c.hour_counts[0])
-    .bind(&c.hour_counts[1])
-    .bind(&c.hour_counts[2])
-    .bind(&c.hour_counts[3])
-    .bind(&c.fold)
-    .execute(&mut *conn)
-    .await?;
+    let mut written = 0;
+    for (columns, statement) in [(stored, UPDATE_STATES), (new, INSERT_STATES)] {
+        if !columns.target_id.is_empty() {
+            let done = columns
+                .bind(sqlx::query(statement))
+                .execute(&mut *conn)
+                .await?;
+            written += done.rows_affected();
+        }
+    }
+    if written != states.len() as u64 {
+        return Err(SinkError::StateConflict {
+            expected: states.len() as u64,
+            written,
+        });
+    }
+    for v in states.values_mut() {
+        v.version = Some(v.version.map_or(1, |n| n + 1));
+    }
     Ok(())
 }
 
+/// Updates stored states whose version is still `$16`.
+const UPDATE_STATES: &str = "UPDATE target_states t SET (state, since, watermark, last_final, \
+       open_incident, cert_not_after, cert_warning, silent_regions, hour, hour_up, \
+       hour_degraded, hour_down, hour_unknown, fold, version, updated_at) = \
+       (u.state, u.since, u.watermark, u.last_final, u.open_incident, u.cert_not_after, \
+       u.cert_warning, u.silent_regions, u.hour, u.hour_up, u.hour_degraded, u.hour_down, \
+       u.hour_unknown, u.fold, t.version + 1, now()) \
+     FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
+       $5::timestamptz[], $6::uuid[], $7::timestamptz[], $8::bool[], $9::int4[], \
+       $10::timestamptz[], $11::int4[], $12::int4[], $13::int4[], $14::int4[], $15::text[], \
+       $16::int8[]) AS u(target_id, state, since, watermark, last_final, open_incident, \
+       cert_not_after, cert_warning, silent_regions, hour, hour_up, hour_degraded, hour_down, \
+       hour_unknown, fold, version) \
+     WHERE t.target_id = u.target_id AND t.version = u.version";
+
+/// Inserts states not stored yet, at version 1; a row that exists already is left alone
+/// (and counted missing).
+const INSERT_STATES: &str = "INSERT INTO target_states (target_id, state, since, watermark, \
+       last_final, open_incident, cert_not_after, cert_warning, silent_regions, hour, hour_up, \
+       hour_degraded, hour_down, hour_unknown, fold, version) \
+     SELECT u.target_id, u.state, u.since, u.watermark, u.last_final, u.open_incident, \
+       u.cert_not_after, u.cert_warning, u.silent_regions, u.hour, u.hour_up, \
+       u.hour_degraded, u.hour_down, u.hour_unknown, u.fold, 1 \
+     FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
+       $5::timestamptz[], $6::uuid[], $7::timestamptz[], $8::bool[], $9::int4[], \
+       $10::timestamptz[], $11::int4[], $12::int4[], $13::int4[], $14::int4[], $15::text[], \
+       $16::int8[]) AS u(target_id, state, since, watermark, last_final, open_incident, \
+       cert_not_after, cert_warning, silent_regions, hour, hour_up, hour_degraded, hour_down, \
+       hour_unknown, fold, version) \
+     ON CONFLICT (target_id) DO NOTHING";
+
 /// The states as one array per column, for `UNNEST`.
+#[derive(Default)]
 struct StateColumns {
     target_id: Vec<String>,
     state: Vec<&'static str>,
@@ -96,27 +123,14 @@ struct StateColumns {
     /// The current hour's counts: up, degraded, down, unknown.
     hour_counts: [Vec<i32>; 4],
     fold: Vec<String>,
+    /// The version the state is stored with.
+    version: Vec<i64>,
 }
 
-impl StateColumns {
-    fn with_capacity(n: usize) -> StateColumns {
-        StateColumns {
-            target_id: Vec::with_capacity(n),
-            state: Vec::with_capacity(n),
-            since: Vec::with_capacity(n),
-            watermark: Vec::with_capacity(n),
-            last_final: Vec::with_capacity(n),
-            open_incident: Vec::with_capacity(n),
-            cert_not_after: Vec::with_capacity(n),
-            cert_warning: Vec::with_capacity(n),
-            silent_regions: Vec::with_capacity(n),
-            hour: Vec::with_capacity(n),
-            hour_counts: std::array::from_fn(|_| Vec::with_capacity(n)),
-            fold: Vec::with_capacity(n),
-        }
-    }
+type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-    fn push(&mut self, target_id: &str, s: &TargetState) -> Result<(), SinkError> {
+impl StateColumns {
+    fn push(&mut self, target_id: &str, s: &TargetState, version: i64) -> Result<(), SinkError> {
         let fold = serde_json::to_string(s).map_err(|e| SinkError::State {
             target_id: target_id.to_string(),
             reason: e.to_string(),
@@ -138,7 +152,30 @@ impl StateColumns {
             column.push(i32::try_from(n).unwrap_or(i32::MAX));
         }
         self.fold.push(fold);
+        self.version.push(version);
         Ok(())
+    }
+
+    /// Binds the columns as `$1` to `$16`.
+    fn bind(self, query: Query<'_>) -> Query<'_> {
+        let [up, degraded, down, unknown] = self.hour_counts;
+        query
+            .bind(self.target_id)
+            .bind(self.state)
+            .bind(self.since)
+            .bind(self.watermark)
+            .bind(self.last_final)
+            .bind(self.open_incident)
+            .bind(self.cert_not_after)
+            .bind(self.cert_warning)
+            .bind(self.silent_regions)
+            .bind(self.hour)
+            .bind(up)
+            .bind(degraded)
+            .bind(down)
+            .bind(unknown)
+            .bind(self.fold)
+            .bind(self.version)
     }
 }
 
