@@ -6,8 +6,10 @@
 //!
 //! Uptime from verdicts is `(up + degraded) / (up + degraded + down)` over the hours of
 //! `verdicts_by_hour` that the window touches; slots of `unknown` verdict (every region missed)
-//! are left out. MTTR is the mean duration of the `down` incidents opened in the window and
-//! closed; MTBF the mean time from one such incident's close to the next one's opening.
+//! are left out, and so are the slots in maintenance windows (counted apart: the summary says
+//! how many). MTTR is the mean duration of the `down` incidents opened in the window and
+//! closed, incidents of a maintenance window left out; MTBF the mean time from one such
+//! incident's close to the next one's opening.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -38,6 +40,8 @@ pub struct TargetSummary {
     /// Slots not down ÷ slots judged, in percent, from the verdicts (quorum of regions);
     /// `None` without a verdict.
     pub verdict_uptime_percent: Option<f64>,
+    /// Final slots in maintenance windows: left out of `verdict_uptime_percent`.
+    pub maintenance_slots: i64,
     /// The target's state: `up`, `down`, `degraded`, `unknown`; `None` without verdicts.
     pub state: Option<String>,
     /// Since when (the slot the state began at).
@@ -125,6 +129,7 @@ pub async fn summarize(
             TargetSummary {
                 failures: by_target.remove(&target_id).unwrap_or_default(),
                 verdict_uptime_percent: v.uptime_percent(),
+                maintenance_slots: v.maintenance,
                 state: v.state,
                 state_since: v.state_since,
                 open_incident: v.open_incident,
@@ -154,6 +159,8 @@ pub async fn summarize(
 struct VerdictSummary {
     /// Final slots by verdict: up, degraded, down.
     slots: [i64; 3],
+    /// Final slots in maintenance windows.
+    maintenance: i64,
     state: Option<String>,
     state_since: Option<DateTime<Utc>>,
     cert_warning: bool,
@@ -183,7 +190,8 @@ async fn verdicts_of(
     let mut out: BTreeMap<String, VerdictSummary> = BTreeMap::new();
     let slots = sqlx::query(&format!(
         "SELECT v.target_id, sum(v.up)::int8 AS up, sum(v.degraded)::int8 AS degraded, \
-           sum(v.down)::int8 AS down FROM verdicts_by_hour v JOIN targets t USING (target_id) \
+           sum(v.down)::int8 AS down, sum(v.maintenance)::int8 AS maintenance \
+         FROM verdicts_by_hour v JOIN targets t USING (target_id) \
          WHERE v.hour >= date_trunc('hour', $1) AND {TARGET_FILTER} GROUP BY v.target_id"
     ))
     .bind(from)
@@ -193,6 +201,7 @@ async fn verdicts_of(
     for r in slots {
         let v = out.entry(r.get("target_id")).or_default();
         v.slots = [r.get("up"), r.get("degraded"), r.get("down")];
+        v.maintenance = r.get("maintenance");
     }
     let states = sqlx::query(&format!(
         "SELECT s.target_id, s.state, s.since, s.cert_warning, i.kind, i.opened_at \
@@ -219,7 +228,8 @@ async fn verdicts_of(
          FROM (SELECT i.target_id, i.opened_at, i.duration, \
                  lag(i.closed_at) OVER (PARTITION BY i.target_id ORDER BY i.opened_at) AS previous_close \
                FROM incidents i JOIN targets t USING (target_id) \
-               WHERE i.kind = 'down' AND i.opened_at >= $1 AND {TARGET_FILTER}) x \
+               WHERE i.kind = 'down' AND NOT i.maintenance AND i.opened_at >= $1 \
+                 AND {TARGET_FILTER}) x \
          GROUP BY target_id"
     ))
     .bind(from)
@@ -267,6 +277,10 @@ fn cells(s: &TargetSummary) -> Vec<String> {
         s.url.clone(),
         s.state.clone().unwrap_or_else(|| "-".into()),
         percent(s.verdict_uptime_percent),
+        match s.maintenance_slots {
+            0 => "-".into(),
+            n => format!("{n} slots left out"),
+        },
         open,
         s.incidents.to_string(),
         brief(s.mttr_s),
@@ -293,6 +307,7 @@ pub fn table(summaries: &[TargetSummary]) -> String {
         "URL",
         "STATE",
         "UPTIME",
+        "MAINTENANCE",
         "OPEN INCIDENT",
         "INCIDENTS",
         "MTTR",

@@ -11,7 +11,7 @@
 //!
 //! Children, in the order they build on each other: [`Problem`]s (what is wrong, and where),
 //! units (durations and sizes), the walker over the merged tree, secrets and the source of the
-//! tree, then one module per section (`kafka`, `database`, labels and selectors, how reports become verdicts,
+//! tree, then one module per section (`kafka`, `database`, labels and selectors, maintenance windows, how reports become verdicts,
 //! targets) and each service's settings made of them (`checker`, `sink`).
 
 mod problems;
@@ -24,6 +24,7 @@ mod source;
 mod database;
 mod kafka;
 mod labels;
+mod maintenance;
 mod verdicts;
 
 mod target;
@@ -39,6 +40,7 @@ pub use kafka::{
     Compression, KafkaSettings, SaslMechanism, SaslSettings, TlsSettings, DEFAULT_PARTITIONS,
 };
 pub use labels::{LabelSelector, Labels, MAX_LABELS, MAX_LABEL_LEN};
+pub use maintenance::{MaintenanceWindow, WindowTimes, MAX_ONE_OFF, MAX_WINDOWS};
 pub use problems::{ConfigError, Problem, Problems};
 pub use secret::Secret;
 pub use sink::{SinkSection, SinkSettings};

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::database::{read_database, DatabaseSettings};
 use super::kafka::{read_kafka, KafkaSettings};
+use super::maintenance::{read_windows, MaintenanceWindow};
 use super::problems::{ConfigError, Problem, Problems};
 use super::source::SettingsSource;
 use super::target::{read_targets, Reader, TargetSettings};
@@ -57,6 +58,8 @@ pub struct SinkSection {
     pub shutdown_timeout: Duration,
     /// `[sink.verdicts]`: how reports become verdicts, state and incidents, by default.
     pub verdicts: VerdictSettings,
+    /// `[[sink.maintenance]]`: when targets' failures are expected.
+    pub maintenance: Vec<MaintenanceWindow>,
 }
 
 /// Default of `sink.shutdown_timeout`: a third of Kubernetes' default termination grace (30 s).
@@ -163,6 +166,7 @@ fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSec
         .unwrap_or(Duration::from_secs(2));
     let admin_listen = read_admin_listen(&mut s, SINK_ADMIN_LISTEN, problems);
     let verdicts = read_verdict_section(&mut s, problems);
+    let maintenance = read_windows(&mut s, problems);
     let shutdown_timeout = s
         .duration("shutdown_timeout", SINK_SHUTDOWN_TIMEOUT, problems)
         .unwrap_or(SINK_SHUTDOWN_TIMEOUT);
@@ -185,6 +189,7 @@ fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSec
         admin_listen,
         shutdown_timeout,
         verdicts,
+        maintenance,
     }
 }
 

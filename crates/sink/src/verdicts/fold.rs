@@ -24,17 +24,28 @@
 //!   else `degraded` (a degraded period opens where the incident closed);
 //! - `degraded` → `up` after `up_after` consecutive `up` verdicts, closing the period at the
 //!   run's first slot; `unknown` → `up` the same way.
+//!
+//! A final slot in one of the target's maintenance windows is counted as maintenance, not
+//! by its verdict (so uptime leaves it out), and an incident it opens is marked maintenance.
+//! A marked incident still open at the first failing slot after the window outlasted it and
+//! becomes an incident like any other ([`Change::MaintenanceOver`]).
 
 use std::collections::BTreeMap;
 
-use super::policy::Policy;
+use super::policy::{Policy, Windows};
 use super::state::{
     Certificate, Change, HourCounts, Incident, Kind, Micros, Outcome, ReportFacts, Run, Runs,
     State, Tally, TargetState, Verdict, HOUR_US, MAX_PENDING_SLOTS, MAX_REGIONS,
 };
 
-/// Folds `report` into `state` under `policy`; returns what changed, in order.
-pub fn apply(state: &mut TargetState, report: &ReportFacts, policy: &Policy) -> Vec<Change> {
+/// Folds `report` into `state` under `policy` and the target's maintenance `windows`; returns
+/// what changed, in order.
+pub fn apply(
+    state: &mut TargetState,
+    report: &ReportFacts,
+    policy: &Policy,
+    windows: Windows<'_>,
+) -> Vec<Change> {
     let mut changes = Vec::new();
     if state.last_final.is_some_and(|f| report.slot <= f) {
         // A recent late report still says its region is alive (a region back from silence
@@ -60,7 +71,7 @@ pub fn apply(state: &mut TargetState, report: &ReportFacts, policy: &Policy) -> 
         .or_default()
         .entry(report.region.clone())
         .or_insert_with(|| report.outcome.clone());
-    finalize(state, &report.target_id, policy, &mut changes);
+    finalize(state, &report.target_id, (policy, windows), &mut changes);
     mark_silent(state, policy, &mut changes);
     changes
 }
@@ -124,7 +135,12 @@ fn window_start(state: &TargetState, policy: &Policy) -> Micros {
 }
 
 /// Makes pending slots final, oldest first, while the oldest is final.
-fn finalize(state: &mut TargetState, target_id: &str, policy: &Policy, changes: &mut Vec<Change>) {
+fn finalize(
+    state: &mut TargetState,
+    target_id: &str,
+    (policy, windows): (&Policy, Windows<'_>),
+    changes: &mut Vec<Change>,
+) {
     let grace = state
         .period_us
         .saturating_mul(i64::from(policy.grace_periods));
@@ -153,16 +169,24 @@ fn finalize(state: &mut TargetState, target_id: &str, policy: &Policy, changes: 
         let verdict = judge(&reports, expected + reporters_outside, policy);
         state.last_final = Some(slot);
         changes.push(Change::Verdict { slot, verdict });
-        count_verdict(state, slot, verdict, changes);
-        step(state, target_id, slot, verdict, &reports, policy, changes);
+        let maintenance = windows.covers(slot);
+        count_verdict(state, slot, verdict, maintenance, changes);
+        let judged = Judged {
+            slot,
+            verdict,
+            maintenance,
+        };
+        step(state, target_id, judged, &reports, policy, changes);
     }
 }
 
-/// Counts a final slot's verdict in its hour; an hour left behind is complete.
+/// Counts a final slot's verdict (or maintenance) in its hour; an hour left behind is
+/// complete.
 fn count_verdict(
     state: &mut TargetState,
     slot: Micros,
     verdict: Verdict,
+    maintenance: bool,
     changes: &mut Vec<Change>,
 ) {
     let hour = slot - slot.rem_euclid(HOUR_US);
@@ -174,12 +198,16 @@ fn count_verdict(
             }
             HourCounts {
                 hour,
-                counts: [0; 4],
+                ..HourCounts::default()
             }
         }
     };
     let mut current = current;
-    current.counts[verdict.index()] = current.counts[verdict.index()].saturating_add(1);
+    if maintenance {
+        current.maintenance = current.maintenance.saturating_add(1);
+    } else {
+        current.counts[verdict.index()] = current.counts[verdict.index()].saturating_add(1);
+    }
     state.hour = Some(current);
 }
 
@@ -245,16 +273,28 @@ fn advance_runs(runs: &mut Runs, slot: Micros, verdict: Verdict, tally: &Tally) 
     );
 }
 
+/// A final slot: its start, its verdict, and whether it is in a maintenance window.
+#[derive(Debug, Clone, Copy)]
+struct Judged {
+    slot: Micros,
+    verdict: Verdict,
+    maintenance: bool,
+}
+
 /// One final slot's verdict: the runs, the open incident's tally, and the state.
 fn step(
     state: &mut TargetState,
     target_id: &str,
-    slot: Micros,
-    verdict: Verdict,
+    judged: Judged,
     reports: &BTreeMap<String, Outcome>,
     policy: &Policy,
     changes: &mut Vec<Change>,
 ) {
+    let Judged {
+        slot,
+        verdict,
+        maintenance,
+    } = judged;
     if verdict == Verdict::Unknown {
         return;
     }
@@ -270,18 +310,29 @@ fn step(
             open.tally.add(&tally);
             changes.push(Change::Updated(open.clone()));
         }
+        if counts && open.maintenance && !maintenance {
+            open.maintenance = false;
+            changes.push(Change::MaintenanceOver(open.clone()));
+        }
     }
-    transition(state, target_id, slot, policy, changes);
+    transition(state, target_id, judged, policy, changes);
 }
 
 /// Moves the state as the runs say (see the module doc).
 fn transition(
     state: &mut TargetState,
     target_id: &str,
-    slot: Micros,
+    judged: Judged,
     policy: &Policy,
     changes: &mut Vec<Change>,
 ) {
+    let Judged {
+        slot, maintenance, ..
+    } = judged;
+    let open = |state: &mut TargetState, to, mut incident: Incident, changes: &mut _| {
+        incident.maintenance = maintenance;
+        open(state, to, incident, changes);
+    };
     let runs = &state.runs;
     let (down, failing) = (Runs::len(&runs.down), Runs::len(&runs.failing));
     let (up, not_down) = (Runs::len(&runs.up), Runs::len(&runs.not_down));

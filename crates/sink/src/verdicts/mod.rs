@@ -108,7 +108,8 @@ impl Verdicts {
             let facts = ReportFacts::of(report);
             let state = &mut states.entry(report.target_id.clone()).or_default().state;
             let policy = self.policies.of(&report.target_id);
-            let changes = apply(state, &facts, policy);
+            let windows = self.policies.windows_of(&report.target_id);
+            let changes = apply(state, &facts, policy, windows);
             effects.record(&report.target_id, changes);
         }
         sql::save_states(conn, &mut states).await?;
@@ -140,7 +141,8 @@ impl Effects {
                 Change::HourCounted(done) => {
                     let counts = self.counts.entry((target_id.to_string(), done.hour));
                     let counts = counts.or_default();
-                    for (sum, n) in counts.iter_mut().zip(done.counts) {
+                    let all = done.counts.into_iter().chain([done.maintenance]);
+                    for (sum, n) in counts.iter_mut().zip(all) {
                         *sum = sum.saturating_add(i32::try_from(n).unwrap_or(i32::MAX));
                     }
                 }
@@ -153,6 +155,10 @@ impl Effects {
                 }
                 Change::Closed(i) => {
                     self.folded.closed += 1;
+                    self.incidents.insert(i.id, i);
+                }
+                Change::MaintenanceOver(i) => {
+                    info!(target_id, incident = %i.id, "an incident opened in a maintenance window outlasted it");
                     self.incidents.insert(i.id, i);
                 }
                 Change::Late { .. } => self.folded.late += 1,

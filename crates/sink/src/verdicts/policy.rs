@@ -1,10 +1,16 @@
 //! [`Policy`]: a target's verdict settings as the fold uses them, and [`Policies`], every
 //! target's, from the sink's settings: the `[sink.verdicts]` defaults, overridden by what a
-//! `monitored_urls` entry of the same file sets for its target.
+//! `monitored_urls` entry of the same file sets for its target, and the maintenance windows
+//! ([`Windows`]) that apply to it by id or by its labels.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use monitor_core::settings::{Quorum, SinkSettings, TargetVerdicts, VerdictSettings};
+use monitor_core::settings::{
+    Labels, MaintenanceWindow, Quorum, SinkSettings, TargetVerdicts, VerdictSettings,
+};
+
+use super::state::{to_time, Micros};
 
 /// How one target's reports become verdicts, state and incidents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,11 +57,35 @@ impl Default for Policy {
     }
 }
 
-/// Every target's policy: the default, and those of targets with settings of their own.
+/// The maintenance windows that apply to one target.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Windows<'a>(&'a [Arc<MaintenanceWindow>]);
+
+impl Windows<'_> {
+    /// No window.
+    pub const NONE: Windows<'static> = Windows(&[]);
+
+    /// These windows.
+    pub fn new(windows: &[Arc<MaintenanceWindow>]) -> Windows<'_> {
+        Windows(windows)
+    }
+
+    /// Whether the slot starting at `slot` is in one of the windows.
+    pub fn covers(&self, slot: Micros) -> bool {
+        !self.0.is_empty() && self.0.iter().any(|w| w.covers(to_time(slot)))
+    }
+}
+
+/// Every target's policy: the default, and those of targets with settings of their own; and
+/// every target's maintenance windows.
 #[derive(Debug, Clone, Default)]
 pub struct Policies {
     default: Policy,
     by_target: HashMap<String, Policy>,
+    /// Windows of the targets the settings name (in `monitored_urls` or a window's `targets`).
+    windows: HashMap<String, Vec<Arc<MaintenanceWindow>>>,
+    /// Windows of any other target: those whose selector matches a target without labels.
+    windows_of_others: Vec<Arc<MaintenanceWindow>>,
 }
 
 impl Policies {
@@ -68,14 +98,41 @@ impl Policies {
             .filter(|t| t.verdicts != TargetVerdicts::default())
             .map(|t| (t.id.clone(), default.overridden(&t.verdicts)))
             .collect();
-        Policies { default, by_target }
+        let all: Vec<Arc<MaintenanceWindow>> = settings
+            .sink
+            .maintenance
+            .iter()
+            .cloned()
+            .map(Arc::new)
+            .collect();
+        let no_labels = Labels::new();
+        let mut labels: HashMap<&str, &Labels> = settings
+            .targets
+            .iter()
+            .map(|t| (t.id.as_str(), &t.labels))
+            .collect();
+        for id in all.iter().flat_map(|w| &w.targets) {
+            labels.entry(id.as_str()).or_insert(&no_labels);
+        }
+        let windows = labels
+            .into_iter()
+            .map(|(id, l)| (id.to_string(), windows_of(&all, id, l)))
+            .filter(|(_, w)| !w.is_empty())
+            .collect();
+        let windows_of_others = windows_of(&all, "", &no_labels);
+        Policies {
+            default,
+            by_target,
+            windows,
+            windows_of_others,
+        }
     }
 
     /// Every target under `default`.
     pub fn uniform(default: Policy) -> Policies {
         Policies {
             default,
-            by_target: HashMap::new(),
+            ..Policies::default()
         }
     }
 
@@ -83,6 +140,27 @@ impl Policies {
     pub fn of(&self, target_id: &str) -> &Policy {
         self.by_target.get(target_id).unwrap_or(&self.default)
     }
+
+    /// The maintenance windows of `target_id`.
+    pub fn windows_of(&self, target_id: &str) -> Windows<'_> {
+        Windows(
+            self.windows
+                .get(target_id)
+                .unwrap_or(&self.windows_of_others),
+        )
+    }
+}
+
+/// The windows of `all` that apply to the target `id` with `labels`.
+fn windows_of(
+    all: &[Arc<MaintenanceWindow>],
+    id: &str,
+    labels: &Labels,
+) -> Vec<Arc<MaintenanceWindow>> {
+    all.iter()
+        .filter(|w| w.applies_to(id, labels))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]

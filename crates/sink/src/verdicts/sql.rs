@@ -76,35 +76,35 @@ pub(super) async fn save_states(
     Ok(())
 }
 
-/// Updates stored states whose version is still `$16`.
+/// Updates stored states whose version is still `$17`.
 const UPDATE_STATES: &str = "UPDATE target_states t SET (state, since, watermark, last_final, \
        open_incident, cert_not_after, cert_warning, silent_regions, hour, hour_up, \
-       hour_degraded, hour_down, hour_unknown, fold, version, updated_at) = \
+       hour_degraded, hour_down, hour_unknown, hour_maintenance, fold, version, updated_at) = \
        (u.state, u.since, u.watermark, u.last_final, u.open_incident, u.cert_not_after, \
        u.cert_warning, u.silent_regions, u.hour, u.hour_up, u.hour_degraded, u.hour_down, \
-       u.hour_unknown, u.fold, t.version + 1, now()) \
+       u.hour_unknown, u.hour_maintenance, u.fold, t.version + 1, now()) \
      FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
        $5::timestamptz[], $6::uuid[], $7::timestamptz[], $8::bool[], $9::int4[], \
-       $10::timestamptz[], $11::int4[], $12::int4[], $13::int4[], $14::int4[], $15::text[], \
-       $16::int8[]) AS u(target_id, state, since, watermark, last_final, open_incident, \
-       cert_not_after, cert_warning, silent_regions, hour, hour_up, hour_degraded, hour_down, \
-       hour_unknown, fold, version) \
+       $10::timestamptz[], $11::int4[], $12::int4[], $13::int4[], $14::int4[], $15::int4[], \
+       $16::text[], $17::int8[]) AS u(target_id, state, since, watermark, last_final, \
+       open_incident, cert_not_after, cert_warning, silent_regions, hour, hour_up, \
+       hour_degraded, hour_down, hour_unknown, hour_maintenance, fold, version) \
      WHERE t.target_id = u.target_id AND t.version = u.version";
 
 /// Inserts states not stored yet, at version 1; a row that exists already is left alone
 /// (and counted missing).
 const INSERT_STATES: &str = "INSERT INTO target_states (target_id, state, since, watermark, \
        last_final, open_incident, cert_not_after, cert_warning, silent_regions, hour, hour_up, \
-       hour_degraded, hour_down, hour_unknown, fold, version) \
+       hour_degraded, hour_down, hour_unknown, hour_maintenance, fold, version) \
      SELECT u.target_id, u.state, u.since, u.watermark, u.last_final, u.open_incident, \
        u.cert_not_after, u.cert_warning, u.silent_regions, u.hour, u.hour_up, \
-       u.hour_degraded, u.hour_down, u.hour_unknown, u.fold, 1 \
+       u.hour_degraded, u.hour_down, u.hour_unknown, u.hour_maintenance, u.fold, 1 \
      FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
        $5::timestamptz[], $6::uuid[], $7::timestamptz[], $8::bool[], $9::int4[], \
-       $10::timestamptz[], $11::int4[], $12::int4[], $13::int4[], $14::int4[], $15::text[], \
-       $16::int8[]) AS u(target_id, state, since, watermark, last_final, open_incident, \
-       cert_not_after, cert_warning, silent_regions, hour, hour_up, hour_degraded, hour_down, \
-       hour_unknown, fold, version) \
+       $10::timestamptz[], $11::int4[], $12::int4[], $13::int4[], $14::int4[], $15::int4[], \
+       $16::text[], $17::int8[]) AS u(target_id, state, since, watermark, last_final, \
+       open_incident, cert_not_after, cert_warning, silent_regions, hour, hour_up, \
+       hour_degraded, hour_down, hour_unknown, hour_maintenance, fold, version) \
      ON CONFLICT (target_id) DO NOTHING";
 
 /// The states as one array per column, for `UNNEST`.
@@ -120,8 +120,8 @@ struct StateColumns {
     cert_warning: Vec<bool>,
     silent_regions: Vec<i32>,
     hour: Vec<Option<DateTime<Utc>>>,
-    /// The current hour's counts: up, degraded, down, unknown.
-    hour_counts: [Vec<i32>; 4],
+    /// The current hour's counts: up, degraded, down, unknown, maintenance.
+    hour_counts: [Vec<i32>; 5],
     fold: Vec<String>,
     /// The version the state is stored with.
     version: Vec<i64>,
@@ -147,7 +147,10 @@ impl StateColumns {
         self.silent_regions
             .push(i32::try_from(s.silent.len()).unwrap_or(i32::MAX));
         self.hour.push(s.hour.map(|h| to_time(h.hour)));
-        let counts = s.hour.map_or([0; 4], |h| h.counts);
+        let counts = s.hour.map_or([0; 5], |h| {
+            let [u, g, d, k] = h.counts;
+            [u, g, d, k, h.maintenance]
+        });
         for (column, n) in self.hour_counts.iter_mut().zip(counts) {
             column.push(i32::try_from(n).unwrap_or(i32::MAX));
         }
@@ -156,9 +159,9 @@ impl StateColumns {
         Ok(())
     }
 
-    /// Binds the columns as `$1` to `$16`.
+    /// Binds the columns as `$1` to `$17`.
     fn bind(self, query: Query<'_>) -> Query<'_> {
-        let [up, degraded, down, unknown] = self.hour_counts;
+        let [up, degraded, down, unknown, maintenance] = self.hour_counts;
         query
             .bind(self.target_id)
             .bind(self.state)
@@ -174,6 +177,7 @@ impl StateColumns {
             .bind(degraded)
             .bind(down)
             .bind(unknown)
+            .bind(maintenance)
             .bind(self.fold)
             .bind(self.version)
     }
@@ -191,16 +195,18 @@ pub(super) async fn upsert_incidents(
     let rows: Vec<serde_json::Value> = incidents.values().map(incident_row).collect();
     sqlx::query(
         "INSERT INTO incidents (incident_id, target_id, kind, opened_at, detected_at, closed_at, \
-           cause_class, cause_error, regions, checks_failed) \
+           cause_class, cause_error, regions, checks_failed, maintenance) \
          SELECT x.incident_id, x.target_id, x.kind, x.opened_at, x.detected_at, x.closed_at, \
            x.cause_class, x.cause_error, \
-           ARRAY(SELECT jsonb_array_elements_text(x.regions)), x.checks_failed \
+           ARRAY(SELECT jsonb_array_elements_text(x.regions)), x.checks_failed, x.maintenance \
          FROM jsonb_to_recordset($1::jsonb) AS x(incident_id uuid, target_id text, kind text, \
            opened_at timestamptz, detected_at timestamptz, closed_at timestamptz, \
-           cause_class text, cause_error text, regions jsonb, checks_failed int4) \
+           cause_class text, cause_error text, regions jsonb, checks_failed int4, \
+           maintenance bool) \
          ON CONFLICT (incident_id) DO UPDATE SET closed_at = EXCLUDED.closed_at, \
            cause_class = EXCLUDED.cause_class, cause_error = EXCLUDED.cause_error, \
-           regions = EXCLUDED.regions, checks_failed = EXCLUDED.checks_failed",
+           regions = EXCLUDED.regions, checks_failed = EXCLUDED.checks_failed, \
+           maintenance = EXCLUDED.maintenance",
     )
     .bind(serde_json::Value::Array(rows))
     .execute(&mut *conn)
@@ -222,11 +228,13 @@ fn incident_row(i: &Incident) -> serde_json::Value {
         "cause_error": error.flatten(),
         "regions": i.tally.regions,
         "checks_failed": i.tally.checks_failed,
+        "maintenance": i.maintenance,
     })
 }
 
-/// Final slots by verdict (up, degraded, down, unknown), per target and hour.
-pub(super) type VerdictCounts = BTreeMap<(String, i64), [i32; 4]>;
+/// Final slots by verdict (up, degraded, down, unknown) and in maintenance, per target and
+/// hour.
+pub(super) type VerdictCounts = BTreeMap<(String, i64), [i32; 5]>;
 
 /// Adds `counts` to `verdict_hours`.
 pub(super) async fn add_verdicts(
@@ -238,7 +246,7 @@ pub(super) async fn add_verdicts(
     }
     let n = counts.len();
     let (mut targets, mut hours) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let mut by_verdict: [Vec<i32>; 4] = Default::default();
+    let mut by_verdict: [Vec<i32>; 5] = Default::default();
     for ((target, hour), c) in counts {
         targets.push(target.as_str());
         hours.push(to_time(*hour));
@@ -246,15 +254,16 @@ pub(super) async fn add_verdicts(
             column.push(*count);
         }
     }
-    let [up, degraded, down, unknown] = by_verdict;
+    let [up, degraded, down, unknown, maintenance] = by_verdict;
     sqlx::query(
-        "INSERT INTO verdict_hours (target_id, hour, up, degraded, down, unknown) \
+        "INSERT INTO verdict_hours (target_id, hour, up, degraded, down, unknown, maintenance) \
          SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::int4[], $4::int4[], \
-           $5::int4[], $6::int4[]) \
+           $5::int4[], $6::int4[], $7::int4[]) \
          ON CONFLICT (target_id, hour) DO UPDATE SET up = verdict_hours.up + EXCLUDED.up, \
            degraded = verdict_hours.degraded + EXCLUDED.degraded, \
            down = verdict_hours.down + EXCLUDED.down, \
-           unknown = verdict_hours.unknown + EXCLUDED.unknown",
+           unknown = verdict_hours.unknown + EXCLUDED.unknown, \
+           maintenance = verdict_hours.maintenance + EXCLUDED.maintenance",
     )
     .bind(&targets)
     .bind(&hours)
@@ -262,6 +271,7 @@ pub(super) async fn add_verdicts(
     .bind(&degraded)
     .bind(&down)
     .bind(&unknown)
+    .bind(&maintenance)
     .execute(&mut *conn)
     .await?;
     Ok(())

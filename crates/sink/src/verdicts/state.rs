@@ -164,9 +164,20 @@ pub struct HourCounts {
     /// The hour's start.
     #[serde(rename = "h")]
     pub hour: Micros,
-    /// Slots by verdict, in the order of [`Verdict::index`].
+    /// Slots by verdict, in the order of [`Verdict::index`], outside maintenance windows.
     #[serde(rename = "c")]
     pub counts: [u32; 4],
+    /// Slots in a maintenance window, whatever their verdict: left out of uptime.
+    #[serde(rename = "m", default, skip_serializing_if = "is_zero")]
+    pub maintenance: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Verdict {
@@ -319,6 +330,9 @@ pub struct Incident {
     pub closed_at: Option<Micros>,
     /// Its down reports.
     pub tally: Tally,
+    /// Opened in a maintenance window and not notified (until it outlasts the window).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub maintenance: bool,
 }
 
 impl Incident {
@@ -339,6 +353,7 @@ impl Incident {
             detected_at,
             closed_at: None,
             tally,
+            maintenance: false,
         }
     }
 }
@@ -428,6 +443,9 @@ pub enum Change {
     Updated(Incident),
     /// An incident or degraded period closed.
     Closed(Incident),
+    /// An incident opened in a maintenance window outlasted it: from now on it is an
+    /// incident like any other (and is notified).
+    MaintenanceOver(Incident),
     /// A report of a slot already final: stored, counted, changes nothing.
     Late {
         /// Its region.

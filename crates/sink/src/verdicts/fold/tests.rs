@@ -45,7 +45,7 @@ fn run(
         for (region, outcome) in regions.iter().zip(outcomes) {
             if let Some(o) = outcome {
                 let report = facts(region, from + k as i64, o.clone());
-                changes.extend(apply(state, &report, policy));
+                changes.extend(apply(state, &report, policy, Windows::NONE));
             }
         }
     }
@@ -92,10 +92,10 @@ fn a_slot_is_final_once_every_expected_region_reported_it() {
     let (mut s, p) = (TargetState::default(), Policy::default());
     // Slot 0 is the first: only its own reporter is known yet.
     run(&mut s, &p, &REGIONS, &[all(3, Outcome::Up)], 0);
-    let c = apply(&mut s, &facts("eu", 1, Outcome::Up), &p);
+    let c = apply(&mut s, &facts("eu", 1, Outcome::Up), &p, Windows::NONE);
     assert!(verdicts(&c).is_empty(), "us and ap are still expected");
-    apply(&mut s, &facts("us", 1, Outcome::Up), &p);
-    let c = apply(&mut s, &facts("ap", 1, Outcome::Up), &p);
+    apply(&mut s, &facts("us", 1, Outcome::Up), &p, Windows::NONE);
+    let c = apply(&mut s, &facts("ap", 1, Outcome::Up), &p, Windows::NONE);
     assert_eq!(verdicts(&c), [Verdict::Up]);
     assert_eq!(s.last_final, Some(at(1)));
     assert!(s.pending.is_empty());
@@ -218,7 +218,7 @@ fn a_late_report_is_counted_and_changes_nothing() {
     let before = s.clone();
     // A spool replay of an outage: "ap" was down at slots 0..9, reported long after.
     for k in 0..9 {
-        let c = apply(&mut s, &facts("ap", k, down()), &p);
+        let c = apply(&mut s, &facts("ap", k, down()), &p, Windows::NONE);
         assert_eq!(
             c,
             [Change::Late {
@@ -234,12 +234,12 @@ fn a_late_report_is_counted_and_changes_nothing() {
 fn a_lagging_region_is_waited_for_one_grace() {
     let (mut s, p) = (TargetState::default(), Policy::default());
     run(&mut s, &p, &REGIONS, &vec![all(3, Outcome::Up); 2], 0);
-    apply(&mut s, &facts("eu", 2, Outcome::Up), &p);
-    apply(&mut s, &facts("us", 2, Outcome::Up), &p);
+    apply(&mut s, &facts("eu", 2, Outcome::Up), &p, Windows::NONE);
+    apply(&mut s, &facts("us", 2, Outcome::Up), &p, Windows::NONE);
     // ap has not reported slot 2; the next slot from eu is one period later: grace is over.
-    let c = apply(&mut s, &facts("eu", 3, Outcome::Up), &p);
+    let c = apply(&mut s, &facts("eu", 3, Outcome::Up), &p, Windows::NONE);
     assert_eq!(verdicts(&c), [Verdict::Up]);
-    let late = apply(&mut s, &facts("ap", 2, down()), &p);
+    let late = apply(&mut s, &facts("ap", 2, down()), &p, Windows::NONE);
     assert!(matches!(late[..], [Change::Late { .. }]));
 }
 
@@ -261,12 +261,12 @@ fn a_region_silent_past_the_window_is_no_longer_expected_and_is_reported() {
     );
     assert!(s.silent.contains("ap"));
     // Without ap expected, a slot is final as soon as eu and us reported it.
-    apply(&mut s, &facts("eu", 15, Outcome::Up), &p);
-    let c = apply(&mut s, &facts("us", 15, Outcome::Up), &p);
+    apply(&mut s, &facts("eu", 15, Outcome::Up), &p, Windows::NONE);
+    let c = apply(&mut s, &facts("us", 15, Outcome::Up), &p, Windows::NONE);
     assert!(verdicts(&c).contains(&Verdict::Up));
     assert_eq!(s.last_final, Some(at(15)));
     // ap comes back.
-    let c = apply(&mut s, &facts("ap", 16, Outcome::Up), &p);
+    let c = apply(&mut s, &facts("ap", 16, Outcome::Up), &p, Windows::NONE);
     assert!(c.contains(&Change::RegionBack {
         region: "ap".into()
     }));
@@ -279,12 +279,12 @@ fn a_certificate_near_expiry_is_a_warning_of_its_own() {
     let day = 86_400 * 1_000_000;
     let mut r = facts("eu", 0, Outcome::Up);
     r.cert_not_after = Some(at(0) + 30 * day);
-    assert!(apply(&mut s, &r, &p)
+    assert!(apply(&mut s, &r, &p, Windows::NONE)
         .iter()
         .all(|c| !matches!(c, Change::CertWarning { .. })));
     r.slot = at(1);
     r.cert_not_after = Some(at(1) + 10 * day);
-    let c = apply(&mut s, &r, &p);
+    let c = apply(&mut s, &r, &p, Windows::NONE);
     assert!(c.contains(&Change::CertWarning {
         not_after: at(1) + 10 * day,
         warning: true
@@ -375,7 +375,7 @@ proptest! {
     ) {
         let mut whole = TargetState::default();
         let expected: Vec<Change> =
-            reports.iter().flat_map(|r| apply(&mut whole, r, &policy)).collect();
+            reports.iter().flat_map(|r| apply(&mut whole, r, &policy, Windows::NONE)).collect();
 
         let mut cut_at: Vec<usize> = cuts.iter().map(|i| i.index(reports.len() + 1)).collect();
         cut_at.sort_unstable();
@@ -387,7 +387,7 @@ proptest! {
             let stored = serde_json::to_value(&state).expect("serializes");
             state = serde_json::from_value(stored).expect("deserializes");
             for r in &reports[from..cut] {
-                changes.extend(apply(&mut state, r, &policy));
+                changes.extend(apply(&mut state, r, &policy, Windows::NONE));
             }
             from = cut;
         }
@@ -402,7 +402,7 @@ proptest! {
         let mut state = TargetState::default();
         let mut open: Option<Incident> = None;
         for r in &reports {
-            for change in apply(&mut state, r, &Policy::default()) {
+            for change in apply(&mut state, r, &Policy::default(), Windows::NONE) {
                 match change {
                     Change::Opened(i) => {
                         prop_assert!(open.is_none(), "opened {i:?} while {open:?} is open");
@@ -433,10 +433,14 @@ fn an_hours_verdict_counts_are_complete_once_a_slot_of_a_later_hour_is_final() {
         let mut r = facts("eu", 0, if k % 10 == 0 { down() } else { Outcome::Up });
         r.slot = T0 + k * minute;
         r.period_us = minute;
-        counted.extend(apply(&mut s, &r, &p).into_iter().filter_map(|c| match c {
-            Change::HourCounted(h) => Some(h),
-            _ => None,
-        }));
+        counted.extend(
+            apply(&mut s, &r, &p, Windows::NONE)
+                .into_iter()
+                .filter_map(|c| match c {
+                    Change::HourCounted(h) => Some(h),
+                    _ => None,
+                }),
+        );
     }
     assert_eq!(
         counted.len(),
@@ -448,5 +452,96 @@ fn an_hours_verdict_counts_are_complete_once_a_slot_of_a_later_hour_is_final() {
     assert!(
         s.hour.is_some_and(|h| h.hour > first_hour),
         "the current hour is in the state"
+    );
+}
+
+/// Folds every region's outcome of slots `0..slots` (`outcome(k)`) under `windows`.
+fn run_windowed(
+    windows: Windows<'_>,
+    slots: i64,
+    outcome: impl Fn(i64) -> Outcome,
+) -> (TargetState, Vec<Change>) {
+    let (mut s, p) = (TargetState::default(), Policy::default());
+    let mut changes = Vec::new();
+    for k in 0..slots {
+        for r in REGIONS {
+            changes.extend(apply(&mut s, &facts(r, k, outcome(k)), &p, windows));
+        }
+    }
+    (s, changes)
+}
+
+fn window(from: i64, to: i64) -> [std::sync::Arc<monitor_core::settings::MaintenanceWindow>; 1] {
+    use monitor_core::settings::{MaintenanceWindow, WindowTimes};
+    [std::sync::Arc::new(MaintenanceWindow {
+        name: "deploy".into(),
+        when: WindowTimes::Once {
+            start: crate::verdicts::state::to_time(at(from)),
+            end: crate::verdicts::state::to_time(at(to)),
+        },
+        targets: vec!["t".into()],
+        selector: None,
+    })]
+}
+
+fn maintenance_over(changes: &[Change]) -> Vec<&Incident> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::MaintenanceOver(i) => Some(i),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_outage_in_a_maintenance_window_is_marked_and_counted_apart() {
+    let windows = window(5, 12);
+    let down_in = |k| {
+        if (5..10).contains(&k) {
+            down()
+        } else {
+            Outcome::Up
+        }
+    };
+    let (s, changes) = run_windowed(Windows::new(&windows), 20, down_in);
+    let opened = incidents(&changes);
+    assert_eq!(opened.len(), 1);
+    assert!(opened[0].maintenance, "opened in the window");
+    assert!(
+        closed(&changes)[0].maintenance,
+        "closed in it, never notified"
+    );
+    assert!(maintenance_over(&changes).is_empty());
+    let hour = s.hour.unwrap_or_default();
+    assert_eq!(hour.maintenance, 7, "slots 5 to 11 are counted apart");
+    assert_eq!(hour.counts[Verdict::Down.index()], 0, "no down slot counts");
+}
+
+#[test]
+fn an_outage_that_outlasts_its_window_becomes_an_incident_at_the_first_failing_slot_after() {
+    let windows = window(5, 12);
+    let down_in = |k| {
+        if (5..16).contains(&k) {
+            down()
+        } else {
+            Outcome::Up
+        }
+    };
+    let (s, changes) = run_windowed(Windows::new(&windows), 24, down_in);
+    let over = maintenance_over(&changes);
+    assert_eq!(over.len(), 1, "{changes:#?}");
+    assert!(!over[0].maintenance);
+    assert_eq!(closed(&changes).len(), 1);
+    assert!(!closed(&changes)[0].maintenance);
+    let hour = s.hour.unwrap_or_default();
+    assert_eq!(
+        (hour.maintenance, hour.counts[Verdict::Down.index()]),
+        (7, 4)
+    );
+    let (_, plain) = run_windowed(Windows::NONE, 24, down_in);
+    assert!(
+        !incidents(&plain)[0].maintenance,
+        "without a window nothing is marked"
     );
 }
