@@ -127,7 +127,8 @@ fn tls(settings: &EmailSettings) -> Result<Tls, String> {
     }
     let mut params = TlsParameters::builder(settings.host.clone());
     if let Some(path) = &settings.ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let cert = Certificate::from_pem(&pem)
             .map_err(|e| format!("{} holds no PEM certificate: {e}", path.display()))?;
         params = params.add_root_certificate(cert);
@@ -157,12 +158,11 @@ fn mail(ready: &Ready, message: &Message) -> Result<lettre::Message, DeliveryErr
             reason: format!("cannot build the mail: {e}"),
             status: None,
         })?;
-    let name = HeaderName::new_from_ascii(KEY_HEADER.to_string()).map_err(|e| {
-        DeliveryError::Refused {
+    let name =
+        HeaderName::new_from_ascii(KEY_HEADER.to_string()).map_err(|e| DeliveryError::Refused {
             reason: format!("cannot name the key header: {e}"),
             status: None,
-        }
-    })?;
+        })?;
     mail.headers_mut()
         .insert_raw(HeaderValue::new(name, message.key.clone()));
     Ok(mail)

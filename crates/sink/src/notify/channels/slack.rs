@@ -102,8 +102,7 @@ fn list_section(events: &[Event]) -> Value {
     for (i, event) in events.iter().enumerate() {
         let line = format!("• {}\n", escape(&event.headline()));
         let rest = format!("… and {} more", events.len() - i);
-        if text.chars().count() + line.chars().count() + rest.chars().count() > MAX_SECTION_CHARS
-        {
+        if text.chars().count() + line.chars().count() + rest.chars().count() > MAX_SECTION_CHARS {
             text.push_str(&rest);
             break;
         }
