@@ -562,7 +562,11 @@ fn assert_mail_says(mail: &Mail, message: &Message) {
         "{data}"
     );
     assert!(data.contains("Content-Type: text/plain"), "{data}");
-    assert!(data.contains(&message.events[0].headline()), "{data}");
+    // The body is quoted-printable: its soft line breaks (`=` at a line's end) removed.
+    let (_, body) = mail.data.split_once("\r\n\r\n").expect("a body");
+    let body = body.replace("=\r\n", "");
+    assert!(body.contains(&message.events[0].headline()), "{body}");
+    assert!(body.contains("https://status.example/"), "{body}");
 }
 
 // ---- e-mail ----
@@ -684,4 +688,30 @@ async fn an_smtp_server_that_is_not_there_is_retried() {
         matches!(result, Err(DeliveryError::Retry { status: None, .. })),
         "{result:?}"
     );
+}
+
+#[tokio::test]
+async fn an_smtp_server_that_never_greets_is_retried_within_the_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let silent = tokio::spawn(async move {
+        let accepted = listener.accept().await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(accepted);
+    });
+    let mut settings = email_settings(port, SmtpTls::None);
+    settings.timeout = Duration::from_millis(300);
+    let m = message(vec![event("shop", Transition::Opened, None)]);
+    let started = std::time::Instant::now();
+    let result = Email::new(&settings).deliver(&m).await;
+    assert!(
+        matches!(result, Err(DeliveryError::Retry { .. })),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    silent.abort();
 }
