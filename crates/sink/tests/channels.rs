@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use monitor_core::settings::{
     EmailSettings, PagerDutySettings, PagerDutySeverity, Secret, SlackSettings, SmtpTls,
 };
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use monitor_core::testing::tls_server_config;
 use serde_json::Value;
 use sink::notify::channels::email::Email;
 use sink::notify::channels::pagerduty::PagerDuty;
@@ -600,19 +600,10 @@ async fn an_email_reaches_every_recipient_with_subject_headline_and_key() {
 async fn an_email_goes_over_starttls_to_a_server_trusted_through_ca_file() {
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(
+    let config = tls_server_config(
         vec![certified.cert.der().clone()],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            certified.signing_key.serialize_der(),
-        )),
-    )
-    .expect("server config");
+        certified.signing_key.serialize_der(),
+    );
     let server = SmtpServer::start(Some(config), "250 ok").await;
     let dir = tempfile::tempdir().expect("dir");
     let ca_file = dir.path().join("ca.pem");
