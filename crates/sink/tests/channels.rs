@@ -384,35 +384,41 @@ struct SmtpServer {
     mails: Arc<Mutex<Vec<Mail>>>,
 }
 
+/// How an [`SmtpServer`] meets TLS.
+enum Front {
+    /// None at all.
+    Plain,
+    /// Offered as STARTTLS.
+    StartTls(rustls::ServerConfig),
+    /// From the first byte.
+    Implicit(rustls::ServerConfig),
+}
+
 impl SmtpServer {
-    async fn start(tls: Option<rustls::ServerConfig>, rcpt_reply: &'static str) -> SmtpServer {
+    async fn start(front: Front, rcpt_reply: &'static str) -> SmtpServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let server = SmtpServer {
             port: listener.local_addr().expect("addr").port(),
             mails: Arc::default(),
         };
-        let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
+        let (config, implicit) = match front {
+            Front::Plain => (None, false),
+            Front::StartTls(c) => (Some(c), false),
+            Front::Implicit(c) => (Some(c), true),
+        };
+        let acceptor = config.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
         let mails = server.mails.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (acceptor, mails) = (acceptor.clone(), mails.clone());
                 tokio::spawn(async move {
-                    let mut io = BufReader::new(tcp);
-                    let _ = io.get_mut().write_all(b"220 test ESMTP\r\n").await;
-                    let mut mail = Mail::default();
-                    let starttls =
-                        converse(&mut io, &mut mail, acceptor.is_some(), rcpt_reply).await;
-                    if let (true, Some(acceptor)) = (starttls, acceptor) {
-                        let Ok(tls) = acceptor.accept(io.into_inner()).await else {
-                            return;
-                        };
-                        mail = Mail {
-                            tls: true,
-                            ..Mail::default()
-                        };
-                        converse(&mut BufReader::new(tls), &mut mail, false, rcpt_reply).await;
-                    }
-                    if !mail.data.is_empty() {
+                    let mail = match (acceptor, implicit) {
+                        (Some(acceptor), true) => {
+                            session_over_tls(acceptor, tcp, true, rcpt_reply).await
+                        }
+                        (acceptor, _) => session(acceptor, tcp, rcpt_reply).await,
+                    };
+                    if let Some(mail) = mail.filter(|m| !m.data.is_empty()) {
                         mails.lock().expect("lock").push(mail);
                     }
                 });
@@ -424,6 +430,44 @@ impl SmtpServer {
     fn mails(&self) -> Vec<Mail> {
         self.mails.lock().expect("lock").clone()
     }
+}
+
+/// A plain connection, upgraded when the client asks for STARTTLS and `acceptor` is given.
+async fn session(
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    tcp: tokio::net::TcpStream,
+    rcpt_reply: &str,
+) -> Option<Mail> {
+    let mut io = BufReader::new(tcp);
+    io.get_mut().write_all(b"220 test ESMTP\r\n").await.ok()?;
+    let mut mail = Mail::default();
+    let starttls = converse(&mut io, &mut mail, acceptor.is_some(), rcpt_reply).await;
+    match (starttls, acceptor) {
+        (true, Some(acceptor)) => {
+            session_over_tls(acceptor, io.into_inner(), false, rcpt_reply).await
+        }
+        _ => Some(mail),
+    }
+}
+
+/// A TLS connection: the handshake, then the greeting (when `greet`) and the conversation.
+async fn session_over_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    greet: bool,
+    rcpt_reply: &str,
+) -> Option<Mail> {
+    let mut io = BufReader::new(acceptor.accept(tcp).await.ok()?);
+    let mut mail = Mail {
+        tls: true,
+        ..Mail::default()
+    };
+    // After STARTTLS the client speaks first (EHLO); a fresh TLS connection is greeted.
+    if greet {
+        io.get_mut().write_all(b"220 test ESMTP\r\n").await.ok()?;
+    }
+    converse(&mut io, &mut mail, false, rcpt_reply).await;
+    Some(mail)
 }
 
 /// One SMTP conversation until QUIT (false) or STARTTLS (true).
@@ -545,7 +589,7 @@ fn assert_mail_says(mail: &Mail, message: &Message) {
 
 #[tokio::test]
 async fn an_email_reaches_every_recipient_with_subject_headline_and_key() {
-    let server = SmtpServer::start(None, "250 ok").await;
+    let server = SmtpServer::start(Front::Plain, "250 ok").await;
     let mut settings = email_settings(server.port, SmtpTls::None);
     settings.username = Some("alerts".into());
     settings.password = Some(Secret::new("pw".into()));
@@ -569,14 +613,14 @@ async fn an_email_reaches_every_recipient_with_subject_headline_and_key() {
 }
 
 #[tokio::test]
-async fn an_email_goes_over_starttls_to_a_server_trusted_through_ca_file() {
+async fn an_email_goes_over_starttls_or_implicit_tls_to_a_server_trusted_through_ca_file() {
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
     let config = tls_server_config(
         vec![certified.cert.der().clone()],
         certified.signing_key.serialize_der(),
     );
-    let server = SmtpServer::start(Some(config), "250 ok").await;
+    let server = SmtpServer::start(Front::StartTls(config.clone()), "250 ok").await;
     let dir = tempfile::tempdir().expect("dir");
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, certified.cert.pem()).expect("write");
@@ -595,9 +639,21 @@ async fn an_email_goes_over_starttls_to_a_server_trusted_through_ca_file() {
     );
 
     let mut settings = email_settings(server.port, SmtpTls::StartTls);
-    settings.ca_file = Some(ca_file);
+    settings.ca_file = Some(ca_file.clone());
     Email::new(&settings).deliver(&m).await.expect("delivered");
     let mails = server.mails();
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].tls);
+    assert_mail_says(&mails[0], &m);
+
+    let implicit = SmtpServer::start(Front::Implicit(config), "250 ok").await;
+    let mut settings = email_settings(implicit.port, SmtpTls::Tls);
+    settings.ca_file = Some(ca_file);
+    Email::new(&settings)
+        .deliver(&m)
+        .await
+        .expect("delivered over implicit TLS");
+    let mails = implicit.mails();
     assert_eq!(mails.len(), 1);
     assert!(mails[0].tls);
     assert_mail_says(&mails[0], &m);
@@ -606,7 +662,7 @@ async fn an_email_goes_over_starttls_to_a_server_trusted_through_ca_file() {
 #[tokio::test]
 async fn an_smtp_5xx_is_refused_and_a_4xx_retried() {
     let m = message(vec![event("shop", Transition::Opened, None)]);
-    let refusing = SmtpServer::start(None, "550 5.1.1 no such user").await;
+    let refusing = SmtpServer::start(Front::Plain, "550 5.1.1 no such user").await;
     let refused = Email::new(&email_settings(refusing.port, SmtpTls::None))
         .deliver(&m)
         .await;
@@ -621,7 +677,7 @@ async fn an_smtp_5xx_is_refused_and_a_4xx_retried() {
         "{refused:?}"
     );
 
-    let busy = SmtpServer::start(None, "451 4.3.0 try again later").await;
+    let busy = SmtpServer::start(Front::Plain, "451 4.3.0 try again later").await;
     let retried = Email::new(&email_settings(busy.port, SmtpTls::None))
         .deliver(&m)
         .await;
