@@ -11,6 +11,28 @@
 //! Keys and URLs that let anyone post to the channel are [`Secret`]s, read as the database
 //! password is: inline (best through the environment, `WEBMON__...__URL`) or from a file
 //! beside the settings (`url_file`, `routing_key_file`, `password_file`).
+//!
+//! The keys of each kind's section, in TOML:
+//!
+//! ```toml
+//! kind = "slack"
+//! url_file = "secrets/slack-webhook"      # or url = "https://hooks.slack.com/services/..."
+//!
+//! kind = "pagerduty"
+//! routing_key_file = "secrets/pagerduty"  # or routing_key = "..."
+//! severity = "critical"                   # critical (default), error, warning, info
+//! # url = "https://events.eu.pagerduty.com/v2/enqueue"
+//!
+//! kind = "email"
+//! host = "smtp.example.com"
+//! tls = "starttls"                        # starttls (default, port 587), tls (465), none (25)
+//! username = "alerts"                     # with password or password_file, or neither
+//! password_file = "secrets/smtp"
+//! from = "Web monitor <alerts@example.com>"
+//! to = ["oncall@example.com"]
+//! timeout = "30s"
+//! # ca_file = "certs/company-ca.pem"
+//! ```
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -144,7 +166,8 @@ pub struct EmailSettings {
     pub port: u16,
     /// How the connection is protected.
     pub tls: SmtpTls,
-    /// The user to authenticate as, when the server wants AUTH.
+    /// The user to authenticate as, when the server wants AUTH (with `tls = "none"` its
+    /// password crosses the network in clear: only for a relay on the same host).
     pub username: Option<String>,
     /// Its password (`password`, `password_file`); set exactly when `username` is.
     pub password: Option<Secret>,
