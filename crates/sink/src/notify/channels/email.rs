@@ -2,10 +2,12 @@
 //! STARTTLS, implicit TLS, or none (a relay on the same host, tests), with AUTH when a user is
 //! set.
 //!
-//! `lettre` speaks SMTP (with rustls and `ring`, the process's one crypto provider, and the
-//! system's trust store through `rustls-native-certs`, as [`monitor_core::runtime::trust`]
-//! reads it). The transport is built once per channel; each delivery opens one connection
-//! (no pool: notifications are rare) and is bounded by the channel's `timeout`.
+//! `lettre` speaks SMTP, with rustls and `ring` (the process's one crypto provider). It reads
+//! the system's trust store with `rustls-native-certs`, as [`monitor_core::runtime::trust`]
+//! does (`SSL_CERT_FILE` included), but without its compiled-in fallback: on an image without
+//! `ca-certificates`, name the server's CA in `ca_file`. The transport is built once per
+//! channel; each delivery opens one connection (no pool: notifications are rare) and is
+//! bounded by the channel's `timeout`.
 //!
 //! The subject is [`Message::subject`], the body [`Message::text`]. The message's
 //! idempotency key travels in `X-Webmon-Key` and, made fit for the header, in `Message-ID`,
