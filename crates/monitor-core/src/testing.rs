@@ -306,6 +306,21 @@ impl Drop for OwnBroker {
     }
 }
 
+/// A rustls server configuration (with `ring`) presenting `chain`, whose first certificate's
+/// key is `key_pkcs8` (PKCS#8 DER), for the TLS servers tests play.
+pub fn tls_server_config(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key_pkcs8: Vec<u8>,
+) -> rustls::ServerConfig {
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key_pkcs8);
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key.into())
+        .expect("server config")
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

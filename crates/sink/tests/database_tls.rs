@@ -10,9 +10,8 @@ use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
 
-use monitor_core::testing::TestDatabase;
+use monitor_core::testing::{tls_server_config, TestDatabase};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -36,17 +35,7 @@ fn pki() -> (String, rustls::ServerConfig) {
         .expect("params")
         .signed_by(&key, &issuer)
         .expect("leaf");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![leaf.der().clone()],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    )
-    .expect("server config");
+    let config = tls_server_config(vec![leaf.der().clone()], key.serialize_der());
     (ca.pem(), config)
 }
 

@@ -11,8 +11,9 @@
 //!
 //! Children, in the order they build on each other: [`Problem`]s (what is wrong, and where),
 //! units (durations and sizes), the walker over the merged tree, secrets and the source of the
-//! tree, then one module per section (`kafka`, `database`, labels and selectors, maintenance windows, how reports become verdicts,
-//! targets) and each service's settings made of them (`checker`, `sink`).
+//! tree, then one module per section (`kafka`, `database`, labels and selectors, maintenance
+//! windows, how reports become verdicts, targets, the notification channels) and each
+//! service's settings made of them (`checker`, `sink`).
 
 mod problems;
 mod units;
@@ -29,9 +30,16 @@ mod verdicts;
 
 mod target;
 
+mod channels;
+
 mod checker;
 mod sink;
 
+pub use channels::{
+    read_channel, EmailSettings, PagerDutySettings, PagerDutySeverity, ServiceChannel,
+    SlackSettings, SmtpTls, DEFAULT_SMTP_TIMEOUT, MAX_RECIPIENTS, MAX_SMTP_TIMEOUT,
+    PAGERDUTY_EVENTS_URL, SERVICE_CHANNEL_KINDS,
+};
 pub use checker::{
     CheckerSection, CheckerSettings, ProducerSettings, Shard, DEFAULT_MAX_BODY_MEMORY,
 };

@@ -191,12 +191,24 @@ impl Message {
     }
 }
 
-fn show_time(t: DateTime<Utc>) -> String {
+/// `text` cut to at most `max_chars` characters, ending in `…` when cut: receivers bound
+/// their fields (Slack's header, PagerDuty's summary) and refuse a message that overflows one.
+pub fn bounded(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max_chars.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// A time as messages show it: `2026-11-28T12:00:00Z`.
+pub fn show_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// `1h 5m`, `42s`, `3d 2h`.
-fn show_seconds(s: i64) -> String {
+/// A duration in seconds as messages show it: `1h 5m`, `42s`, `3d 2h`.
+pub fn show_seconds(s: i64) -> String {
     let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
     match (d, h, m) {
         (0, 0, 0) => format!("{sec}s"),
@@ -258,5 +270,12 @@ mod tests {
         };
         assert_eq!(m.subject(), "5 targets DOWN: t0, t1, t2 and 2 more");
         assert_eq!(m.text().lines().count(), 7);
+    }
+
+    #[test]
+    fn bounded_text_ends_in_an_ellipsis_when_cut() {
+        assert_eq!(bounded("short", 10), "short");
+        assert_eq!(bounded("ééééé", 3), "éé…");
+        assert_eq!(bounded("abcdef", 6), "abcdef");
     }
 }

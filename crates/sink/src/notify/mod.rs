@@ -5,7 +5,10 @@
 //! ## Layout
 //! - [`message`]: what a notification says, as data and as text, the same for every channel.
 //! - [`delivery`]: one HTTP(S) delivery attempt and what its answer means.
+//! - [`channels`]: each kind of channel, rendering a message in its receiver's language.
 
 pub mod message;
 
 pub mod delivery;
+
+pub mod channels;
