@@ -11,8 +11,8 @@
 //!
 //! Children, in the order they build on each other: [`Problem`]s (what is wrong, and where),
 //! units (durations and sizes), the walker over the merged tree, secrets and the source of the
-//! tree, then one module per section (`kafka`, `database`, labels and selectors, how reports become verdicts,
-//! targets) and each service's settings made of them (`checker`, `sink`).
+//! tree, then one module per section (`kafka`, `database`, labels and selectors, where notifications go, how reports
+//! become verdicts, targets) and each service's settings made of them (`checker`, `sink`).
 
 mod problems;
 mod units;
@@ -24,6 +24,7 @@ mod source;
 mod database;
 mod kafka;
 mod labels;
+mod notify;
 mod verdicts;
 
 mod target;
@@ -39,6 +40,11 @@ pub use kafka::{
     Compression, KafkaSettings, SaslMechanism, SaslSettings, TlsSettings, DEFAULT_PARTITIONS,
 };
 pub use labels::{LabelSelector, Labels, MAX_LABELS, MAX_LABEL_LEN};
+pub use notify::{
+    ChannelSettings, NotifySettings, Route, WebhookSettings, CHANNEL_KINDS,
+    DEFAULT_CERTIFICATE_DAYS, DEFAULT_GIVE_UP_AFTER, DEFAULT_GROUP_MIN, DEFAULT_GROUP_WINDOW,
+    DEFAULT_RATE_PER_MINUTE, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX, DEFAULT_WEBHOOK_TIMEOUT,
+};
 pub use problems::{ConfigError, Problem, Problems};
 pub use secret::Secret;
 pub use sink::{SinkSection, SinkSettings};

@@ -49,13 +49,27 @@ pub(crate) fn read_password(
     required: bool,
     problems: &mut Problems,
 ) -> Option<Secret> {
-    let inline = s.string("password", problems);
-    let file = s.readable_file("password_file", base_dir, problems);
+    read_secret(s, "password", base_dir, required, problems)
+}
+
+/// A secret from `key` (set through the environment, `WEBMON__...`) or from the file named
+/// by `<key>_file` (one line, trailing newline removed). At most one of the two may be set;
+/// one must be when `required`.
+pub(crate) fn read_secret(
+    s: &mut Section<'_>,
+    key: &str,
+    base_dir: &Path,
+    required: bool,
+    problems: &mut Problems,
+) -> Option<Secret> {
+    let file_key = format!("{key}_file");
+    let inline = s.string(key, problems);
+    let file = s.readable_file(&file_key, base_dir, problems);
     match (inline, file) {
         (Some(_), Some(_)) => {
             problems.push(Problem::new(
-                &s.path_of("password_file"),
-                "give either password or password_file, not both",
+                &s.path_of(&file_key),
+                format!("give either {key} or {file_key}, not both"),
             ));
             None
         }
@@ -64,7 +78,7 @@ pub(crate) fn read_password(
             Ok(text) => Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_string())),
             Err(e) => {
                 problems.push(Problem::new(
-                    &s.path_of("password_file"),
+                    &s.path_of(&file_key),
                     format!("cannot read {}: {e}", path.display()),
                 ));
                 None
@@ -75,8 +89,8 @@ pub(crate) fn read_password(
                 return None;
             }
             problems.push(Problem::new(
-                &s.path_of("password"),
-                "is missing: set password_file, or the password through the environment",
+                &s.path_of(key),
+                format!("is missing: set {file_key}, or the {key} through the environment"),
             ));
             None
         }

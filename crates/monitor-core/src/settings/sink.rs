@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::database::{read_database, DatabaseSettings};
 use super::kafka::{read_kafka, KafkaSettings};
+use super::notify::{read_notify_section, NotifySettings};
 use super::problems::{ConfigError, Problem, Problems};
 use super::source::SettingsSource;
 use super::target::{read_targets, Reader, TargetSettings};
@@ -57,6 +58,8 @@ pub struct SinkSection {
     pub shutdown_timeout: Duration,
     /// `[sink.verdicts]`: how reports become verdicts, state and incidents, by default.
     pub verdicts: VerdictSettings,
+    /// `[sink.notifications]`: channels, routes, retries and grouping of notifications.
+    pub notifications: NotifySettings,
 }
 
 /// Default of `sink.shutdown_timeout`: a third of Kubernetes' default termination grace (30 s).
@@ -74,7 +77,7 @@ impl SinkSettings {
         let mut problems = Problems::default();
         let mut root = Section::root(&tree, &mut problems);
 
-        let sink = read_sink_section(&mut root, &mut problems);
+        let sink = read_sink_section(&mut root, &base_dir, &mut problems);
         let kafka_present = root.has("kafka");
         let kafka = read_kafka(&mut root, &base_dir, &mut problems);
         if !kafka_present {
@@ -127,7 +130,11 @@ impl SinkSettings {
     }
 }
 
-fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSection {
+fn read_sink_section(
+    root: &mut Section<'_>,
+    base_dir: &std::path::Path,
+    problems: &mut Problems,
+) -> SinkSection {
     let mut s = root.section("sink", problems);
     let batch_size = s.integer("batch_size", 5000, 1, 1_000_000, problems) as usize;
     let batch_linger = s
@@ -163,6 +170,7 @@ fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSec
         .unwrap_or(Duration::from_secs(2));
     let admin_listen = read_admin_listen(&mut s, SINK_ADMIN_LISTEN, problems);
     let verdicts = read_verdict_section(&mut s, problems);
+    let notifications = read_notify_section(&mut s, base_dir, problems);
     let shutdown_timeout = s
         .duration("shutdown_timeout", SINK_SHUTDOWN_TIMEOUT, problems)
         .unwrap_or(SINK_SHUTDOWN_TIMEOUT);
@@ -185,6 +193,7 @@ fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSec
         admin_listen,
         shutdown_timeout,
         verdicts,
+        notifications,
     }
 }
 
