@@ -4,8 +4,20 @@
 //!
 //! ## Layout
 //! - [`message`]: what a notification says, as data and as text, the same for every channel.
+//! - [`routing`]: incidents and certificates become events, routed to channels by labels;
+//!   the fold writes them with [`outbox::insert`].
+//! - [`outbox`]: the outbox's SQL: writing, claiming, recording attempts.
 //! - [`delivery`]: one HTTP(S) delivery attempt and what its answer means.
+//! - [`channels`]: the channel kinds ([`channels::Channel`]), the generic webhook among them.
+//! - [`dispatch`]: the task that claims due notifications, groups, rate-bounds, delivers and
+//!   retries them, and writes reminders.
 
 pub mod message;
+pub mod routing;
+
+pub mod outbox;
 
 pub mod delivery;
+
+pub mod channels;
+pub mod dispatch;

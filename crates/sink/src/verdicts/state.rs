@@ -319,6 +319,9 @@ pub struct Incident {
     pub closed_at: Option<Micros>,
     /// Its down reports.
     pub tally: Tally,
+    /// Whether it began inside a maintenance window: kept, but not notified.
+    #[serde(default)]
+    pub maintenance: bool,
 }
 
 impl Incident {
@@ -339,6 +342,7 @@ impl Incident {
             detected_at,
             closed_at: None,
             tally,
+            maintenance: false,
         }
     }
 }
@@ -399,6 +403,10 @@ pub struct TargetState {
     /// of a later hour is final (readers add the current hour from here).
     #[serde(rename = "hr", skip_serializing_if = "Option::is_none")]
     pub hour: Option<HourCounts>,
+    /// The certificate expiry last notified and the smallest threshold (days) notified for
+    /// it, so each threshold of each certificate is notified once.
+    #[serde(rename = "cn", skip_serializing_if = "Option::is_none")]
+    pub cert_notified: Option<(Micros, u32)>,
 }
 
 /// What a report changed.

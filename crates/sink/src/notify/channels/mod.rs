@@ -1,0 +1,46 @@
+//! The channels a [`Message`] is delivered on, one variant of [`Channel`] per kind, each
+//! built from its `ChannelSettings` variant. The dispatcher only calls
+//! [`Channel::deliver`]; how a kind renders and sends a message stays in its own module.
+
+pub mod webhook;
+
+use std::collections::BTreeMap;
+
+use monitor_core::settings::{ChannelSettings, NotifySettings};
+
+use super::delivery::{Answer, DeliveryError};
+use super::message::Message;
+
+pub use webhook::Webhook;
+
+/// One configured channel.
+#[derive(Debug, Clone)]
+pub enum Channel {
+    /// A signed JSON POST.
+    Webhook(Webhook),
+}
+
+impl Channel {
+    /// The channel of its settings.
+    pub fn from_settings(settings: &ChannelSettings) -> Channel {
+        match settings {
+            ChannelSettings::Webhook(w) => Channel::Webhook(Webhook::new(w)),
+        }
+    }
+
+    /// Every channel of the settings, by name.
+    pub fn all(settings: &NotifySettings) -> BTreeMap<String, Channel> {
+        settings
+            .channels
+            .iter()
+            .map(|(name, c)| (name.clone(), Channel::from_settings(c)))
+            .collect()
+    }
+
+    /// One delivery attempt of `message`.
+    pub async fn deliver(&self, message: &Message) -> Result<Answer, DeliveryError> {
+        match self {
+            Channel::Webhook(w) => w.deliver(message).await,
+        }
+    }
+}
