@@ -1,0 +1,551 @@
+//! Notifications end to end: crafted reports of three regions through a real broker into a
+//! real PostgreSQL, incidents written as outbox rows with the fold, and the dispatcher
+//! delivering them to webhook receivers started here on port 0, which record every request
+//! and can be told to answer 500 or to sleep past the channel's timeout first. Receivers
+//! count every request, so "exactly once" means one request per key.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use monitor_core::report::to_micros;
+use monitor_core::settings::{SettingsSource, SinkSettings};
+use monitor_core::testing::{create_topic, kafka_client, TestDatabase};
+use monitor_core::Status;
+use rskafka::client::Client;
+use serde_json::Value;
+use sink::notify::channels::webhook::sign;
+use sqlx::PgPool;
+use tokio::time::Instant;
+
+use support::{
+    count, env, pool, produce_in_requests_of, slot_report, wait_for_offsets, Message, RunningSink,
+};
+
+const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
+const SECRET: &str = "test-hook-secret";
+/// The bound on every wait of these tests.
+const WITHIN: Duration = Duration::from_secs(40);
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    key: String,
+    signature: String,
+    body: Bytes,
+}
+
+impl Received {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("the body is JSON")
+    }
+
+    fn transitions(&self) -> Vec<String> {
+        let body = self.json();
+        let events = body["events"].as_array().cloned().unwrap_or_default();
+        events
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}:{}",
+                    e["target_id"].as_str().unwrap_or(""),
+                    e["transition"]["type"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+}
+
+/// What a receiver does: answer 500 to the first `fail` requests, sleep `sleep` after
+/// reading the first `slow` requests, then answer 200.
+#[derive(Default)]
+struct Behaviour {
+    fail: AtomicUsize,
+    slow: AtomicUsize,
+    sleep: Duration,
+    got: Mutex<Vec<Received>>,
+}
+
+/// A webhook receiver on 127.0.0.1:0.
+struct Receiver {
+    addr: SocketAddr,
+    state: Arc<Behaviour>,
+}
+
+impl Receiver {
+    async fn start(behaviour: Behaviour) -> Receiver {
+        let state = Arc::new(behaviour);
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { addr, state }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn got(&self) -> Vec<Received> {
+        self.state.got.lock().expect("lock").clone()
+    }
+
+    /// Waits until `enough` holds of the requests, then returns them.
+    async fn wait(&self, what: &str, enough: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            let got = self.got();
+            if enough(&got) {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: got {:#?}",
+                got.iter().map(Received::transitions).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn receive(State(s): State<Arc<Behaviour>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    s.got.lock().expect("lock").push(Received {
+        key: header("x-webmon-key"),
+        signature: header("x-webmon-signature"),
+        body,
+    });
+    if s.slow
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        tokio::time::sleep(s.sleep).await;
+    }
+    if s.fail
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    StatusCode::OK
+}
+
+/// The sink's settings: the test environment, and `toml` (the notifications section and
+/// targets) from a file.
+fn settings(topic: &str, db: &TestDatabase, toml: &str) -> (SinkSettings, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("sink.toml");
+    std::fs::write(&file, toml).expect("write settings");
+    let settings = SinkSettings::load(&SettingsSource {
+        file: Some(file),
+        env: Some(env(topic, &db.url)),
+        base_dir: Some(dir.path().to_path_buf()),
+    })
+    .expect("test settings are valid");
+    (settings, dir)
+}
+
+/// A webhook channel `name` to `receiver`, retrying fast.
+fn channel(name: &str, url: &str) -> String {
+    format!(
+        "[sink.notifications.channels.{name}]\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\ntimeout = \"500ms\"\nheaders = {{ X-Test = \"yes\" }}\n"
+    )
+}
+
+/// The fast dispatcher settings, plus `more`.
+fn notifications(more: &str) -> String {
+    format!("[sink.notifications]\npoll_interval = \"100ms\"\nretry_initial = \"200ms\"\nretry_max = \"1s\"\nlink = \"https://status.example/\"\n{more}\n")
+}
+
+/// A slot grid of whole seconds, an hour ago.
+fn start() -> DateTime<Utc> {
+    let now = to_micros(Utc::now()) - chrono::Duration::hours(1);
+    DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
+}
+
+/// Reports of `targets` from every region for 24 slots: down from slot 4 to `down_until`.
+fn outage(targets: &[String], down_until: i64) -> Vec<Message> {
+    let start = start();
+    let mut out = Vec::new();
+    for k in 0..24 {
+        for target in targets {
+            for region in REGIONS {
+                let status = if (4..down_until).contains(&k) {
+                    Status::Down
+                } else {
+                    Status::Up
+                };
+                let r = slot_report(target, region, start, k, status);
+                out.push((Some(target.clone().into_bytes()), Some(r.to_json())));
+            }
+        }
+    }
+    out
+}
+
+/// A topic holding `messages`; returns it and their count.
+async fn topic_with(client: &Client, messages: Vec<Message>) -> (String, i64) {
+    let topic = create_topic(client, 1).await;
+    let n = messages.len() as i64;
+    produce_in_requests_of(client, &topic, 0, messages, 500).await;
+    (topic, n)
+}
+
+/// Checks the signature, and the body against the schema.
+fn check(r: &Received) {
+    assert_eq!(
+        r.signature,
+        format!("sha256={}", sign(SECRET.as_bytes(), &r.body)),
+        "signature of {}",
+        r.key
+    );
+    let schema: Value =
+        serde_json::from_str(include_str!("../../../schemas/notification.schema.json"))
+            .expect("schema JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    let body = r.json();
+    let errors: Vec<String> = validator
+        .iter_errors(&body)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?} in {body}");
+    assert_eq!(
+        body["key"].as_str(),
+        Some(r.key.as_str()),
+        "X-Webmon-Key is the body's key"
+    );
+}
+
+/// How many requests carried each key.
+fn by_key(got: &[Received]) -> HashMap<String, usize> {
+    let mut keys = HashMap::new();
+    for r in got {
+        *keys.entry(r.key.clone()).or_default() += 1;
+    }
+    keys
+}
+
+async fn pending(pool: &PgPool) -> i64 {
+    count(
+        pool,
+        "SELECT count(*) FROM notifications WHERE status = 'pending'",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn an_outage_is_delivered_once_opened_and_once_resolved_signed_and_as_the_schema_says() {
+    let hook = Receiver::start(Behaviour::default()).await;
+    let client = kafka_client().await;
+    let (topic, n) = topic_with(&client, outage(&["shop".into()], 12)).await;
+    let db = TestDatabase::create().await;
+    let (s, _dir) = settings(
+        &topic,
+        &db,
+        &(notifications("default_channels = [\"ops\"]") + &channel("ops", &hook.url())),
+    );
+    let sink = RunningSink::start(s).await;
+    let pool = pool(&db).await;
+    wait_for_offsets(&pool, &topic, n, WITHIN).await;
+    let got = hook.wait("opened and resolved", |g| g.len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_now = hook.got();
+    assert_eq!(
+        got_now.len(),
+        2,
+        "nothing more: {:?}",
+        got_now
+            .iter()
+            .map(Received::transitions)
+            .collect::<Vec<_>>()
+    );
+    let transitions: Vec<Vec<String>> = got.iter().map(Received::transitions).collect();
+    assert_eq!(
+        transitions,
+        [
+            vec!["shop:opened".to_string()],
+            vec!["shop:resolved".to_string()]
+        ]
+    );
+    for r in &got {
+        check(r);
+        assert_eq!(r.json()["events"][0]["link"], "https://status.example/");
+    }
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM notifications WHERE status = 'delivered' AND attempts = 1"
+        )
+        .await,
+        2
+    );
+    sink.stop().await.expect("stops");
+    pool.close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn a_receiver_answering_500_then_200_gets_the_same_key_twice_and_one_row_has_two_attempts() {
+    let hook = Receiver::start(Behaviour {
+        fail: AtomicUsize::new(1),
+        ..Behaviour::default()
+    })
+    .await;
+    let client = kafka_client().await;
+    let (topic, n) = topic_with(&client, outage(&["shop".into()], 30)).await;
+    let db = TestDatabase::create().await;
+    let (s, _dir) = settings(
+        &topic,
+        &db,
+        &(notifications("default_channels = [\"ops\"]") + &channel("ops", &hook.url())),
+    );
+    let sink = RunningSink::start(s).await;
+    let pool = pool(&db).await;
+    wait_for_offsets(&pool, &topic, n, WITHIN).await;
+    let got = hook.wait("a retry", |g| g.len() >= 2).await;
+    assert_eq!(got[0].key, got[1].key, "a retry carries the same key");
+    support::wait_for(
+        &pool,
+        "SELECT count(*) FROM notifications WHERE status = 'delivered' AND attempts = 2",
+        1,
+        WITHIN,
+        "one delivered row",
+    )
+    .await;
+    let attempts = count(&pool, "SELECT count(*) FROM notification_attempts a JOIN notifications n ON n.id = a.notification_id WHERE a.outcome = 'retry' AND a.http_status = 500").await;
+    assert_eq!(attempts, 1, "the 500 is recorded");
+    let (_, metrics) = monitor_core::testing::http_get(sink.admin.port(), "/metrics").await;
+    assert!(
+        metrics.contains("webmon_sink_notifications_total{channel=\"ops\",outcome=\"retry\"} 1"),
+        "{metrics}"
+    );
+    sink.stop().await.expect("stops");
+    pool.close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn a_receiver_that_times_out_after_reading_gets_the_message_again_with_the_same_key() {
+    let hook = Receiver::start(Behaviour {
+        slow: AtomicUsize::new(1),
+        sleep: Duration::from_secs(2),
+        ..Behaviour::default()
+    })
+    .await;
+    let client = kafka_client().await;
+    let (topic, n) = topic_with(&client, outage(&["shop".into()], 30)).await;
+    let db = TestDatabase::create().await;
+    let (s, _dir) = settings(
+        &topic,
+        &db,
+        &(notifications("default_channels = [\"ops\"]") + &channel("ops", &hook.url())),
+    );
+    let sink = RunningSink::start(s).await;
+    let pool = pool(&db).await;
+    wait_for_offsets(&pool, &topic, n, WITHIN).await;
+    let got = hook.wait("a second request", |g| g.len() >= 2).await;
+    assert_eq!(got[0].key, got[1].key);
+    assert_eq!(got[0].body, got[1].body, "the same message");
+    support::wait_for(
+        &pool,
+        "SELECT count(*) FROM notifications WHERE status = 'delivered' AND attempts = 2",
+        1,
+        WITHIN,
+        "delivered at the second attempt",
+    )
+    .await;
+    sink.stop().await.expect("stops");
+    pool.close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn two_replicas_on_one_database_deliver_each_key_exactly_once() {
+    let hook = Receiver::start(Behaviour::default()).await;
+    let client = kafka_client().await;
+    let targets: Vec<String> = (0..4).map(|i| format!("r{i}")).collect();
+    let (topic, n) = topic_with(&client, outage(&targets, 12)).await;
+    let db = TestDatabase::create().await;
+    // group_min above the targets: every event is a message of its own.
+    let toml =
+        notifications("default_channels = [\"ops\"]\ngroup_min = 100\npoll_interval = \"10ms\"")
+            + &channel("ops", &hook.url());
+    let (a, _da) = settings(&topic, &db, &toml);
+    let (b, _db) = settings(&topic, &db, &toml);
+    let first = RunningSink::start(a).await;
+    let second = RunningSink::start(b).await;
+    let pool = pool(&db).await;
+    wait_for_offsets(&pool, &topic, n, WITHIN).await;
+    support::wait_for(
+        &pool,
+        "SELECT count(*) FROM notifications WHERE status = 'delivered'",
+        8,
+        WITHIN,
+        "every notification delivered",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let keys = by_key(&hook.got());
+    assert_eq!(keys.len(), 8, "{keys:?}");
+    assert!(
+        keys.values().all(|n| *n == 1),
+        "a key delivered twice: {keys:?}"
+    );
+    first.stop().await.expect("stops");
+    second.stop().await.expect("stops");
+    pool.close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn notifications_stored_by_a_sink_stopped_before_dispatching_are_delivered_after_restart() {
+    let hook = Receiver::start(Behaviour::default()).await;
+    let client = kafka_client().await;
+    let (topic, n) = topic_with(&client, outage(&["shop".into()], 12)).await;
+    let db = TestDatabase::create().await;
+    let held = notifications("default_channels = [\"ops\"]\nstart_delay = \"1h\"")
+        + &channel("ops", &hook.url());
+    let (s, _d1) = settings(&topic, &db, &held);
+    let sink = RunningSink::start(s).await;
+    let pool = pool(&db).await;
+    wait_for_offsets(&pool, &topic, n, WITHIN).await;
+    assert_eq!(pending(&pool).await, 2, "stored, not delivered");
+    sink.stop().await.expect("stops");
+    assert!(hook.got().is_empty());
+
+    let (s, _d2) = settings(
+        &topic,
+        &db,
+        &(notifications("default_channels = [\"ops\"]") + &channel("ops", &hook.url())),
+    );
+    let sink = RunningSink::start(s).await;
+    let got = hook.wait("both after the restart", |g| g.len() >= 2).await;
+    assert_eq!(by_key(&got).len(), 2);
+    support::wait_for(
+        &pool,
+        "SELECT count(*) FROM notifications WHERE status = 'pending'",
+        0,
+        WITHIN,
+        "none pending",
+    )
+    .await;
+    sink.stop().await.expect("stops");
+    pool.close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn a_storm_of_200_targets_going_down_is_one_grouped_message_per_channel() {
+    let a = Receiver::start(Behaviour::default()).await;
+    let b = Receiver::start(Behaviour::default()).await;
+    let client = kafka_client().await;
+    let targets: Vec<String> = (0..200).map(|i| format!("s{i:03}")).collect();
+    // Down to the end: only `opened` events.
+    let (topic, n) = topic_with(&client, outage(&targets, 24)).await;
+    let db = TestDatabase::create().await;
+    let channels = channel("a", &a.url()) + &channel("b", &b.url());
+    let (s, _d1) = settings(
+        &topic,
+        &db,
+        &(notifications("default_channels = [\"a\", \"b\"]\nstart_delay = \"1h\"") + &channels),
+    );
+    let sink = RunningSink::start(s).await;
+    let pool = pool(&db).await;
+    wait_for_offsets(&pool, &topic, n, WITHIN).await;
+    assert_eq!(pending(&pool).await, 400);
+    sink.stop().await.expect("stops");
+    let (s, _d2) = settings(
+        &topic,
+        &db,
+        &(notifications("default_channels = [\"a\", \"b\"]") + &channels),
+    );
+    let sink = RunningSink::start(s).await;
+    for hook in [&a, &b] {
+        let got = hook.wait("a grouped message", |g| !g.is_empty()).await;
+        assert_eq!(got.len(), 1);
+        assert!(got[0].key.starts_with("group/"), "{}", got[0].key);
+        assert_eq!(got[0].transitions().len(), 200);
+        check(&got[0]);
+    }
+    support::wait_for(
+        &pool,
+        "SELECT count(*) FROM notifications WHERE status = 'delivered'",
+        400,
+        WITHIN,
+        "all delivered",
+    )
+    .await;
+    sink.stop().await.expect("stops");
+    pool.close().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn routes_send_each_target_to_its_channels_only() {
+    let web = Receiver::start(Behaviour::default()).await;
+    let dbs = Receiver::start(Behaviour::default()).await;
+    let ops = Receiver::start(Behaviour::default()).await;
+    let client = kafka_client().await;
+    let targets: Vec<String> = ["web1", "db1", "other", "quiet"].map(String::from).to_vec();
+    let (topic, n) = topic_with(&client, outage(&targets, 24)).await;
+    let db = TestDatabase::create().await;
+    let toml = notifications(
+        "default_channels = [\"ops\"]\nroutes = [\n { match = { team = \"web\" }, channels = [\"web\"] },\n { match = { team = \"db\" }, channels = [\"db\", \"ops\"] },\n]",
+    ) + &channel("web", &web.url())
+        + &channel("db", &dbs.url())
+        + &channel("ops", &ops.url())
+        + "[[monitored_urls]]\nid = \"web1\"\nurl = \"https://web1.example/\"\nname = \"Web one\"\nlabels = { team = \"web\" }\n"
+        + "[[monitored_urls]]\nid = \"db1\"\nurl = \"https://db1.example/\"\nlabels = { team = \"db\" }\n"
+        + "[[monitored_urls]]\nid = \"quiet\"\nurl = \"https://quiet.example/\"\nnotify = false\n";
+    let (s, _d) = settings(&topic, &db, &toml);
+    let sink = RunningSink::start(s).await;
+    let pool = pool(&db).await;
+    wait_for_offsets(&pool, &topic, n, WITHIN).await;
+    support::wait_for(
+        &pool,
+        "SELECT count(*) FROM notifications WHERE status = 'delivered'",
+        4,
+        WITHIN,
+        "four deliveries",
+    )
+    .await;
+    let names = |r: &Receiver| {
+        let mut t: Vec<String> = r.got().iter().flat_map(Received::transitions).collect();
+        t.sort();
+        t
+    };
+    assert_eq!(names(&web), ["web1:opened"]);
+    assert_eq!(names(&dbs), ["db1:opened"]);
+    assert_eq!(names(&ops), ["db1:opened", "other:opened"]);
+    assert_eq!(web.got()[0].json()["events"][0]["target_name"], "Web one");
+    sink.stop().await.expect("stops");
+    pool.close().await;
+    db.drop_database().await;
+}
