@@ -4,6 +4,8 @@
 -- (`ON CONFLICT DO NOTHING`) and each event reaches each channel once.
 CREATE TABLE notifications (
     id              uuid PRIMARY KEY,
+    -- Order of writing: events of one transaction go out in the order the fold saw them.
+    seq             bigint GENERATED ALWAYS AS IDENTITY,
     event_key       text NOT NULL,
     channel         text NOT NULL,
     -- The event as delivered (the sink's notify::message::Event).

@@ -183,8 +183,14 @@ fn start() -> DateTime<Utc> {
     DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
 }
 
-/// Reports of `targets` from every region for 24 slots: down from slot 4 to `down_until`.
+/// Reports of `targets` from every region for 24 slots: down from slot 4 to `down_until`,
+/// without a certificate.
 fn outage(targets: &[String], down_until: i64) -> Vec<Message> {
+    outage_with_certificate(targets, down_until, None)
+}
+
+/// [`outage`], every report seeing a certificate that expires `days` after the first slot.
+fn outage_with_certificate(targets: &[String], down_until: i64, days: Option<i64>) -> Vec<Message> {
     let start = start();
     let mut out = Vec::new();
     for k in 0..24 {
@@ -195,7 +201,8 @@ fn outage(targets: &[String], down_until: i64) -> Vec<Message> {
                 } else {
                     Status::Up
                 };
-                let r = slot_report(target, region, start, k, status);
+                let mut r = slot_report(target, region, start, k, status);
+                r.tls_cert_not_after = days.map(|d| start + chrono::Duration::days(d));
                 out.push((Some(target.clone().into_bytes()), Some(r.to_json())));
             }
         }
@@ -258,48 +265,32 @@ async fn pending(pool: &PgPool) -> i64 {
 async fn an_outage_is_delivered_once_opened_and_once_resolved_signed_and_as_the_schema_says() {
     let hook = Receiver::start(Behaviour::default()).await;
     let client = kafka_client().await;
-    let (topic, n) = topic_with(&client, outage(&["shop".into()], 12)).await;
+    // A certificate 10 days from expiry on every report: the 14-day threshold, once.
+    let messages = outage_with_certificate(&["shop".into()], 12, Some(10));
+    let (topic, n) = topic_with(&client, messages).await;
     let db = TestDatabase::create().await;
-    let (s, _dir) = settings(
-        &topic,
-        &db,
-        &(notifications("default_channels = [\"ops\"]") + &channel("ops", &hook.url())),
-    );
+    let toml = notifications("default_channels = [\"ops\"]") + &channel("ops", &hook.url());
+    let (s, _dir) = settings(&topic, &db, &toml);
     let sink = RunningSink::start(s).await;
     let pool = pool(&db).await;
     wait_for_offsets(&pool, &topic, n, WITHIN).await;
-    let got = hook.wait("opened and resolved", |g| g.len() >= 2).await;
+    hook.wait("three messages", |g| g.len() >= 3).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let got_now = hook.got();
-    assert_eq!(
-        got_now.len(),
-        2,
-        "nothing more: {:?}",
-        got_now
-            .iter()
-            .map(Received::transitions)
-            .collect::<Vec<_>>()
-    );
-    let transitions: Vec<Vec<String>> = got.iter().map(Received::transitions).collect();
+    let got = hook.got();
+    let transitions: Vec<String> = got.iter().flat_map(Received::transitions).collect();
     assert_eq!(
         transitions,
-        [
-            vec!["shop:opened".to_string()],
-            vec!["shop:resolved".to_string()]
-        ]
+        ["shop:certificate_expiring", "shop:opened", "shop:resolved"],
+        "in order, once each"
     );
+    assert_eq!(got[0].json()["events"][0]["transition"]["days"], 14);
     for r in &got {
         check(r);
         assert_eq!(r.json()["events"][0]["link"], "https://status.example/");
     }
-    assert_eq!(
-        count(
-            &pool,
-            "SELECT count(*) FROM notifications WHERE status = 'delivered' AND attempts = 1"
-        )
-        .await,
-        2
-    );
+    let delivered =
+        "SELECT count(*) FROM notifications WHERE status = 'delivered' AND attempts = 1";
+    support::wait_for(&pool, delivered, 3, WITHIN, "three delivered rows").await;
     sink.stop().await.expect("stops");
     pool.close().await;
     db.drop_database().await;

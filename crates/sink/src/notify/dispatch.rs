@@ -105,18 +105,24 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Delivers `messages`, at most [`MAX_IN_FLIGHT`] at once, and records each outcome.
+    /// Delivers `messages`: each channel's in order (an opening before its resolution),
+    /// channels side by side, at most [`MAX_IN_FLIGHT`] at once.
     async fn deliver_all(&self, messages: Vec<(String, Vec<Claimed>)>) -> Result<(), sqlx::Error> {
+        let mut by_channel: BTreeMap<String, Vec<(String, Vec<Claimed>)>> = BTreeMap::new();
+        for (key, members) in messages {
+            let channel = members[0].channel.clone();
+            by_channel.entry(channel).or_default().push((key, members));
+        }
         let mut running = JoinSet::new();
         let mut result = Ok(());
-        for (key, members) in messages {
+        for (name, queue) in by_channel {
             if running.len() >= MAX_IN_FLIGHT {
                 if let Some(Ok(Err(e))) = running.join_next().await {
                     result = Err(e);
                 }
             }
-            let Some(channel) = self.channels.get(&members[0].channel).cloned() else {
-                // A channel removed from the settings: its rows wait for it to come back.
+            // A channel removed from the settings: its rows wait for it to come back.
+            let Some(channel) = self.channels.get(&name).cloned() else {
                 continue;
             };
             let job = Job {
@@ -124,7 +130,12 @@ impl Dispatcher {
                 settings: self.settings.clone(),
                 metrics: self.metrics.clone(),
             };
-            running.spawn(async move { job.deliver(&channel, key, members).await });
+            running.spawn(async move {
+                for (key, members) in queue {
+                    job.deliver(&channel, key, members).await?;
+                }
+                Ok::<(), sqlx::Error>(())
+            });
         }
         while let Some(done) = running.join_next().await {
             if let Ok(Err(e)) = done {
@@ -145,7 +156,7 @@ struct Job {
 impl Job {
     /// Delivers one message and records the attempt for each of its notifications.
     async fn deliver(
-        self,
+        &self,
         channel: &Channel,
         key: String,
         members: Vec<Claimed>,
@@ -276,6 +287,7 @@ fn messages(
             }
         }
     }
+    out.sort_by_key(|(_, members)| members.iter().map(|c| c.seq).min());
     out
 }
 

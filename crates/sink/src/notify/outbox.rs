@@ -18,6 +18,8 @@ use super::routing::OutboxRow;
 pub struct Claimed {
     /// Its id.
     pub id: Uuid,
+    /// Its place in the order of writing.
+    pub seq: i64,
     /// Its channel.
     pub channel: String,
     /// Its group key (channel and transition).
@@ -91,10 +93,10 @@ where
 {
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(
-        "SELECT id, channel, group_key, message_key, event, attempts, created_at
+        "SELECT id, seq, channel, group_key, message_key, event, attempts, created_at
          FROM notifications
          WHERE status = 'pending' AND next_attempt_at <= now()
-         ORDER BY next_attempt_at
+         ORDER BY next_attempt_at, seq
          LIMIT $1
          FOR UPDATE SKIP LOCKED",
     )
@@ -115,14 +117,14 @@ where
         )
         .bind(&ids)
         .bind(key)
-        .bind(lease)
+        .bind(interval(lease))
         .execute(&mut *tx)
         .await?;
     }
     for (id, wait) in &planned.defer {
         sqlx::query("UPDATE notifications SET next_attempt_at = now() + $2 WHERE id = $1")
             .bind(id)
-            .bind(*wait)
+            .bind(interval(*wait))
             .execute(&mut *tx)
             .await?;
     }
@@ -143,6 +145,7 @@ fn claimed_of(row: &sqlx::postgres::PgRow) -> Option<Claimed> {
     let event: serde_json::Value = row.try_get("event").ok()?;
     Some(Claimed {
         id: row.try_get("id").ok()?,
+        seq: row.try_get("seq").ok()?,
         channel: row.try_get("channel").ok()?,
         group_key: row.try_get("group_key").ok()?,
         message_key: row.try_get("message_key").ok()?,
@@ -168,7 +171,7 @@ pub async fn finish(
     )
     .bind(ids)
     .bind(attempt.at)
-    .bind(attempt.duration)
+    .bind(interval(attempt.duration))
     .bind(attempt.outcome)
     .bind(attempt.http_status.map(i32::from))
     .bind(attempt.error.as_deref())
@@ -188,10 +191,15 @@ pub async fn finish(
     .bind(ids)
     .bind(status)
     .bind(attempt.error.as_deref())
-    .bind(retry_in)
+    .bind(retry_in.map(interval))
     .execute(&mut *tx)
     .await?;
     tx.commit().await
+}
+
+/// `d` to whole microseconds: PostgreSQL's `interval` holds no finer.
+fn interval(d: Duration) -> Duration {
+    Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Notifications pending, in the whole database.

@@ -25,6 +25,7 @@ fn claimed(n: u128, channel: &str, at_s: i64, message_key: Option<&str>) -> Clai
     };
     Claimed {
         id: Uuid::from_u128(n),
+        seq: n as i64,
         channel: channel.into(),
         group_key: format!("{channel}/opened"),
         message_key: message_key.map(str::to_string),
