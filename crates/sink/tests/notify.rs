@@ -172,9 +172,15 @@ fn channel(name: &str, url: &str) -> String {
     )
 }
 
-/// The fast dispatcher settings, plus `more`.
+/// The fast dispatcher settings (polling every 100 ms unless `more` says otherwise), plus
+/// `more`.
 fn notifications(more: &str) -> String {
-    format!("[sink.notifications]\npoll_interval = \"100ms\"\nretry_initial = \"200ms\"\nretry_max = \"1s\"\nlink = \"https://status.example/\"\n{more}\n")
+    let poll = if more.contains("poll_interval") {
+        ""
+    } else {
+        "poll_interval = \"100ms\"\n"
+    };
+    format!("[sink.notifications]\n{poll}retry_initial = \"200ms\"\nretry_max = \"1s\"\nlink = \"https://status.example/\"\n{more}\n")
 }
 
 /// A slot grid of whole seconds, an hour ago.
