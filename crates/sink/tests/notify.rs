@@ -258,6 +258,63 @@ fn by_key(got: &[Received]) -> HashMap<String, usize> {
     keys
 }
 
+/// A topic holding a test's messages, its database, and the settings files of its sinks.
+struct Fixture {
+    topic: String,
+    messages: i64,
+    db: TestDatabase,
+    pool: PgPool,
+    dirs: Vec<tempfile::TempDir>,
+}
+
+impl Fixture {
+    async fn new(messages: Vec<Message>) -> Fixture {
+        let client = kafka_client().await;
+        let (topic, messages) = topic_with(&client, messages).await;
+        let db = TestDatabase::create().await;
+        let pool = pool(&db).await;
+        Fixture {
+            topic,
+            messages,
+            db,
+            pool,
+            dirs: Vec::new(),
+        }
+    }
+
+    /// Starts a sink with the settings of `toml`.
+    async fn start(&mut self, toml: &str) -> RunningSink {
+        let (s, dir) = settings(&self.topic, &self.db, toml);
+        self.dirs.push(dir);
+        RunningSink::start(s).await
+    }
+
+    /// Waits until every message is stored.
+    async fn stored(&self) {
+        wait_for_offsets(&self.pool, &self.topic, self.messages, WITHIN).await;
+    }
+
+    /// Waits until `n` notifications match `condition`.
+    async fn notifications(&self, condition: &str, n: i64) {
+        let sql = format!("SELECT count(*) FROM notifications WHERE {condition}");
+        support::wait_for(&self.pool, &sql, n, WITHIN, condition).await;
+    }
+
+    /// Stops `sinks` and drops the database.
+    async fn end(self, sinks: Vec<RunningSink>) {
+        for sink in sinks {
+            sink.stop().await.expect("the sink stops cleanly");
+        }
+        self.pool.close().await;
+        self.db.drop_database().await;
+    }
+}
+
+/// Settings sending every target to channel `ops` at `hook`, plus `more`.
+fn ops(hook: &Receiver, more: &str) -> String {
+    notifications(&format!("default_channels = [\"ops\"]\n{more}")) + &channel("ops", &hook.url())
+}
+
 async fn pending(pool: &PgPool) -> i64 {
     count(
         pool,
@@ -270,16 +327,10 @@ async fn pending(pool: &PgPool) -> i64 {
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn an_outage_is_delivered_once_opened_and_once_resolved_signed_and_as_the_schema_says() {
     let hook = Receiver::start(Behaviour::default()).await;
-    let client = kafka_client().await;
     // A certificate 10 days from expiry on every report: the 14-day threshold, once.
-    let messages = outage_with_certificate(&["shop".into()], 12, Some(10));
-    let (topic, n) = topic_with(&client, messages).await;
-    let db = TestDatabase::create().await;
-    let toml = notifications("default_channels = [\"ops\"]") + &channel("ops", &hook.url());
-    let (s, _dir) = settings(&topic, &db, &toml);
-    let sink = RunningSink::start(s).await;
-    let pool = pool(&db).await;
-    wait_for_offsets(&pool, &topic, n, WITHIN).await;
+    let mut f = Fixture::new(outage_with_certificate(&["shop".into()], 12, Some(10))).await;
+    let sink = f.start(&ops(&hook, "")).await;
+    f.stored().await;
     hook.wait("three messages", |g| g.len() >= 3).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got = hook.got();
@@ -294,12 +345,9 @@ async fn an_outage_is_delivered_once_opened_and_once_resolved_signed_and_as_the_
         check(r);
         assert_eq!(r.json()["events"][0]["link"], "https://status.example/");
     }
-    let delivered =
-        "SELECT count(*) FROM notifications WHERE status = 'delivered' AND attempts = 1";
-    support::wait_for(&pool, delivered, 3, WITHIN, "three delivered rows").await;
-    sink.stop().await.expect("stops");
-    pool.close().await;
-    db.drop_database().await;
+    f.notifications("status = 'delivered' AND attempts = 1", 3)
+        .await;
+    f.end(vec![sink]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,37 +358,25 @@ async fn a_receiver_answering_500_then_200_gets_the_same_key_twice_and_one_row_h
         ..Behaviour::default()
     })
     .await;
-    let client = kafka_client().await;
-    let (topic, n) = topic_with(&client, outage(&["shop".into()], 30)).await;
-    let db = TestDatabase::create().await;
-    let (s, _dir) = settings(
-        &topic,
-        &db,
-        &(notifications("default_channels = [\"ops\"]") + &channel("ops", &hook.url())),
-    );
-    let sink = RunningSink::start(s).await;
-    let pool = pool(&db).await;
-    wait_for_offsets(&pool, &topic, n, WITHIN).await;
+    let mut f = Fixture::new(outage(&["shop".into()], 30)).await;
+    let sink = f.start(&ops(&hook, "")).await;
+    f.stored().await;
     let got = hook.wait("a retry", |g| g.len() >= 2).await;
     assert_eq!(got[0].key, got[1].key, "a retry carries the same key");
-    support::wait_for(
-        &pool,
-        "SELECT count(*) FROM notifications WHERE status = 'delivered' AND attempts = 2",
-        1,
-        WITHIN,
-        "one delivered row",
+    f.notifications("status = 'delivered' AND attempts = 2", 1)
+        .await;
+    let attempts = count(
+        &f.pool,
+        "SELECT count(*) FROM notification_attempts WHERE outcome = 'retry' AND http_status = 500",
     )
     .await;
-    let attempts = count(&pool, "SELECT count(*) FROM notification_attempts a JOIN notifications n ON n.id = a.notification_id WHERE a.outcome = 'retry' AND a.http_status = 500").await;
     assert_eq!(attempts, 1, "the 500 is recorded");
     let (_, metrics) = monitor_core::testing::http_get(sink.admin.port(), "/metrics").await;
     assert!(
         metrics.contains("webmon_sink_notifications_total{channel=\"ops\",outcome=\"retry\"} 1"),
         "{metrics}"
     );
-    sink.stop().await.expect("stops");
-    pool.close().await;
-    db.drop_database().await;
+    f.end(vec![sink]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,59 +388,29 @@ async fn a_receiver_that_times_out_after_reading_gets_the_message_again_with_the
         ..Behaviour::default()
     })
     .await;
-    let client = kafka_client().await;
-    let (topic, n) = topic_with(&client, outage(&["shop".into()], 30)).await;
-    let db = TestDatabase::create().await;
-    let (s, _dir) = settings(
-        &topic,
-        &db,
-        &(notifications("default_channels = [\"ops\"]") + &channel("ops", &hook.url())),
-    );
-    let sink = RunningSink::start(s).await;
-    let pool = pool(&db).await;
-    wait_for_offsets(&pool, &topic, n, WITHIN).await;
+    let mut f = Fixture::new(outage(&["shop".into()], 30)).await;
+    let sink = f.start(&ops(&hook, "")).await;
+    f.stored().await;
     let got = hook.wait("a second request", |g| g.len() >= 2).await;
     assert_eq!(got[0].key, got[1].key);
     assert_eq!(got[0].body, got[1].body, "the same message");
-    support::wait_for(
-        &pool,
-        "SELECT count(*) FROM notifications WHERE status = 'delivered' AND attempts = 2",
-        1,
-        WITHIN,
-        "delivered at the second attempt",
-    )
-    .await;
-    sink.stop().await.expect("stops");
-    pool.close().await;
-    db.drop_database().await;
+    f.notifications("status = 'delivered' AND attempts = 2", 1)
+        .await;
+    f.end(vec![sink]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn two_replicas_on_one_database_deliver_each_key_exactly_once() {
     let hook = Receiver::start(Behaviour::default()).await;
-    let client = kafka_client().await;
     let targets: Vec<String> = (0..4).map(|i| format!("r{i}")).collect();
-    let (topic, n) = topic_with(&client, outage(&targets, 12)).await;
-    let db = TestDatabase::create().await;
+    let mut f = Fixture::new(outage(&targets, 12)).await;
     // group_min above the targets: every event is a message of its own.
-    let toml =
-        notifications("default_channels = [\"ops\"]\ngroup_min = 100\npoll_interval = \"10ms\"")
-            + &channel("ops", &hook.url());
-    let (a, _da) = settings(&topic, &db, &toml);
-    let (b, _db) = settings(&topic, &db, &toml);
-    let first = RunningSink::start(a).await;
-    let second = RunningSink::start(b).await;
-    let pool = pool(&db).await;
-    wait_for_offsets(&pool, &topic, n, WITHIN).await;
-    support::wait_for(
-        &pool,
-        "SELECT count(*) FROM notifications WHERE status = 'delivered'",
-        8,
-        WITHIN,
-        "every notification delivered",
-    )
-    .await;
+    let toml = ops(&hook, "group_min = 100\npoll_interval = \"10ms\"");
+    let first = f.start(&toml).await;
+    let second = f.start(&toml).await;
+    f.stored().await;
+    f.notifications("status = 'delivered'", 8).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let keys = by_key(&hook.got());
     assert_eq!(keys.len(), 8, "{keys:?}");
@@ -412,48 +418,25 @@ async fn two_replicas_on_one_database_deliver_each_key_exactly_once() {
         keys.values().all(|n| *n == 1),
         "a key delivered twice: {keys:?}"
     );
-    first.stop().await.expect("stops");
-    second.stop().await.expect("stops");
-    pool.close().await;
-    db.drop_database().await;
+    f.end(vec![first, second]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn notifications_stored_by_a_sink_stopped_before_dispatching_are_delivered_after_restart() {
     let hook = Receiver::start(Behaviour::default()).await;
-    let client = kafka_client().await;
-    let (topic, n) = topic_with(&client, outage(&["shop".into()], 12)).await;
-    let db = TestDatabase::create().await;
-    let held = notifications("default_channels = [\"ops\"]\nstart_delay = \"1h\"")
-        + &channel("ops", &hook.url());
-    let (s, _d1) = settings(&topic, &db, &held);
-    let sink = RunningSink::start(s).await;
-    let pool = pool(&db).await;
-    wait_for_offsets(&pool, &topic, n, WITHIN).await;
-    assert_eq!(pending(&pool).await, 2, "stored, not delivered");
+    let mut f = Fixture::new(outage(&["shop".into()], 12)).await;
+    let sink = f.start(&ops(&hook, "start_delay = \"1h\"")).await;
+    f.stored().await;
+    assert_eq!(pending(&f.pool).await, 2, "stored, not delivered");
     sink.stop().await.expect("stops");
     assert!(hook.got().is_empty());
 
-    let (s, _d2) = settings(
-        &topic,
-        &db,
-        &(notifications("default_channels = [\"ops\"]") + &channel("ops", &hook.url())),
-    );
-    let sink = RunningSink::start(s).await;
+    let sink = f.start(&ops(&hook, "")).await;
     let got = hook.wait("both after the restart", |g| g.len() >= 2).await;
     assert_eq!(by_key(&got).len(), 2);
-    support::wait_for(
-        &pool,
-        "SELECT count(*) FROM notifications WHERE status = 'pending'",
-        0,
-        WITHIN,
-        "none pending",
-    )
-    .await;
-    sink.stop().await.expect("stops");
-    pool.close().await;
-    db.drop_database().await;
+    f.notifications("status = 'pending'", 0).await;
+    f.end(vec![sink]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,28 +444,17 @@ async fn notifications_stored_by_a_sink_stopped_before_dispatching_are_delivered
 async fn a_storm_of_200_targets_going_down_is_one_grouped_message_per_channel() {
     let a = Receiver::start(Behaviour::default()).await;
     let b = Receiver::start(Behaviour::default()).await;
-    let client = kafka_client().await;
     let targets: Vec<String> = (0..200).map(|i| format!("s{i:03}")).collect();
     // Down to the end: only `opened` events.
-    let (topic, n) = topic_with(&client, outage(&targets, 24)).await;
-    let db = TestDatabase::create().await;
+    let mut f = Fixture::new(outage(&targets, 24)).await;
     let channels = channel("a", &a.url()) + &channel("b", &b.url());
-    let (s, _d1) = settings(
-        &topic,
-        &db,
-        &(notifications("default_channels = [\"a\", \"b\"]\nstart_delay = \"1h\"") + &channels),
-    );
-    let sink = RunningSink::start(s).await;
-    let pool = pool(&db).await;
-    wait_for_offsets(&pool, &topic, n, WITHIN).await;
-    assert_eq!(pending(&pool).await, 400);
+    let both = "default_channels = [\"a\", \"b\"]\n";
+    let held = notifications(&format!("{both}start_delay = \"1h\"")) + &channels;
+    let sink = f.start(&held).await;
+    f.stored().await;
+    assert_eq!(pending(&f.pool).await, 400);
     sink.stop().await.expect("stops");
-    let (s, _d2) = settings(
-        &topic,
-        &db,
-        &(notifications("default_channels = [\"a\", \"b\"]") + &channels),
-    );
-    let sink = RunningSink::start(s).await;
+    let sink = f.start(&(notifications(both) + &channels)).await;
     for hook in [&a, &b] {
         let got = hook.wait("a grouped message", |g| !g.is_empty()).await;
         assert_eq!(got.len(), 1);
@@ -490,17 +462,8 @@ async fn a_storm_of_200_targets_going_down_is_one_grouped_message_per_channel() 
         assert_eq!(got[0].transitions().len(), 200);
         check(&got[0]);
     }
-    support::wait_for(
-        &pool,
-        "SELECT count(*) FROM notifications WHERE status = 'delivered'",
-        400,
-        WITHIN,
-        "all delivered",
-    )
-    .await;
-    sink.stop().await.expect("stops");
-    pool.close().await;
-    db.drop_database().await;
+    f.notifications("status = 'delivered'", 400).await;
+    f.end(vec![sink]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -509,10 +472,8 @@ async fn routes_send_each_target_to_its_channels_only() {
     let web = Receiver::start(Behaviour::default()).await;
     let dbs = Receiver::start(Behaviour::default()).await;
     let ops = Receiver::start(Behaviour::default()).await;
-    let client = kafka_client().await;
     let targets: Vec<String> = ["web1", "db1", "other", "quiet"].map(String::from).to_vec();
-    let (topic, n) = topic_with(&client, outage(&targets, 24)).await;
-    let db = TestDatabase::create().await;
+    let mut f = Fixture::new(outage(&targets, 24)).await;
     let toml = notifications(
         "default_channels = [\"ops\"]\nroutes = [\n { match = { team = \"web\" }, channels = [\"web\"] },\n { match = { team = \"db\" }, channels = [\"db\", \"ops\"] },\n]",
     ) + &channel("web", &web.url())
@@ -521,18 +482,9 @@ async fn routes_send_each_target_to_its_channels_only() {
         + "[[monitored_urls]]\nid = \"web1\"\nurl = \"https://web1.example/\"\nname = \"Web one\"\nlabels = { team = \"web\" }\n"
         + "[[monitored_urls]]\nid = \"db1\"\nurl = \"https://db1.example/\"\nlabels = { team = \"db\" }\n"
         + "[[monitored_urls]]\nid = \"quiet\"\nurl = \"https://quiet.example/\"\nnotify = false\n";
-    let (s, _d) = settings(&topic, &db, &toml);
-    let sink = RunningSink::start(s).await;
-    let pool = pool(&db).await;
-    wait_for_offsets(&pool, &topic, n, WITHIN).await;
-    support::wait_for(
-        &pool,
-        "SELECT count(*) FROM notifications WHERE status = 'delivered'",
-        4,
-        WITHIN,
-        "four deliveries",
-    )
-    .await;
+    let sink = f.start(&toml).await;
+    f.stored().await;
+    f.notifications("status = 'delivered'", 4).await;
     let names = |r: &Receiver| {
         let mut t: Vec<String> = r.got().iter().flat_map(Received::transitions).collect();
         t.sort();
@@ -542,7 +494,38 @@ async fn routes_send_each_target_to_its_channels_only() {
     assert_eq!(names(&dbs), ["db1:opened"]);
     assert_eq!(names(&ops), ["db1:opened", "other:opened"]);
     assert_eq!(web.got()[0].json()["events"][0]["target_name"], "Web one");
-    sink.stop().await.expect("stops");
-    pool.close().await;
-    db.drop_database().await;
+    f.end(vec![sink]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn an_incident_still_open_is_reminded_once_per_interval_passed_under_its_own_key() {
+    let hook = Receiver::start(Behaviour::default()).await;
+    // Down to the end, an hour ago: with reminders every minute, the reminder due now is
+    // about the 60th, and only it is written.
+    let mut f = Fixture::new(outage(&["shop".into()], 24)).await;
+    let toml = ops(
+        &hook,
+        "reminder = \"1m\"\ngroup_min = 100\npoll_interval = \"10ms\"",
+    );
+    let first = f.start(&toml).await;
+    let second = f.start(&toml).await;
+    f.stored().await;
+    let got = hook.wait("opened and a reminder", |g| g.len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_now = hook.got();
+    assert_eq!(got_now.len(), 2, "one reminder, even from two replicas");
+    let reminder = got
+        .iter()
+        .find(|r| r.key.contains("/reminder-"))
+        .expect("a reminder");
+    let n = reminder.json()["events"][0]["transition"]["n"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        (59..=61).contains(&n),
+        "the reminder number counts the minutes: {n}"
+    );
+    check(reminder);
+    f.end(vec![first, second]).await;
 }

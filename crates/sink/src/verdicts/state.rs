@@ -320,7 +320,7 @@ pub struct Incident {
     /// Its down reports.
     pub tally: Tally,
     /// Whether it began inside a maintenance window: kept, but not notified.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub maintenance: bool,
 }
 
