@@ -513,8 +513,12 @@ async fn an_incident_still_open_is_reminded_once_per_interval_passed_under_its_o
     f.stored().await;
     let got = hook.wait("opened and a reminder", |g| g.len() >= 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let got_now = hook.got();
-    assert_eq!(got_now.len(), 2, "one reminder, even from two replicas");
+    let keys = by_key(&hook.got());
+    // (A minute may turn during the test: then the next reminder follows, under its key.)
+    assert!(
+        keys.values().all(|n| *n == 1),
+        "each reminder once, even from two replicas: {keys:?}"
+    );
     let reminder = got
         .iter()
         .find(|r| r.key.contains("/reminder-"))
