@@ -26,6 +26,8 @@ CREATE TABLE notifications (
 
 -- The dispatcher's query: due pending notifications, oldest due first.
 CREATE INDEX notifications_due ON notifications (next_attempt_at) WHERE status = 'pending';
+-- Reminders: the opening notifications of incidents still open.
+CREATE INDEX notifications_event_key ON notifications (event_key);
 -- `sink report` and the failed count.
 CREATE INDEX notifications_failed ON notifications (channel) WHERE status = 'failed';
 

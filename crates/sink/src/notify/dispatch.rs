@@ -36,8 +36,14 @@ pub const CLAIM_LIMIT: i64 = 500;
 /// at most a minute), so a row is never sent by two replicas at once; a replica that dies
 /// holding rows leaves them due again after this.
 pub const LEASE: Duration = Duration::from_secs(120);
+/// A claim's messages not begun this long after the claim are left for the next claim, so
+/// every attempt ends within the lease (an attempt takes at most a minute, the longest
+/// channel timeout).
+pub const BEGIN_WITHIN: Duration = Duration::from_secs(60);
 /// Most messages delivered at once by one replica.
 pub const MAX_IN_FLIGHT: usize = 16;
+/// How often reminders due are looked for (a reminder is at most this late).
+pub const REMIND_CHECK: Duration = Duration::from_secs(10);
 /// The window of `rate_per_minute`.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -49,6 +55,7 @@ pub struct Dispatcher {
     channels: BTreeMap<String, Arc<Channel>>,
     metrics: Arc<SinkMetrics>,
     rate: Rate,
+    reminded_at: Option<Instant>,
 }
 
 impl Dispatcher {
@@ -64,6 +71,7 @@ impl Dispatcher {
             channels,
             metrics,
             rate: Rate::new(settings.rate_per_minute),
+            reminded_at: None,
         }
     }
 
@@ -85,8 +93,12 @@ impl Dispatcher {
 
     /// One round: reminders, then claims and deliveries until nothing is due.
     async fn round(&mut self, stop: &CancellationToken) -> Result<(), sqlx::Error> {
-        if let Some(every) = self.settings.reminder {
+        let remind_due = self
+            .reminded_at
+            .is_none_or(|at| at.elapsed() >= REMIND_CHECK);
+        if let (Some(every), true) = (self.settings.reminder, remind_due) {
             remind(&self.pool, every).await?;
+            self.reminded_at = Some(Instant::now());
         }
         while !stop.is_cancelled() {
             let (min, window) = (self.settings.group_min, self.settings.group_window);
@@ -113,6 +125,7 @@ impl Dispatcher {
             let channel = members[0].channel.clone();
             by_channel.entry(channel).or_default().push((key, members));
         }
+        let claimed_at = Instant::now();
         let mut running = JoinSet::new();
         let mut result = Ok(());
         for (name, queue) in by_channel {
@@ -132,6 +145,10 @@ impl Dispatcher {
             };
             running.spawn(async move {
                 for (key, members) in queue {
+                    // Left pending: due again when the lease ends, with the same key.
+                    if claimed_at.elapsed() > BEGIN_WITHIN {
+                        break;
+                    }
                     job.deliver(&channel, key, members).await?;
                 }
                 Ok::<(), sqlx::Error>(())
@@ -340,10 +357,9 @@ impl Rate {
 /// incident and `n`, so replicas writing the same reminder write it once.
 async fn remind(pool: &PgPool, every: Duration) -> Result<u64, sqlx::Error> {
     let opened: Vec<(String, serde_json::Value)> = sqlx::query_as(
-        "SELECT n.channel, n.event FROM notifications n
-         JOIN incidents i ON i.incident_id = (n.event->>'incident_id')::uuid
-         WHERE i.closed_at IS NULL AND i.kind = 'down'
-           AND n.event->'transition'->>'type' = 'opened'",
+        "SELECT n.channel, n.event FROM incidents i
+         JOIN notifications n ON n.event_key = 'incident/' || i.incident_id || '/opened'
+         WHERE i.closed_at IS NULL AND i.kind = 'down'",
     )
     .fetch_all(pool)
     .await?;
