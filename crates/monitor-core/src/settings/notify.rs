@@ -189,63 +189,65 @@ pub(crate) fn read_notify_section(
     problems: &mut Problems,
 ) -> NotifySettings {
     let mut s = sink.section("notifications", problems);
-    let d = NotifySettings::default();
     let channels = read_channels(&mut s, base_dir, problems);
     let routes = read_routes(&mut s, &channels, problems);
     let default_channels = s
         .string_list("default_channels", problems)
         .unwrap_or_default();
-    check_names(
-        &s.path_of("default_channels"),
-        &default_channels,
-        &channels,
-        problems,
-    );
-    let mut within = |s: &mut Section<'_>, key: &str, default: Duration, max: Duration| {
-        s.duration_within(key, default, max, problems)
-            .unwrap_or(default)
-    };
-    let give_up_after = within(&mut s, "give_up_after", d.give_up_after, MAX_GIVE_UP_AFTER);
-    let retry_initial = within(&mut s, "retry_initial", d.retry_initial, MAX_RETRY);
-    let retry_max = within(&mut s, "retry_max", d.retry_max, MAX_RETRY);
-    let group_window = within(&mut s, "group_window", d.group_window, MAX_GROUP_WINDOW);
-    let poll_interval = within(&mut s, "poll_interval", d.poll_interval, MAX_POLL);
-    let start_delay = if s.has("start_delay") {
-        within(&mut s, "start_delay", d.start_delay, MAX_POLL)
-    } else {
-        s.raw("start_delay");
-        d.start_delay
-    };
-    let reminder = read_reminder(&mut s, problems);
-    let settings = NotifySettings {
+    let path = s.path_of("default_channels");
+    check_names(&path, &default_channels, &channels, problems);
+    let d = NotifySettings::default();
+    let mut settings = NotifySettings {
         link: read_link(&mut s, problems),
         degraded: s.bool("degraded", false, problems),
         certificate_days: read_certificate_days(&mut s, problems),
-        group_min: s.integer(
-            "group_min",
-            i64::from(d.group_min),
-            1,
-            i64::from(MAX_GROUP_MIN),
-            problems,
-        ) as u32,
-        rate_per_minute: s.integer(
+        group_min: count(&mut s, "group_min", d.group_min, MAX_GROUP_MIN, problems),
+        rate_per_minute: count(
+            &mut s,
             "rate_per_minute",
-            i64::from(d.rate_per_minute),
-            1,
-            i64::from(MAX_RATE_PER_MINUTE),
+            d.rate_per_minute,
+            MAX_RATE_PER_MINUTE,
             problems,
-        ) as u32,
+        ),
+        reminder: read_reminder(&mut s, problems),
         channels,
         routes,
         default_channels,
-        give_up_after,
-        retry_initial,
-        retry_max,
-        reminder,
-        group_window,
-        poll_interval,
-        start_delay,
+        ..d
     };
+    read_timing(&mut s, &mut settings, problems);
+    s.finish(problems);
+    settings
+}
+
+/// A whole number from 1 to `max`.
+fn count(s: &mut Section<'_>, key: &str, default: u32, max: u32, problems: &mut Problems) -> u32 {
+    s.integer(key, i64::from(default), 1, i64::from(max), problems) as u32
+}
+
+/// The waits: retries, giving up, grouping, polling, the start delay.
+fn read_timing(s: &mut Section<'_>, settings: &mut NotifySettings, problems: &mut Problems) {
+    let mut within = |s: &mut Section<'_>, key: &str, value: &mut Duration, max: Duration| {
+        *value = s
+            .duration_within(key, *value, max, problems)
+            .unwrap_or(*value);
+    };
+    within(
+        s,
+        "give_up_after",
+        &mut settings.give_up_after,
+        MAX_GIVE_UP_AFTER,
+    );
+    within(s, "retry_initial", &mut settings.retry_initial, MAX_RETRY);
+    within(s, "retry_max", &mut settings.retry_max, MAX_RETRY);
+    within(
+        s,
+        "group_window",
+        &mut settings.group_window,
+        MAX_GROUP_WINDOW,
+    );
+    within(s, "poll_interval", &mut settings.poll_interval, MAX_POLL);
+    within(s, "start_delay", &mut settings.start_delay, MAX_POLL);
     if settings.retry_max < settings.retry_initial {
         problems.push(Problem::new(
             &s.path_of("retry_max"),
@@ -255,8 +257,6 @@ pub(crate) fn read_notify_section(
             ),
         ));
     }
-    s.finish(problems);
-    settings
 }
 
 /// `reminder`: off unless set; between [`MIN_REMINDER`] and [`MAX_REMINDER`].
