@@ -73,6 +73,8 @@ struct Behaviour {
     fail: AtomicUsize,
     slow: AtomicUsize,
     sleep: Duration,
+    /// Answer 400 to everything.
+    refuse: bool,
     got: Mutex<Vec<Received>>,
 }
 
@@ -140,6 +142,9 @@ async fn receive(State(s): State<Arc<Behaviour>>, headers: HeaderMap, body: Byte
         .is_ok()
     {
         tokio::time::sleep(s.sleep).await;
+    }
+    if s.refuse {
+        return StatusCode::BAD_REQUEST;
     }
     if s.fail
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -532,4 +537,33 @@ async fn an_incident_still_open_is_reminded_once_per_interval_passed_under_its_o
     );
     check(reminder);
     f.end(vec![first, second]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn a_refused_notification_fails_at_once_and_sink_report_lists_it() {
+    let hook = Receiver::start(Behaviour {
+        refuse: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let mut f = Fixture::new(outage(&["shop".into()], 24)).await;
+    let sink = f.start(&ops(&hook, "")).await;
+    f.stored().await;
+    f.notifications("status = 'failed' AND attempts = 1", 1)
+        .await;
+    let report = sink::uptime::failed_notifications(&f.pool)
+        .await
+        .expect("the report reads");
+    assert!(report.contains("FAILED NOTIFICATIONS"), "{report}");
+    assert!(
+        report.contains("ops  1  last error: answered 400"),
+        "{report}"
+    );
+    let (_, metrics) = monitor_core::testing::http_get(sink.admin.port(), "/metrics").await;
+    assert!(
+        metrics.contains("webmon_sink_notifications_failed_total 1"),
+        "{metrics}"
+    );
+    f.end(vec![sink]).await;
 }
