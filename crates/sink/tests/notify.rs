@@ -42,6 +42,8 @@ const WITHIN: Duration = Duration::from_secs(40);
 struct Received {
     key: String,
     signature: String,
+    /// The channel's custom header `X-Test`.
+    custom: String,
     body: Bytes,
 }
 
@@ -135,6 +137,7 @@ async fn receive(State(s): State<Arc<Behaviour>>, headers: HeaderMap, body: Byte
     s.got.lock().expect("lock").push(Received {
         key: header("x-webmon-key"),
         signature: header("x-webmon-signature"),
+        custom: header("x-test"),
         body,
     });
     if s.slow
@@ -229,8 +232,9 @@ async fn topic_with(client: &Client, messages: Vec<Message>) -> (String, i64) {
     (topic, n)
 }
 
-/// Checks the signature, and the body against the schema.
+/// Checks the signature, the custom header, and the body against the schema.
 fn check(r: &Received) {
+    assert_eq!(r.custom, "yes", "the channel's own headers are sent");
     assert_eq!(
         r.signature,
         format!("sha256={}", sign(SECRET.as_bytes(), &r.body)),
