@@ -224,6 +224,23 @@ fn outage_with_certificate(targets: &[String], down_until: i64, days: Option<i64
     out
 }
 
+/// Reports of `target` for 24 slots from every region, the first region failing from slot 4:
+/// a degraded period, no incident.
+fn one_region_failing(target: &str) -> Vec<Message> {
+    let start = start();
+    let mut out = Vec::new();
+    for k in 0..24 {
+        for (i, region) in REGIONS.iter().enumerate() {
+            let down = i == 0 && k >= 4;
+            let status = if down { Status::Down } else { Status::Up };
+            let mut r = slot_report(target, region, start, k, status);
+            r.tls_cert_not_after = None;
+            out.push((Some(target.as_bytes().to_vec()), Some(r.to_json())));
+        }
+    }
+    out
+}
+
 /// A topic holding `messages`; returns it and their count.
 async fn topic_with(client: &Client, messages: Vec<Message>) -> (String, i64) {
     let topic = create_topic(client, 1).await;
@@ -569,5 +586,26 @@ async fn a_refused_notification_fails_at_once_and_sink_report_lists_it() {
         metrics.contains("webmon_sink_notifications_failed_total 1"),
         "{metrics}"
     );
+    f.end(vec![sink]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn degraded_periods_are_notified_only_when_asked_for() {
+    let hook = Receiver::start(Behaviour::default()).await;
+    let mut messages = one_region_failing("asked");
+    let quiet = one_region_failing("quiet");
+    messages.extend(quiet);
+    let mut f = Fixture::new(messages).await;
+    let toml = ops(&hook, "degraded = true")
+        + "[[monitored_urls]]\nid = \"quiet\"\nurl = \"https://quiet.example/\"\nnotify = false\n";
+    let sink = f.start(&toml).await;
+    f.stored().await;
+    let got = hook.wait("a degraded period", |g| !g.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let transitions: Vec<String> = hook.got().iter().flat_map(Received::transitions).collect();
+    assert_eq!(transitions, ["asked:degraded"]);
+    assert_eq!(got[0].json()["events"][0]["state"], "degraded");
+    assert_eq!(got[0].json()["events"][0]["regions"][0], "eu-west");
     f.end(vec![sink]).await;
 }
