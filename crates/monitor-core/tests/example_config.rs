@@ -25,6 +25,7 @@ const SECTIONS: &[&str] = &[
     "database",
     "sink",
     "sink.verdicts",
+    "sink.notifications",
 ];
 
 /// The original Python service's spellings, accepted so that its file loads unchanged

@@ -25,6 +25,8 @@ use crate::db;
 use crate::error::SinkError;
 use crate::housekeeping;
 use crate::metrics::{SinkMetrics, STALL_BOUND};
+use crate::notify::dispatch::Dispatcher;
+use crate::notify::routing::Routing;
 use crate::retry::retry_until_stopped;
 use crate::store::ReportStore;
 use crate::topic;
@@ -107,8 +109,8 @@ impl Application {
     }
 }
 
-/// Connects, migrates, then runs housekeeping, the verdict gauges, the topic watch and the
-/// coordinator until `shutdown`.
+/// Connects, migrates, then runs housekeeping, the verdict gauges, the notifications'
+/// dispatcher, the topic watch and the coordinator until `shutdown`.
 async fn run(
     settings: SinkSettings,
     metrics: Arc<SinkMetrics>,
@@ -118,7 +120,9 @@ async fn run(
     let pool = db::pool(&settings.database)?;
     let mut store = ReportStore::new(pool.clone());
     if verdicts {
-        store = store.with_verdicts(Verdicts::new(Policies::from_settings(&settings)));
+        let verdicts = Verdicts::new(Policies::from_settings(&settings))
+            .with_routing(Routing::from_settings(&settings));
+        store = store.with_verdicts(verdicts);
     }
     let store = Arc::new(store);
     if settings.sink.migrate_on_start && !migrate(&store, shutdown).await? {
@@ -145,6 +149,8 @@ async fn run(
         },
         stop_tasks.clone(),
     ));
+    let dispatcher = Dispatcher::new(pool.clone(), &settings.sink.notifications, metrics.clone());
+    let dispatch = tokio::spawn(dispatcher.run(stop_tasks.clone()));
     let gauges = tokio::spawn({
         let stop = stop_tasks.clone();
         async move { gauges::refresh_until_stopped(pool, &metrics, stop).await }
@@ -160,6 +166,7 @@ async fn run(
     stop_tasks.cancel();
     let _ = housekeeping.await;
     let _ = gauges.await;
+    let _ = dispatch.await;
     let _ = metadata.await;
     result
 }

@@ -10,8 +10,8 @@
 //!   endpoint, `run_until_stopped` connects, migrates and runs until shut down.
 //! - [`coordinator`]: takes a fair share of the topic's partitions through [`leases`], runs one
 //!   consumer per owned partition, and gives partitions back when more replicas join; beside
-//!   it run [`housekeeping`] (day partitions ahead, retention) and [`topic`] (the partition
-//!   count).
+//!   it run [`housekeeping`] (day partitions ahead, retention), [`topic`] (the partition
+//!   count) and the notifications' dispatcher ([`notify::dispatch`]).
 //! - [`consumer`]: the loop that fetches one partition, decodes each message into a batch, and
 //!   hands the batch to the store.
 //! - [`decode`]: a Kafka message becomes a report or a dead letter of the batch; nothing in a
@@ -25,8 +25,9 @@
 //!   (`target_states`, `incidents`, `verdict_hours`), written in the store's transaction.
 //! - [`leases`]: partition ownership through PostgreSQL advisory locks, so replicas share a
 //!   topic's partitions without consumer groups.
-//! - [`notify`]: notifications of what the verdicts change, written with the change and
-//!   delivered to the channels each target is routed to.
+//! - [`notify`]: notifications of what the verdicts change, written with the change (an
+//!   outbox in the same transaction) and delivered to the channels each target is routed to,
+//!   at least once, under a key receivers deduplicate on.
 //! - [`uptime`]: the summary of `sink report`, read from the verdicts and the stored results.
 //! - [`db`]: connecting to PostgreSQL and the embedded migrations.
 //! - [`metrics`], [`retry`], [`error`]: the Prometheus metrics and readiness, waiting out

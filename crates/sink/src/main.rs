@@ -123,6 +123,7 @@ async fn execute(
                 );
             } else {
                 print!("{}", sink::uptime::table(&summaries));
+                print!("{}", sink::uptime::failed_notifications(&pool).await?);
             }
             Ok(())
         }

@@ -46,6 +46,15 @@ pub struct RegionLabels {
     pub region: String,
 }
 
+/// A notification's channel and the outcome of an attempt.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// The channel's name.
+    pub channel: String,
+    /// `delivered`, `retry` or `refused`.
+    pub outcome: String,
+}
+
 /// How long a partition may hold messages without its stored offset moving before the replica
 /// reports itself not ready. A healthy partition stores a batch every `batch_linger` or so; a
 /// two-minute wait means PostgreSQL is down or blocked (a lock held, a stuck statement).
@@ -102,6 +111,12 @@ pub struct SinkMetrics {
     pub open_incidents: Family<KindLabels, Gauge>,
     /// Per region, the targets it stopped reporting (the whole database).
     pub silent_regions: Family<RegionLabels, Gauge>,
+    /// Notifications by channel and attempt outcome (each event of a grouped message counts).
+    pub notifications: Family<NotificationLabels, Counter>,
+    /// Notifications pending (the whole database).
+    pub notifications_pending: Gauge,
+    /// Notifications given up on (refused, or not delivered within `give_up_after`).
+    pub notifications_failed: Counter,
     /// Whether the database answers and this replica holds its share of partitions (see
     /// [`SinkMetrics::is_ready`] for the whole readiness).
     pub ready: AtomicBool,
@@ -127,6 +142,9 @@ impl Default for SinkMetrics {
             targets: Family::default(),
             open_incidents: Family::default(),
             silent_regions: Family::default(),
+            notifications: Family::default(),
+            notifications_pending: Gauge::default(),
+            notifications_failed: Counter::default(),
             ready: AtomicBool::new(false),
             stall_bound: STALL_BOUND,
             progress: Mutex::new(HashMap::new()),
@@ -207,6 +225,21 @@ impl SinkMetrics {
             "silent_regions",
             "Per region, the targets it stopped reporting within the region window",
             m.silent_regions.clone(),
+        );
+        r.register(
+            "notifications",
+            "Notification delivery attempts by channel and outcome (delivered, retry, refused)",
+            m.notifications.clone(),
+        );
+        r.register(
+            "notifications_pending",
+            "Notifications waiting to be delivered",
+            m.notifications_pending.clone(),
+        );
+        r.register(
+            "notifications_failed",
+            "Notifications given up on: refused, or not delivered within give_up_after",
+            m.notifications_failed.clone(),
         );
         Arc::new(m)
     }

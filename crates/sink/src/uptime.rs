@@ -10,6 +10,9 @@
 //! how many). MTTR is the mean duration of the `down` incidents opened in the window and
 //! closed, incidents of a maintenance window left out; MTBF the mean time from one such
 //! incident's close to the next one's opening.
+//!
+//! Below the table, notifications given up on are listed per channel (count and the newest
+//! error), since a channel that silently fails is an outage nobody hears of.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -336,4 +339,19 @@ pub fn table(summaries: &[TargetSummary]) -> String {
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
     out
+}
+
+/// Notifications given up on, per channel, as lines under the table (empty when none).
+pub async fn failed_notifications(pool: &PgPool) -> Result<String, SinkError> {
+    let failed = crate::notify::outbox::failed_by_channel(pool).await?;
+    let mut out = String::new();
+    if failed.is_empty() {
+        return Ok(out);
+    }
+    let _ = writeln!(out, "\nFAILED NOTIFICATIONS");
+    for f in failed {
+        let error = f.last_error.as_deref().unwrap_or("-");
+        let _ = writeln!(out, "{}  {}  last error: {error}", f.channel, f.failed);
+    }
+    Ok(out)
 }

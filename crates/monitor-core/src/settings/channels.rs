@@ -5,8 +5,7 @@
 //!
 //! The section's `kind` key chooses the reader. Whoever walks the channel list reads `kind`
 //! first, then calls `read_slack`, `read_pagerduty` or `read_email` on the same section, then
-//! `finish`es it (so a misspelt key is reported); [`read_channel`] does all three for one
-//! section given as a value.
+//! `finish`es it (so a misspelt key is reported): `notify::read_channel` does.
 //!
 //! Keys and URLs that let anyone post to the channel are [`Secret`]s, read as the database
 //! password is: inline (best through the environment, `WEBMON__...__URL`) or from a file
@@ -38,7 +37,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::Value;
 use url::Url;
 
 use super::problems::{Problem, Problems};
@@ -180,52 +178,6 @@ pub struct EmailSettings {
     pub timeout: Duration,
     /// CA certificates (PEM) trusted for the server besides the system's trust store.
     pub ca_file: Option<PathBuf>,
-}
-
-/// The channel kinds read here, as [`read_channel`] returns them.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ServiceChannel {
-    /// `kind = "slack"`.
-    Slack(SlackSettings),
-    /// `kind = "pagerduty"`.
-    PagerDuty(PagerDutySettings),
-    /// `kind = "email"`.
-    Email(EmailSettings),
-}
-
-/// The `kind`s [`read_channel`] knows.
-pub const SERVICE_CHANNEL_KINDS: [&str; 3] = ["slack", "pagerduty", "email"];
-
-/// Reads one channel of kind `kind` (`slack`, `pagerduty`, `email`) from `value`, the
-/// channel's section, named `path` in problems; its `kind` key is taken as read. `None`, with
-/// the problems pushed, when the kind is not one of these or the section has problems.
-pub fn read_channel(
-    kind: &str,
-    path: &str,
-    value: &Value,
-    base_dir: &Path,
-    problems: &mut Problems,
-) -> Option<ServiceChannel> {
-    let mut s = Section::from_value(path.to_string(), value, problems)?;
-    s.raw("kind");
-    let channel = match kind {
-        "slack" => read_slack(&mut s, base_dir, problems).map(ServiceChannel::Slack),
-        "pagerduty" => read_pagerduty(&mut s, base_dir, problems).map(ServiceChannel::PagerDuty),
-        "email" => read_email(&mut s, base_dir, problems).map(ServiceChannel::Email),
-        other => {
-            problems.push(Problem::new(
-                &s.path_of("kind"),
-                format!(
-                    "{other:?} is not a channel kind read here: use one of {}",
-                    SERVICE_CHANNEL_KINDS.join(", ")
-                ),
-            ));
-            return None;
-        }
-    };
-    let before = problems.len();
-    s.finish(problems);
-    channel.filter(|_| problems.len() == before)
 }
 
 /// Reads a `kind = "slack"` section (its `kind` already read): `url` or `url_file`.
@@ -448,18 +400,21 @@ fn address_problem(address: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
+    use super::super::notify::{read_channels, ChannelSettings};
     use super::*;
 
-    fn read(kind: &str, value: Value) -> (Option<ServiceChannel>, String) {
+    /// Reads `value` as the channel `oncall` of `[sink.notifications]`, of kind `kind`.
+    fn read(kind: &str, mut value: Value) -> (Option<ChannelSettings>, String) {
+        if let Some(section) = value.as_object_mut() {
+            section.entry("kind").or_insert(kind.into());
+        }
+        let root = serde_json::json!({ "channels": { "oncall": value } });
         let mut problems = Problems::default();
-        let channel = read_channel(
-            kind,
-            "sink.notifications.channels.oncall",
-            &value,
-            Path::new("/nonexistent"),
-            &mut problems,
-        );
-        (channel, problems.to_string())
+        let mut s = Section::root(&root, &mut problems);
+        let mut channels = read_channels(&mut s, Path::new("/nonexistent"), &mut problems);
+        (channels.remove("oncall"), problems.to_string())
     }
 
     #[test]
@@ -468,7 +423,7 @@ mod tests {
             "slack",
             serde_json::json!({"kind": "slack", "url": "https://hooks.slack.com/services/T/B/x"}),
         );
-        let Some(ServiceChannel::Slack(slack)) = channel else {
+        let Some(ChannelSettings::Slack(slack)) = channel else {
             panic!("{text}");
         };
         assert_eq!(slack.url.expose(), "https://hooks.slack.com/services/T/B/x");
@@ -477,7 +432,7 @@ mod tests {
         let (channel, text) = read("slack", serde_json::json!({"kind": "slack"}));
         assert!(channel.is_none());
         assert!(
-            text.contains("sink.notifications.channels.oncall.url: is missing: set url_file"),
+            text.contains("channels.oncall.url: is missing: set url_file"),
             "{text}"
         );
         let (_, text) = read("slack", serde_json::json!({"url": "hooks.slack.com/x"}));
@@ -491,7 +446,7 @@ mod tests {
     #[test]
     fn a_pagerduty_channel_has_defaults_and_names_bad_severities() {
         let (channel, text) = read("pagerduty", serde_json::json!({"routing_key": "R0UT1NG"}));
-        let Some(ServiceChannel::PagerDuty(pd)) = channel else {
+        let Some(ChannelSettings::PagerDuty(pd)) = channel else {
             panic!("{text}");
         };
         assert_eq!(pd.url.as_str(), PAGERDUTY_EVENTS_URL);
@@ -525,7 +480,7 @@ mod tests {
                 "timeout": "10s",
             }),
         );
-        let Some(ServiceChannel::Email(email)) = channel else {
+        let Some(ChannelSettings::Email(email)) = channel else {
             panic!("{text}");
         };
         assert_eq!(email.port, 465);
@@ -538,7 +493,7 @@ mod tests {
             "email",
             serde_json::json!({"host": "h", "from": "a@b.c", "to": ["x@y.z"]}),
         );
-        let Some(ServiceChannel::Email(email)) = channel else {
+        let Some(ChannelSettings::Email(email)) = channel else {
             panic!("{text}");
         };
         assert_eq!((email.tls, email.port), (SmtpTls::StartTls, 587));
@@ -576,7 +531,7 @@ mod tests {
         let (channel, text) = read("teams", serde_json::json!({"kind": "teams"}));
         assert!(channel.is_none());
         assert!(
-            text.contains("oncall.kind: \"teams\" is not a channel kind read here: use one of slack, pagerduty, email"),
+            text.contains("oncall.kind: \"teams\" is not a channel kind: use one of webhook, slack, pagerduty, email"),
             "{text}"
         );
     }

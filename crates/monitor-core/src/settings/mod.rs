@@ -12,8 +12,8 @@
 //! Children, in the order they build on each other: [`Problem`]s (what is wrong, and where),
 //! units (durations and sizes), the walker over the merged tree, secrets and the source of the
 //! tree, then one module per section (`kafka`, `database`, labels and selectors, maintenance
-//! windows, how reports become verdicts, targets, the notification channels) and each
-//! service's settings made of them (`checker`, `sink`).
+//! windows, how reports become verdicts, targets, the notification channels and where
+//! notifications go) and each service's settings made of them (`checker`, `sink`).
 
 mod problems;
 mod units;
@@ -26,6 +26,7 @@ mod database;
 mod kafka;
 mod labels;
 mod maintenance;
+mod notify;
 mod verdicts;
 
 mod target;
@@ -36,9 +37,8 @@ mod checker;
 mod sink;
 
 pub use channels::{
-    read_channel, EmailSettings, PagerDutySettings, PagerDutySeverity, ServiceChannel,
-    SlackSettings, SmtpTls, DEFAULT_SMTP_TIMEOUT, MAX_RECIPIENTS, MAX_SMTP_TIMEOUT,
-    PAGERDUTY_EVENTS_URL, SERVICE_CHANNEL_KINDS,
+    EmailSettings, PagerDutySettings, PagerDutySeverity, SlackSettings, SmtpTls,
+    DEFAULT_SMTP_TIMEOUT, MAX_RECIPIENTS, MAX_SMTP_TIMEOUT, PAGERDUTY_EVENTS_URL,
 };
 pub use checker::{
     CheckerSection, CheckerSettings, ProducerSettings, Shard, DEFAULT_MAX_BODY_MEMORY,
@@ -49,6 +49,11 @@ pub use kafka::{
 };
 pub use labels::{LabelSelector, Labels, MAX_LABELS, MAX_LABEL_LEN};
 pub use maintenance::{MaintenanceWindow, WindowTimes, MAX_ONE_OFF, MAX_WINDOWS};
+pub use notify::{
+    ChannelSettings, NotifySettings, Route, WebhookSettings, CHANNEL_KINDS,
+    DEFAULT_CERTIFICATE_DAYS, DEFAULT_GIVE_UP_AFTER, DEFAULT_GROUP_MIN, DEFAULT_GROUP_WINDOW,
+    DEFAULT_RATE_PER_MINUTE, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX, DEFAULT_WEBHOOK_TIMEOUT,
+};
 pub use problems::{ConfigError, Problem, Problems};
 pub use secret::Secret;
 pub use sink::{SinkSection, SinkSettings};

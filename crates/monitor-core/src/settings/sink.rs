@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::database::{read_database, DatabaseSettings};
 use super::kafka::{read_kafka, KafkaSettings};
 use super::maintenance::{read_windows, MaintenanceWindow};
+use super::notify::{read_notify_section, NotifySettings};
 use super::problems::{ConfigError, Problem, Problems};
 use super::source::SettingsSource;
 use super::target::{read_targets, Reader, TargetSettings};
@@ -60,6 +61,8 @@ pub struct SinkSection {
     pub verdicts: VerdictSettings,
     /// `[[sink.maintenance]]`: when targets' failures are expected.
     pub maintenance: Vec<MaintenanceWindow>,
+    /// `[sink.notifications]`: channels, routes, retries and grouping of notifications.
+    pub notifications: NotifySettings,
 }
 
 /// Default of `sink.shutdown_timeout`: a third of Kubernetes' default termination grace (30 s).
@@ -77,7 +80,7 @@ impl SinkSettings {
         let mut problems = Problems::default();
         let mut root = Section::root(&tree, &mut problems);
 
-        let sink = read_sink_section(&mut root, &mut problems);
+        let sink = read_sink_section(&mut root, &base_dir, &mut problems);
         let kafka_present = root.has("kafka");
         let kafka = read_kafka(&mut root, &base_dir, &mut problems);
         if !kafka_present {
@@ -130,7 +133,11 @@ impl SinkSettings {
     }
 }
 
-fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSection {
+fn read_sink_section(
+    root: &mut Section<'_>,
+    base_dir: &std::path::Path,
+    problems: &mut Problems,
+) -> SinkSection {
     let mut s = root.section("sink", problems);
     let batch_size = s.integer("batch_size", 5000, 1, 1_000_000, problems) as usize;
     let batch_linger = s
@@ -167,6 +174,7 @@ fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSec
     let admin_listen = read_admin_listen(&mut s, SINK_ADMIN_LISTEN, problems);
     let verdicts = read_verdict_section(&mut s, problems);
     let maintenance = read_windows(&mut s, problems);
+    let notifications = read_notify_section(&mut s, base_dir, problems);
     let shutdown_timeout = s
         .duration("shutdown_timeout", SINK_SHUTDOWN_TIMEOUT, problems)
         .unwrap_or(SINK_SHUTDOWN_TIMEOUT);
@@ -190,6 +198,7 @@ fn read_sink_section(root: &mut Section<'_>, problems: &mut Problems) -> SinkSec
         shutdown_timeout,
         verdicts,
         maintenance,
+        notifications,
     }
 }
 

@@ -499,7 +499,8 @@ fn pattern(s: &mut Section<'_>, key: &str, problems: &mut Problems) -> Option<Pa
     }
 }
 
-fn headers(s: &mut Section<'_>, problems: &mut Problems) -> HeaderMap {
+/// Reads a `headers` table: every key is a header name, every value its value.
+pub(crate) fn headers(s: &mut Section<'_>, problems: &mut Problems) -> HeaderMap {
     let mut map = HeaderMap::new();
     // Header names are free-form: every key of the section is a header.
     let section = s.section("headers", problems);

@@ -96,6 +96,16 @@ fn client() -> &'static HttpsClient {
 /// POSTs `body` to `url` with `headers` (a `Content-Type` among them), within
 /// [`ATTEMPT_TIMEOUT`]. A 2xx is delivered; anything else is a [`DeliveryError`].
 pub async fn post(url: &str, headers: &HeaderMap, body: Vec<u8>) -> Result<Answer, DeliveryError> {
+    post_within(url, headers, body, ATTEMPT_TIMEOUT).await
+}
+
+/// [`post`] within `timeout` (a channel's own bound).
+pub async fn post_within(
+    url: &str,
+    headers: &HeaderMap,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Answer, DeliveryError> {
     let mut request = Request::post(url)
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| DeliveryError::Refused {
@@ -119,12 +129,13 @@ pub async fn post(url: &str, headers: &HeaderMap, body: Vec<u8>) -> Result<Answe
             .unwrap_or_default();
         Ok::<_, DeliveryError>((status, String::from_utf8_lossy(&body).into_owned()))
     };
-    let (status, body) = tokio::time::timeout(ATTEMPT_TIMEOUT, attempt)
-        .await
-        .map_err(|_| DeliveryError::Retry {
-            reason: format!("no answer within {ATTEMPT_TIMEOUT:?}"),
-            status: None,
-        })??;
+    let (status, body) =
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .map_err(|_| DeliveryError::Retry {
+                reason: format!("no answer within {timeout:?}"),
+                status: None,
+            })??;
     judge(status, body)
 }
 

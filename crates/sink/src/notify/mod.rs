@@ -4,11 +4,21 @@
 //!
 //! ## Layout
 //! - [`message`]: what a notification says, as data and as text, the same for every channel.
+//! - [`routing`]: incidents and certificates become events, routed to channels by labels;
+//!   the fold writes them with [`outbox::insert`].
+//! - [`outbox`]: the outbox's SQL: writing, claiming, recording attempts.
 //! - [`delivery`]: one HTTP(S) delivery attempt and what its answer means.
-//! - [`channels`]: each kind of channel, rendering a message in its receiver's language.
+//! - [`channels`]: the channel kinds ([`channels::Channel`]: webhook, Slack, PagerDuty,
+//!   e-mail), each rendering a message in its receiver's own format.
+//! - [`dispatch`]: the task that claims due notifications, groups, rate-bounds, delivers and
+//!   retries them, and writes reminders.
 
 pub mod message;
+pub mod routing;
+
+pub mod outbox;
 
 pub mod delivery;
 
 pub mod channels;
+pub mod dispatch;

@@ -8,6 +8,12 @@
 //! With the fold a pure function of the reports ([`fold::apply`]), a restart, a partition
 //! moved to another replica or a replay into an empty database give the same incidents.
 //!
+//! Notifications are written here too, as outbox rows in the same transaction (see
+//! [`crate::notify`]): an incident opened or closed, and a certificate crossing a threshold of
+//! `certificate_days` (remembered in the state, so each is written once per expiry). The
+//! thresholds are measured from the check's slot, never the wall clock, so a replay writes
+//! the same rows, and the outbox drops them as written already.
+//!
 //! ## Layout
 //! - [`policy`]: each target's quorum and thresholds, from the settings.
 //! - [`state`]: what the fold keeps per target, reads of a report, and says changed.
@@ -40,6 +46,9 @@ use self::sql::VerdictCounts;
 pub use self::sql::{prune_before, Pruned, PRUNE_BATCH};
 use self::state::{to_time, Change, Incident, ReportFacts, TargetState};
 use crate::error::SinkError;
+use crate::notify::message::Transition;
+use crate::notify::outbox;
+use crate::notify::routing::{OutboxRow, Routing};
 
 /// What folding a transaction's reports did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,6 +79,7 @@ pub struct Verdicts {
     policies: Policies,
     /// The states written by this replica's committed transactions.
     cache: Arc<StateCache>,
+    routing: Routing,
 }
 
 /// The states a transaction wrote: handed back to [`Verdicts::remember`] once it committed.
@@ -77,12 +87,19 @@ pub struct Verdicts {
 pub struct Written(BTreeMap<String, Versioned>);
 
 impl Verdicts {
-    /// The fold under `policies`.
+    /// The fold under `policies`, notifying nothing.
     pub fn new(policies: Policies) -> Verdicts {
         Verdicts {
             policies,
             cache: Arc::default(),
+            routing: Routing::default(),
         }
+    }
+
+    /// This fold, writing notifications routed by `routing`.
+    pub fn with_routing(mut self, routing: Routing) -> Verdicts {
+        self.routing = routing;
+        self
     }
 
     /// Folds `reports` (newly inserted in this transaction, in offset order) into their
@@ -110,17 +127,64 @@ impl Verdicts {
             let policy = self.policies.of(&report.target_id);
             let windows = self.policies.windows_of(&report.target_id);
             let changes = apply(state, &facts, policy, windows);
+            if self.routing.is_active() {
+                self.notices(report, state, &changes, &mut effects.outbox);
+            }
             effects.record(&report.target_id, changes);
         }
         sql::save_states(conn, &mut states).await?;
         sql::upsert_incidents(conn, &effects.incidents).await?;
         sql::add_verdicts(conn, &effects.counts).await?;
+        outbox::insert(conn, &effects.outbox).await?;
         Ok((effects.folded, Written(states)))
     }
 
     /// Keeps the states of a committed transaction for the next batches of their targets.
     pub fn remember(&self, written: Written) {
         self.cache.put(written.0);
+    }
+
+    /// The outbox rows of what one report changed: incidents opened and closed, and a
+    /// certificate threshold crossed (remembered in `state`).
+    fn notices(
+        &self,
+        report: &Report,
+        state: &mut TargetState,
+        changes: &[Change],
+        out: &mut Vec<OutboxRow>,
+    ) {
+        let target = || self.routing.target(&report.target_id, &report.url);
+        for change in changes {
+            let (incident, transition) = match change {
+                Change::Opened(i) | Change::MaintenanceOver(i) => (i, Transition::Opened),
+                Change::Closed(i) => (i, Transition::Resolved),
+                _ => continue,
+            };
+            let target = target();
+            if let Some(event) = self.routing.incident_event(incident, transition, &target) {
+                out.extend(self.routing.rows(event, &target));
+            }
+        }
+        let Some(cert) = state.cert else { return };
+        let notified = state
+            .cert_notified
+            .filter(|(not_after, _)| *not_after == cert.not_after)
+            .map(|(_, days)| days);
+        let crossed = self
+            .routing
+            .certificate_threshold(cert.not_after, cert.seen_at, notified);
+        if let Some(days) = crossed {
+            state.cert_notified = Some((cert.not_after, days));
+            let target = target();
+            let event = self.routing.certificate_event(
+                &report.target_id,
+                &target,
+                cert.not_after,
+                days,
+                cert.seen_at,
+            );
+            out.extend(self.routing.rows(event, &target));
+        }
     }
 }
 
@@ -131,6 +195,7 @@ struct Effects {
     incidents: BTreeMap<Uuid, Incident>,
     counts: VerdictCounts,
     folded: Folded,
+    outbox: Vec<OutboxRow>,
 }
 
 impl Effects {

@@ -414,6 +414,10 @@ pub struct TargetState {
     /// of a later hour is final (readers add the current hour from here).
     #[serde(rename = "hr", skip_serializing_if = "Option::is_none")]
     pub hour: Option<HourCounts>,
+    /// The certificate expiry last notified and the smallest threshold (days) notified for
+    /// it, so each threshold of each certificate is notified once.
+    #[serde(rename = "cn", skip_serializing_if = "Option::is_none")]
+    pub cert_notified: Option<(Micros, u32)>,
 }
 
 /// What a report changed.
