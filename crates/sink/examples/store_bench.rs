@@ -4,8 +4,8 @@
 //!
 //! The backlog is a number of targets (default 100,000) checked from three regions at a 60 s
 //! period, a number of slots (default 3) of each: the issue's scale, 5,000 reports/s in
-//! production. The verdict run keeps the state of every target, reading and writing it with
-//! each batch.
+//! production. The verdict run keeps the state of every target, writing it with each batch
+//! (and reading it from the table the first time it meets the target).
 //!
 //! ```sh
 //! KAFKA_BROKERS=127.0.0.1:9092 DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
