@@ -5,16 +5,22 @@
 //! pointing at one) and an SMTP listener (`tls = "none"`). Secrets come as an operator would
 //! give them: the Slack URL and the PagerDuty routing key through `WEBMON__` variables, the
 //! webhook's secret from a file.
+//!
+//! And a real SIGKILL between storing and delivering: the `sink` binary claims a message for
+//! a webhook receiver that hangs, is killed mid-attempt, and a new process delivers each key
+//! once after the claim's lease, which follows the channel's 3 s timeout (14 s, see
+//! `dispatch::Lease`) so the test ends within about 20 s.
 
 mod support;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
 use support::http::{Received, Receiver};
 use support::notify::{notifications, outage, Fixture, WITHIN};
 use support::smtp::{Front, Mail, SmtpServer};
-use support::text_rows;
+use support::{count, text_rows};
 use tokio::time::Instant;
 
 const ROUTING_KEY: &str = "test-routing-key";
@@ -147,4 +153,54 @@ async fn one_outage_reaches_webhook_slack_pagerduty_and_email_once_opened_and_on
         assert_eq!(mail.to, ["RCPT TO:<oncall@example.com>"]);
     }
     f.end(vec![sink]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn a_sink_killed_while_a_receiver_hangs_leaves_each_key_to_its_successor_to_deliver_once() {
+    let hook = Receiver::start().await;
+    hook.hold(true);
+    let mut f = Fixture::new(outage(&["shop".into()], 12)).await;
+    let toml = notifications("default_channels = [\"hook\"]")
+        + &format!(
+            "[sink.notifications.channels.hook]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"s\"\ntimeout = \"3s\"\n",
+            hook.url
+        );
+    let mut first = f.process(&toml);
+    wait_for_n("a request held", 1, || hook.received()).await;
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    let claimed = "SELECT count(*) FROM notifications WHERE status = 'pending' AND attempts = 0 \
+                   AND message_key IS NOT NULL AND next_attempt_at > now()";
+    assert_eq!(
+        count(&f.pool, claimed).await,
+        2,
+        "stored, claimed, not delivered"
+    );
+    assert!(hook.answered().is_empty());
+
+    hook.hold(false);
+    let restarted = Instant::now();
+    let _second = f.process(&toml);
+    f.notifications("status = 'delivered' AND attempts = 1", 2)
+        .await;
+    assert!(
+        restarted.elapsed() < Duration::from_secs(25),
+        "the lease held the rows {:?}",
+        restarted.elapsed()
+    );
+    let mut answered: HashMap<String, usize> = HashMap::new();
+    for (r, status) in hook.answered() {
+        assert!((200..300).contains(&status));
+        *answered.entry(r.key).or_default() += 1;
+    }
+    let keys = text_rows(&f.pool, "SELECT event_key FROM notifications ORDER BY seq").await;
+    let once: HashMap<String, usize> = keys.iter().map(|k| (k.clone(), 1)).collect();
+    assert_eq!(answered, once, "each key answered once after the restart");
+    assert_eq!(
+        hook.received()[0].key,
+        keys[0],
+        "the held request was the opening, sent again under its key"
+    );
+    f.end(Vec::new()).await;
 }
