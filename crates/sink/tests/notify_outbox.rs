@@ -1,12 +1,15 @@
 //! The outbox's upkeep against a real PostgreSQL: old delivered and failed notifications
 //! deleted with their attempts, in batches, pending ones and the opening of an open incident
-//! kept.
+//! kept; and the notifications of a channel removed from the settings failed by a running
+//! sink rather than left pending.
 
 mod support;
 
 use chrono::Utc;
 use monitor_core::testing::TestDatabase;
 use sink::notify::outbox;
+use support::http::Receiver;
+use support::notify::{notifications as dispatcher, Fixture};
 use support::{count, text_rows};
 
 /// `n` notifications of channel `ops`, `status`, written `days` ago, each with one attempt;
@@ -87,4 +90,53 @@ async fn retention_deletes_old_delivered_and_failed_notifications_with_their_att
     assert_eq!(attempts, 7, "the attempts of the rows kept, and no others");
     pool.close().await;
     db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn notifications_of_a_channel_no_longer_configured_fail_once_and_are_counted() {
+    let hook = Receiver::start().await;
+    let mut f = Fixture::new(Vec::new()).await;
+    let _migrated = support::migrated_store(&f.db).await;
+    // Two notifications written while channel `gone` was configured, one for `ops`.
+    for (key, channel) in [("a/1", "gone"), ("a/2", "gone"), ("a/3", "ops")] {
+        let event = format!(
+            "{{\"key\": \"{key}\", \"transition\": {{\"type\": \"opened\"}}, \"target_id\": \"t\", \
+             \"target_name\": \"t\", \"url\": \"https://t.example/\", \"labels\": {{}}, \"state\": \"down\", \
+             \"since\": \"2026-11-28T12:00:00Z\", \"regions\": []}}"
+        );
+        sqlx::query(
+            "INSERT INTO notifications (id, event_key, channel, group_key, event) \
+             VALUES (gen_random_uuid(), $1, $2, $2 || '/opened', $3::jsonb)",
+        )
+        .bind(key)
+        .bind(channel)
+        .bind(event)
+        .execute(&f.pool)
+        .await
+        .expect("insert");
+    }
+    let toml = dispatcher("default_channels = [\"ops\"]")
+        + &format!(
+            "[sink.notifications.channels.ops]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"s\"\n",
+            hook.url
+        );
+    let sink = f.start(&toml).await;
+    let gone = "channel = 'gone' AND status = 'failed' AND attempts = 0 \
+                AND last_error = 'channel gone is no longer configured'";
+    f.notifications(gone, 2).await;
+    f.notifications("channel = 'ops' AND status = 'delivered'", 1)
+        .await;
+    assert_eq!(
+        count(&f.pool, "SELECT count(*) FROM notification_attempts WHERE notification_id IN (SELECT id FROM notifications WHERE channel = 'gone')").await,
+        0,
+        "nothing was attempted"
+    );
+    let (_, metrics) = monitor_core::testing::http_get(sink.admin.port(), "/metrics").await;
+    assert_eq!(
+        support::sample(&metrics, "webmon_sink_notifications_failed_total"),
+        Some(2.0),
+        "{metrics}"
+    );
+    f.end(vec![sink]).await;
 }

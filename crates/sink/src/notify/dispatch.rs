@@ -5,6 +5,9 @@
 //! delivered, due again after a backoff with jitter, or failed once a retry cannot help or
 //! `give_up_after` has passed. It also writes reminders of incidents still open.
 //!
+//! Notifications of a channel no longer in the settings fail at once ("channel <name> is no
+//! longer configured") rather than stay pending forever.
+//!
 //! A claim holds its rows for a [`Lease`] derived from the longest channel timeout (not a
 //! fixed time): a replica killed mid-attempt leaves its rows due again once the lease ends,
 //! 14 s after the claim with webhooks of a 3 s timeout, 42 s with the default 10 s.
@@ -179,8 +182,10 @@ impl Dispatcher {
                     result = Err(e);
                 }
             }
-            // A channel removed from the settings: its rows wait for it to come back.
             let Some(channel) = self.channels.get(&name).cloned() else {
+                if let Err(e) = self.unconfigured(&name, &queue).await {
+                    result = Err(e);
+                }
                 continue;
             };
             let job = Job {
@@ -205,6 +210,26 @@ impl Dispatcher {
             }
         }
         result
+    }
+
+    /// Fails the claimed notifications of `name`, a channel no longer in the settings (they
+    /// would otherwise stay pending forever), counts them failed and says so once.
+    async fn unconfigured(
+        &self,
+        name: &str,
+        queue: &[(String, Vec<Claimed>)],
+    ) -> Result<(), sqlx::Error> {
+        let ids: Vec<Uuid> = queue
+            .iter()
+            .flat_map(|(_, members)| members.iter().map(|c| c.id))
+            .collect();
+        let error = format!("channel {name} is no longer configured");
+        let failed = outbox::fail(&self.pool, &ids, &error).await?;
+        if failed > 0 {
+            self.metrics.notifications_failed.inc_by(failed);
+            warn!(channel = name, notifications = failed, "notifications failed: channel {name} is no longer configured in sink.notifications.channels");
+        }
+        Ok(())
     }
 }
 

@@ -205,6 +205,20 @@ pub async fn finish(
     tx.commit().await
 }
 
+/// Gives up on the pending notifications of `ids` without an attempt (their channel is gone):
+/// failed, with `error` as the last error. Returns how many it failed.
+pub async fn fail(pool: &PgPool, ids: &[Uuid], error: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE notifications SET status = 'failed', last_error = $2, next_attempt_at = now()
+         WHERE id = ANY($1) AND status = 'pending'",
+    )
+    .bind(ids)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// `d` to whole microseconds: PostgreSQL's `interval` holds no finer.
 fn interval(d: Duration) -> Duration {
     Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
