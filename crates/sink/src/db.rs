@@ -157,3 +157,27 @@ pub async fn migrate(pool: &PgPool) -> Result<(), SinkError> {
     migrator.run(pool).await?;
     Ok(())
 }
+
+/// Runs `statement`, a `DELETE` of at most `$2` rows older than `$1`, with `cutoff` and
+/// `batch` until it deletes fewer than `batch`: many short statements rather than one long
+/// one that holds its locks and bloats the log. Returns the rows deleted.
+pub async fn delete_in_batches(
+    pool: &PgPool,
+    statement: &str,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    loop {
+        let n = sqlx::query(statement)
+            .bind(cutoff)
+            .bind(batch)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        deleted += n;
+        if n < batch.max(1) as u64 {
+            return Ok(deleted);
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! Housekeeping of the tables: day partitions of `results` created ahead of the reports that
-//! need them and those past `sink.retention` dropped, and verdict hours and closed incidents
-//! past `sink.verdicts.retention` deleted (kept longer than the raw results by default: the
+//! need them and those past `sink.retention` dropped, and verdict hours, closed incidents and
+//! delivered or failed notifications past `sink.verdicts.retention` deleted (kept longer than the raw results by default: the
 //! status page and SLAs read them). It runs in a task of its own, beside the
 //! coordinator, because its DDL can wait for a lock behind a long query and nothing slow may
 //! hold up the leases.
@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::notify::outbox;
 use crate::store::ReportStore;
 use crate::verdicts;
 
@@ -29,7 +30,8 @@ pub const DAYS_AHEAD: i64 = 3;
 pub struct Retention {
     /// Raw results (`sink.retention`), whole day partitions.
     pub results: Option<Duration>,
-    /// Verdict hours and closed incidents (`sink.verdicts.retention`).
+    /// Verdict hours, closed incidents, delivered and failed notifications
+    /// (`sink.verdicts.retention`).
     pub verdicts: Option<Duration>,
 }
 
@@ -77,6 +79,14 @@ async fn housekeeping(store: &ReportStore, retention: Retention) -> bool {
             Ok(_) => {}
             Err(e) => {
                 warn!(error = %e, retry_in = ?HOUSEKEEPING_RETRY, "cannot delete verdicts past the retention; retrying");
+                return false;
+            }
+        }
+        match outbox::prune_before(store.pool(), cutoff).await {
+            Ok(0) => {}
+            Ok(n) => info!(notifications = n, %cutoff, "deleted notifications past the retention"),
+            Err(e) => {
+                warn!(error = %e, retry_in = ?HOUSEKEEPING_RETRY, "cannot delete notifications past the retention; retrying");
                 return false;
             }
         }

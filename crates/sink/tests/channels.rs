@@ -1,18 +1,13 @@
 //! The Slack, PagerDuty and e-mail channels against real receivers on local sockets: an HTTP
 //! server playing Slack's webhook and PagerDuty's Events API, and an SMTP server speaking
-//! EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA and QUIT. No broker or database is needed.
+//! EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA and QUIT (both in `support`). No broker or database is needed.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+mod support;
+
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::DateTime;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use monitor_core::settings::{
     EmailSettings, PagerDutySettings, PagerDutySeverity, Secret, SlackSettings, SmtpTls,
 };
@@ -23,7 +18,8 @@ use sink::notify::channels::pagerduty::PagerDuty;
 use sink::notify::channels::slack::Slack;
 use sink::notify::delivery::DeliveryError;
 use sink::notify::message::{Event, Message, Transition};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use support::http::Receiver;
+use support::smtp::{Front, Mail, SmtpServer};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
@@ -58,85 +54,6 @@ fn message(events: Vec<Event>) -> Message {
     Message {
         key: events.first().map(|e| e.key.clone()).unwrap_or_default(),
         events,
-    }
-}
-
-// ---- an HTTP receiver ----
-
-/// One request as received: its content type and JSON body.
-#[derive(Debug, Clone)]
-struct Received {
-    content_type: String,
-    json: Value,
-}
-
-/// An HTTP server on 127.0.0.1:0 that records each request and answers with the next status
-/// queued (202 when none is).
-#[derive(Clone)]
-struct Receiver {
-    url: String,
-    received: Arc<Mutex<Vec<Received>>>,
-    statuses: Arc<Mutex<VecDeque<u16>>>,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let receiver = Receiver {
-            url: format!("http://127.0.0.1:{port}/hook"),
-            received: Arc::default(),
-            statuses: Arc::default(),
-        };
-        let serving = receiver.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let serving = serving.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |r| serving.clone().answer(r));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
-                });
-            }
-        });
-        receiver
-    }
-
-    async fn answer(self, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-        let content_type = request
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let body = request.into_body().collect().await.map(|b| b.to_bytes());
-        let json = body
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null);
-        self.received
-            .lock()
-            .expect("lock")
-            .push(Received { content_type, json });
-        let status = self
-            .statuses
-            .lock()
-            .expect("lock")
-            .pop_front()
-            .unwrap_or(202);
-        let mut response =
-            Response::new(Full::new(Bytes::from_static(b"{\"status\":\"success\"}")));
-        *response.status_mut() = StatusCode::from_u16(status).expect("status");
-        Ok(response)
-    }
-
-    fn answer_next(&self, statuses: &[u16]) {
-        self.statuses.lock().expect("lock").extend(statuses);
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().expect("lock").clone()
     }
 }
 
@@ -362,185 +279,6 @@ async fn pagerduty_answers_are_sorted_into_retry_and_refused() {
     let channel = pagerduty(&receiver);
     let m = message(vec![event("shop", Transition::Opened, None)]);
     assert_answers_are_sorted(&receiver, || channel.deliver(&m)).await;
-}
-
-// ---- an SMTP receiver ----
-
-/// One mail as received.
-#[derive(Debug, Clone, Default)]
-struct Mail {
-    auth: Option<String>,
-    from: String,
-    to: Vec<String>,
-    data: String,
-    tls: bool,
-}
-
-/// An SMTP server on 127.0.0.1:0: offers STARTTLS when given a TLS configuration, takes AUTH
-/// PLAIN, answers RCPT with `rcpt_reply`, and records each mail.
-#[derive(Clone)]
-struct SmtpServer {
-    port: u16,
-    mails: Arc<Mutex<Vec<Mail>>>,
-}
-
-/// How an [`SmtpServer`] meets TLS.
-enum Front {
-    /// None at all.
-    Plain,
-    /// Offered as STARTTLS.
-    StartTls(rustls::ServerConfig),
-    /// From the first byte.
-    Implicit(rustls::ServerConfig),
-}
-
-impl SmtpServer {
-    async fn start(front: Front, rcpt_reply: &'static str) -> SmtpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let server = SmtpServer {
-            port: listener.local_addr().expect("addr").port(),
-            mails: Arc::default(),
-        };
-        let (config, implicit) = match front {
-            Front::Plain => (None, false),
-            Front::StartTls(c) => (Some(c), false),
-            Front::Implicit(c) => (Some(c), true),
-        };
-        let acceptor = config.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
-        let mails = server.mails.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, mails) = (acceptor.clone(), mails.clone());
-                tokio::spawn(async move {
-                    let mail = match (acceptor, implicit) {
-                        (Some(acceptor), true) => {
-                            session_over_tls(acceptor, tcp, true, rcpt_reply).await
-                        }
-                        (acceptor, _) => session(acceptor, tcp, rcpt_reply).await,
-                    };
-                    if let Some(mail) = mail.filter(|m| !m.data.is_empty()) {
-                        mails.lock().expect("lock").push(mail);
-                    }
-                });
-            }
-        });
-        server
-    }
-
-    fn mails(&self) -> Vec<Mail> {
-        self.mails.lock().expect("lock").clone()
-    }
-}
-
-/// A plain connection, upgraded when the client asks for STARTTLS and `acceptor` is given.
-async fn session(
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
-    tcp: tokio::net::TcpStream,
-    rcpt_reply: &str,
-) -> Option<Mail> {
-    let mut io = BufReader::new(tcp);
-    io.get_mut().write_all(b"220 test ESMTP\r\n").await.ok()?;
-    let mut mail = Mail::default();
-    let starttls = converse(&mut io, &mut mail, acceptor.is_some(), rcpt_reply).await;
-    match (starttls, acceptor) {
-        (true, Some(acceptor)) => {
-            session_over_tls(acceptor, io.into_inner(), false, rcpt_reply).await
-        }
-        _ => Some(mail),
-    }
-}
-
-/// A TLS connection: the handshake, then the greeting (when `greet`) and the conversation.
-async fn session_over_tls(
-    acceptor: tokio_rustls::TlsAcceptor,
-    tcp: tokio::net::TcpStream,
-    greet: bool,
-    rcpt_reply: &str,
-) -> Option<Mail> {
-    let mut io = BufReader::new(acceptor.accept(tcp).await.ok()?);
-    let mut mail = Mail {
-        tls: true,
-        ..Mail::default()
-    };
-    // After STARTTLS the client speaks first (EHLO); a fresh TLS connection is greeted.
-    if greet {
-        io.get_mut().write_all(b"220 test ESMTP\r\n").await.ok()?;
-    }
-    converse(&mut io, &mut mail, false, rcpt_reply).await;
-    Some(mail)
-}
-
-/// One SMTP conversation until QUIT (false) or STARTTLS (true).
-async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
-    io: &mut BufReader<S>,
-    mail: &mut Mail,
-    offer_tls: bool,
-    rcpt_reply: &str,
-) -> bool {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if io.read_line(&mut line).await.unwrap_or(0) == 0 {
-            return false;
-        }
-        let command = line.trim_end().to_string();
-        let verb = command
-            .split([' ', ':'])
-            .next()
-            .unwrap_or_default()
-            .to_ascii_uppercase();
-        let reply = match verb.as_str() {
-            "EHLO" if offer_tls => "250-test\r\n250-STARTTLS\r\n250 AUTH PLAIN".to_string(),
-            "EHLO" => "250-test\r\n250 AUTH PLAIN".to_string(),
-            "STARTTLS" => {
-                let _ = io.get_mut().write_all(b"220 go ahead\r\n").await;
-                return true;
-            }
-            "AUTH" => {
-                mail.auth = Some(command.clone());
-                "235 ok".to_string()
-            }
-            "MAIL" => {
-                mail.from = command.clone();
-                "250 ok".to_string()
-            }
-            "RCPT" => {
-                mail.to.push(command.clone());
-                rcpt_reply.to_string()
-            }
-            "DATA" => {
-                let _ = io.get_mut().write_all(b"354 go on\r\n").await;
-                mail.data = read_data(io).await;
-                "250 queued".to_string()
-            }
-            "QUIT" => {
-                let _ = io.get_mut().write_all(b"221 bye\r\n").await;
-                return false;
-            }
-            _ => "250 ok".to_string(),
-        };
-        if io
-            .get_mut()
-            .write_all(format!("{reply}\r\n").as_bytes())
-            .await
-            .is_err()
-        {
-            return false;
-        }
-    }
-}
-
-/// The mail's lines up to the lone `.`.
-async fn read_data<S: AsyncRead + AsyncWrite + Unpin>(io: &mut BufReader<S>) -> String {
-    let mut data = String::new();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if io.read_line(&mut line).await.unwrap_or(0) == 0 || line == ".\r\n" {
-            return data;
-        }
-        data.push_str(&line);
-    }
 }
 
 fn email_settings(port: u16, tls: SmtpTls) -> EmailSettings {

@@ -17,25 +17,18 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use chrono::{DateTime, Utc};
-use monitor_core::report::to_micros;
-use monitor_core::settings::{SettingsSource, SinkSettings};
-use monitor_core::testing::{create_topic, kafka_client, TestDatabase};
 use monitor_core::Status;
-use rskafka::client::Client;
 use serde_json::Value;
 use sink::notify::channels::webhook::sign;
 use sqlx::PgPool;
 use tokio::time::Instant;
 
-use support::{
-    count, env, pool, produce_in_requests_of, slot_report, wait_for_offsets, Message, RunningSink,
+use support::notify::{
+    notifications, outage, outage_with_certificate, start, Fixture, REGIONS, WITHIN,
 };
+use support::{count, slot_report, Message};
 
-const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 const SECRET: &str = "test-hook-secret";
-/// The bound on every wait of these tests.
-const WITHIN: Duration = Duration::from_secs(40);
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
@@ -158,70 +151,11 @@ async fn receive(State(s): State<Arc<Behaviour>>, headers: HeaderMap, body: Byte
     StatusCode::OK
 }
 
-/// The sink's settings: the test environment, and `toml` (the notifications section and
-/// targets) from a file.
-fn settings(topic: &str, db: &TestDatabase, toml: &str) -> (SinkSettings, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("sink.toml");
-    std::fs::write(&file, toml).expect("write settings");
-    let settings = SinkSettings::load(&SettingsSource {
-        file: Some(file),
-        env: Some(env(topic, &db.url)),
-        base_dir: Some(dir.path().to_path_buf()),
-    })
-    .expect("test settings are valid");
-    (settings, dir)
-}
-
 /// A webhook channel `name` to `receiver`, retrying fast.
 fn channel(name: &str, url: &str) -> String {
     format!(
         "[sink.notifications.channels.{name}]\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\ntimeout = \"500ms\"\nheaders = {{ X-Test = \"yes\" }}\n"
     )
-}
-
-/// The fast dispatcher settings (polling every 100 ms unless `more` says otherwise), plus
-/// `more`.
-fn notifications(more: &str) -> String {
-    let poll = if more.contains("poll_interval") {
-        ""
-    } else {
-        "poll_interval = \"100ms\"\n"
-    };
-    format!("[sink.notifications]\n{poll}retry_initial = \"200ms\"\nretry_max = \"1s\"\nlink = \"https://status.example/\"\n{more}\n")
-}
-
-/// A slot grid of whole seconds, an hour ago.
-fn start() -> DateTime<Utc> {
-    let now = to_micros(Utc::now()) - chrono::Duration::hours(1);
-    DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
-}
-
-/// Reports of `targets` from every region for 24 slots: down from slot 4 to `down_until`,
-/// without a certificate.
-fn outage(targets: &[String], down_until: i64) -> Vec<Message> {
-    outage_with_certificate(targets, down_until, None)
-}
-
-/// [`outage`], every report seeing a certificate that expires `days` after the first slot.
-fn outage_with_certificate(targets: &[String], down_until: i64, days: Option<i64>) -> Vec<Message> {
-    let start = start();
-    let mut out = Vec::new();
-    for k in 0..24 {
-        for target in targets {
-            for region in REGIONS {
-                let status = if (4..down_until).contains(&k) {
-                    Status::Down
-                } else {
-                    Status::Up
-                };
-                let mut r = slot_report(target, region, start, k, status);
-                r.tls_cert_not_after = days.map(|d| start + chrono::Duration::days(d));
-                out.push((Some(target.clone().into_bytes()), Some(r.to_json())));
-            }
-        }
-    }
-    out
 }
 
 /// Reports of `target` for 24 slots from every region, the first region failing from slot 4:
@@ -239,14 +173,6 @@ fn one_region_failing(target: &str) -> Vec<Message> {
         }
     }
     out
-}
-
-/// A topic holding `messages`; returns it and their count.
-async fn topic_with(client: &Client, messages: Vec<Message>) -> (String, i64) {
-    let topic = create_topic(client, 1).await;
-    let n = messages.len() as i64;
-    produce_in_requests_of(client, &topic, 0, messages, 500).await;
-    (topic, n)
 }
 
 /// Checks the signature, the custom header, and the body against the schema.
@@ -284,58 +210,6 @@ fn by_key(got: &[Received]) -> HashMap<String, usize> {
     keys
 }
 
-/// A topic holding a test's messages, its database, and the settings files of its sinks.
-struct Fixture {
-    topic: String,
-    messages: i64,
-    db: TestDatabase,
-    pool: PgPool,
-    dirs: Vec<tempfile::TempDir>,
-}
-
-impl Fixture {
-    async fn new(messages: Vec<Message>) -> Fixture {
-        let client = kafka_client().await;
-        let (topic, messages) = topic_with(&client, messages).await;
-        let db = TestDatabase::create().await;
-        let pool = pool(&db).await;
-        Fixture {
-            topic,
-            messages,
-            db,
-            pool,
-            dirs: Vec::new(),
-        }
-    }
-
-    /// Starts a sink with the settings of `toml`.
-    async fn start(&mut self, toml: &str) -> RunningSink {
-        let (s, dir) = settings(&self.topic, &self.db, toml);
-        self.dirs.push(dir);
-        RunningSink::start(s).await
-    }
-
-    /// Waits until every message is stored.
-    async fn stored(&self) {
-        wait_for_offsets(&self.pool, &self.topic, self.messages, WITHIN).await;
-    }
-
-    /// Waits until `n` notifications match `condition`.
-    async fn notifications(&self, condition: &str, n: i64) {
-        let sql = format!("SELECT count(*) FROM notifications WHERE {condition}");
-        support::wait_for(&self.pool, &sql, n, WITHIN, condition).await;
-    }
-
-    /// Stops `sinks` and drops the database.
-    async fn end(self, sinks: Vec<RunningSink>) {
-        for sink in sinks {
-            sink.stop().await.expect("the sink stops cleanly");
-        }
-        self.pool.close().await;
-        self.db.drop_database().await;
-    }
-}
-
 /// Settings sending every target to channel `ops` at `hook`, plus `more`.
 fn ops(hook: &Receiver, more: &str) -> String {
     notifications(&format!("default_channels = [\"ops\"]\n{more}")) + &channel("ops", &hook.url())
@@ -354,7 +228,13 @@ async fn pending(pool: &PgPool) -> i64 {
 async fn an_outage_is_delivered_once_opened_and_once_resolved_signed_and_as_the_schema_says() {
     let hook = Receiver::start(Behaviour::default()).await;
     // A certificate 10 days from expiry on every report: the 14-day threshold, once.
-    let mut f = Fixture::new(outage_with_certificate(&["shop".into()], 12, Some(10))).await;
+    let mut f = Fixture::new(outage_with_certificate(
+        &["shop".into()],
+        start(),
+        12,
+        Some(10),
+    ))
+    .await;
     let sink = f.start(&ops(&hook, "")).await;
     f.stored().await;
     hook.wait("three messages", |g| g.len() >= 3).await;

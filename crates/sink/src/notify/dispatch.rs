@@ -5,6 +5,13 @@
 //! delivered, due again after a backoff with jitter, or failed once a retry cannot help or
 //! `give_up_after` has passed. It also writes reminders of incidents still open.
 //!
+//! Notifications of a channel no longer in the settings fail at once ("channel <name> is no
+//! longer configured") rather than stay pending forever.
+//!
+//! A claim holds its rows for a [`Lease`] derived from the longest channel timeout (not a
+//! fixed time): a replica killed mid-attempt leaves its rows due again once the lease ends,
+//! 14 s after the claim with webhooks of a 3 s timeout, 42 s with the default 10 s.
+//!
 //! Delivery is at least once; receivers see each message key once only if they deduplicate on
 //! `X-Webmon-Key`: an answer lost after the receiver took the message (a timeout, a replica
 //! killed mid-attempt) sends it again with the same key. Nothing is lost: a row leaves
@@ -32,20 +39,58 @@ use crate::metrics::{NotificationLabels, SinkMetrics};
 
 /// Most notifications claimed in one round.
 pub const CLAIM_LIMIT: i64 = 500;
-/// How long a claim holds its rows: longer than the longest attempt (a webhook's timeout is
-/// at most a minute), so a row is never sent by two replicas at once; a replica that dies
-/// holding rows leaves them due again after this.
-pub const LEASE: Duration = Duration::from_secs(120);
-/// A claim's messages not begun this long after the claim are left for the next claim, so
-/// every attempt ends within the lease (an attempt takes at most a minute, the longest
-/// channel timeout).
+/// Longest time a claim's messages may wait to begin: those not begun this long after the
+/// claim are left for the next claim (see [`Lease`]).
 pub const BEGIN_WITHIN: Duration = Duration::from_secs(60);
+/// A claim's messages begin within this many of the longest attempt (at most
+/// [`BEGIN_WITHIN`]).
+pub const BEGIN_WITHIN_ATTEMPTS: u32 = 3;
+/// Time a lease holds beyond its last attempt, for recording the outcome.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(2);
 /// Most messages delivered at once by one replica.
 pub const MAX_IN_FLIGHT: usize = 16;
 /// How often reminders due are looked for (a reminder is at most this late).
 pub const REMIND_CHECK: Duration = Duration::from_secs(10);
 /// The window of `rate_per_minute`.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// How long a claim holds its rows, derived from the channels' timeouts so that a row is
+/// never sent by two replicas at once, and a replica killed holding rows leaves them due
+/// again soon: its messages begin within `begin_within` of the claim, the last one begun
+/// ends within the longest attempt, and its outcome is recorded within [`LEASE_MARGIN`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// Messages not begun this long after the claim wait for the next claim.
+    pub begin_within: Duration,
+    /// How long the claimed rows are not due for anyone.
+    pub hold: Duration,
+}
+
+impl Lease {
+    /// The lease of channels whose longest attempt takes `longest_attempt`: messages begin
+    /// within [`BEGIN_WITHIN_ATTEMPTS`] of it (at most [`BEGIN_WITHIN`]). With webhooks of
+    /// the default 10 s timeout, 42 s; with a 3 s timeout, 14 s.
+    pub fn of(longest_attempt: Duration) -> Lease {
+        let begin_within = longest_attempt
+            .saturating_mul(BEGIN_WITHIN_ATTEMPTS)
+            .min(BEGIN_WITHIN);
+        Lease {
+            begin_within,
+            hold: begin_within + longest_attempt + LEASE_MARGIN,
+        }
+    }
+
+    /// The lease of `settings`' channels.
+    pub fn of_channels(settings: &NotifySettings) -> Lease {
+        let longest = settings
+            .channels
+            .values()
+            .map(Channel::attempt_timeout)
+            .max()
+            .unwrap_or_default();
+        Lease::of(longest)
+    }
+}
 
 /// The dispatcher of one replica.
 #[derive(Debug)]
@@ -55,6 +100,7 @@ pub struct Dispatcher {
     channels: BTreeMap<String, Arc<Channel>>,
     metrics: Arc<SinkMetrics>,
     rate: Rate,
+    lease: Lease,
     reminded_at: Option<Instant>,
 }
 
@@ -71,6 +117,7 @@ impl Dispatcher {
             channels,
             metrics,
             rate: Rate::new(settings.rate_per_minute),
+            lease: Lease::of_channels(settings),
             reminded_at: None,
         }
     }
@@ -103,7 +150,7 @@ impl Dispatcher {
         while !stop.is_cancelled() {
             let (min, window) = (self.settings.group_min, self.settings.group_window);
             let rate = &mut self.rate;
-            let messages = outbox::claim(&self.pool, CLAIM_LIMIT, LEASE, |claimed| {
+            let messages = outbox::claim(&self.pool, CLAIM_LIMIT, self.lease.hold, |claimed| {
                 plan(claimed, min, window, rate, Instant::now())
             })
             .await?;
@@ -126,6 +173,7 @@ impl Dispatcher {
             by_channel.entry(channel).or_default().push((key, members));
         }
         let claimed_at = Instant::now();
+        let begin_within = self.lease.begin_within;
         let mut running = JoinSet::new();
         let mut result = Ok(());
         for (name, queue) in by_channel {
@@ -134,8 +182,10 @@ impl Dispatcher {
                     result = Err(e);
                 }
             }
-            // A channel removed from the settings: its rows wait for it to come back.
             let Some(channel) = self.channels.get(&name).cloned() else {
+                if let Err(e) = self.unconfigured(&name, &queue).await {
+                    result = Err(e);
+                }
                 continue;
             };
             let job = Job {
@@ -146,7 +196,7 @@ impl Dispatcher {
             running.spawn(async move {
                 for (key, members) in queue {
                     // Left pending: due again when the lease ends, with the same key.
-                    if claimed_at.elapsed() > BEGIN_WITHIN {
+                    if claimed_at.elapsed() > begin_within {
                         break;
                     }
                     job.deliver(&channel, key, members).await?;
@@ -160,6 +210,26 @@ impl Dispatcher {
             }
         }
         result
+    }
+
+    /// Fails the claimed notifications of `name`, a channel no longer in the settings (they
+    /// would otherwise stay pending forever), counts them failed and says so once.
+    async fn unconfigured(
+        &self,
+        name: &str,
+        queue: &[(String, Vec<Claimed>)],
+    ) -> Result<(), sqlx::Error> {
+        let ids: Vec<Uuid> = queue
+            .iter()
+            .flat_map(|(_, members)| members.iter().map(|c| c.id))
+            .collect();
+        let error = format!("channel {name} is no longer configured");
+        let failed = outbox::fail(&self.pool, &ids, &error).await?;
+        if failed > 0 {
+            self.metrics.notifications_failed.inc_by(failed);
+            warn!(channel = name, notifications = failed, "notifications failed: channel {name} is no longer configured in sink.notifications.channels");
+        }
+        Ok(())
     }
 }
 

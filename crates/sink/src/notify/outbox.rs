@@ -3,6 +3,10 @@
 //! `next_attempt_at` moves past the attempt), and the outcome of each attempt written back.
 //! A replica that dies holding a lease loses nothing: its rows are due again when the lease
 //! ends, and go out with the same key.
+//!
+//! Delivered and failed rows past `sink.verdicts.retention` are deleted by housekeeping with
+//! their attempts ([`prune_before`]); pending ones stay, as does the opening of an incident
+//! still open (its reminders are sent to the channels it went to).
 
 use std::time::Duration;
 
@@ -12,6 +16,10 @@ use uuid::Uuid;
 
 use super::message::Event;
 use super::routing::OutboxRow;
+
+/// Most notifications one `DELETE` of [`prune_before`] removes (their attempts go with
+/// them).
+pub const PRUNE_BATCH: i64 = 10_000;
 
 /// One claimed notification.
 #[derive(Debug, Clone)]
@@ -197,6 +205,20 @@ pub async fn finish(
     tx.commit().await
 }
 
+/// Gives up on the pending notifications of `ids` without an attempt (their channel is gone):
+/// failed, with `error` as the last error. Returns how many it failed.
+pub async fn fail(pool: &PgPool, ids: &[Uuid], error: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE notifications SET status = 'failed', last_error = $2, next_attempt_at = now()
+         WHERE id = ANY($1) AND status = 'pending'",
+    )
+    .bind(ids)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// `d` to whole microseconds: PostgreSQL's `interval` holds no finer.
 fn interval(d: Duration) -> Duration {
     Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
@@ -239,4 +261,17 @@ pub async fn failed_by_channel(pool: &PgPool) -> Result<Vec<FailedChannel>, sqlx
             })
         })
         .collect()
+}
+
+/// Deletes the delivered and failed notifications written before `cutoff`, and their
+/// attempts, in statements of at most [`PRUNE_BATCH`] notifications. Pending ones are kept,
+/// and so is the opening of an incident still open. Returns the notifications deleted.
+pub async fn prune_before(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    const CLOSED: &str = "DELETE FROM notifications WHERE id = ANY(ARRAY(\
+        SELECT n.id FROM notifications n \
+        WHERE n.status IN ('delivered', 'failed') AND n.created_at < $1 \
+          AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.closed_at IS NULL \
+                          AND n.event_key = 'incident/' || i.incident_id || '/opened') \
+        LIMIT $2))";
+    crate::db::delete_in_batches(pool, CLOSED, cutoff, PRUNE_BATCH).await
 }

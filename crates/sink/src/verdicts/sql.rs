@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::cache::Versioned;
 use super::state::{to_time, Incident, TargetState};
+use crate::db::delete_in_batches;
 use crate::error::SinkError;
 
 /// The stored states of `targets`, with their versions. A state this sink cannot read is
@@ -298,27 +299,7 @@ pub async fn prune_before(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<Pruned
     const CLOSED: &str = "DELETE FROM incidents WHERE ctid = ANY(ARRAY(\
         SELECT ctid FROM incidents WHERE closed_at < $1 LIMIT $2))";
     Ok(Pruned {
-        hours: delete_in_batches(pool, HOURS, cutoff).await?,
-        incidents: delete_in_batches(pool, CLOSED, cutoff).await?,
+        hours: delete_in_batches(pool, HOURS, cutoff, PRUNE_BATCH).await?,
+        incidents: delete_in_batches(pool, CLOSED, cutoff, PRUNE_BATCH).await?,
     })
-}
-
-async fn delete_in_batches(
-    pool: &PgPool,
-    statement: &str,
-    cutoff: DateTime<Utc>,
-) -> Result<u64, SinkError> {
-    let mut deleted = 0;
-    loop {
-        let n = sqlx::query(statement)
-            .bind(cutoff)
-            .bind(PRUNE_BATCH)
-            .execute(pool)
-            .await?
-            .rows_affected();
-        deleted += n;
-        if n < PRUNE_BATCH as u64 {
-            return Ok(deleted);
-        }
-    }
 }

@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod http;
+pub mod notify;
+pub mod smtp;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -113,8 +117,14 @@ pub struct SinkProcess(pub Child);
 impl SinkProcess {
     /// Starts `sink` with `env`, logging warnings only.
     pub fn start(env: HashMap<String, String>) -> SinkProcess {
+        SinkProcess::start_with_args(env, &[])
+    }
+
+    /// Starts `sink` with `env` and `args` (such as `--config FILE`), logging warnings only.
+    pub fn start_with_args(env: HashMap<String, String>, args: &[&std::ffi::OsStr]) -> SinkProcess {
         SinkProcess(
             Command::new(env!("CARGO_BIN_EXE_sink"))
+                .args(args)
                 .envs(env)
                 .env(
                     "RUST_LOG",

@@ -8,10 +8,11 @@ pub mod slack;
 pub mod webhook;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use monitor_core::settings::{ChannelSettings, NotifySettings};
 
-use super::delivery::{Answer, DeliveryError};
+use super::delivery::{Answer, DeliveryError, ATTEMPT_TIMEOUT};
 use super::message::Message;
 
 pub use email::Email;
@@ -50,6 +51,16 @@ impl Channel {
             .iter()
             .map(|(name, c)| (name.clone(), Channel::from_settings(c)))
             .collect()
+    }
+
+    /// The longest one delivery attempt on a channel of `settings` takes: its `timeout`
+    /// (webhook, e-mail), or [`ATTEMPT_TIMEOUT`] (Slack, PagerDuty, per request).
+    pub fn attempt_timeout(settings: &ChannelSettings) -> Duration {
+        match settings {
+            ChannelSettings::Webhook(w) => w.timeout,
+            ChannelSettings::Email(e) => e.timeout,
+            ChannelSettings::Slack(_) | ChannelSettings::PagerDuty(_) => ATTEMPT_TIMEOUT,
+        }
     }
 
     /// One delivery attempt of `message`.

@@ -120,3 +120,17 @@ fn backoff_doubles_up_to_the_maximum_with_bounded_jitter() {
         );
     }
 }
+
+#[test]
+fn the_lease_covers_the_attempts_begun_and_follows_the_longest_timeout() {
+    let short = Lease::of(Duration::from_secs(3));
+    assert_eq!(short.begin_within, Duration::from_secs(9));
+    assert_eq!(short.hold, Duration::from_secs(14));
+    // Long timeouts: messages begin within BEGIN_WITHIN, the lease still covers the last.
+    let long = Lease::of(Duration::from_secs(60));
+    assert_eq!(long.begin_within, BEGIN_WITHIN);
+    assert_eq!(
+        long.hold,
+        BEGIN_WITHIN + Duration::from_secs(60) + LEASE_MARGIN
+    );
+}
