@@ -169,6 +169,15 @@ fn check_label(path: &str, name: &str, value: &str, problems: &mut Problems) -> 
     true
 }
 
+/// Labels from pairs, for tests.
+#[cfg(test)]
+pub(crate) fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,13 +188,6 @@ mod tests {
         let mut s = Section::root(&root, &mut problems);
         let selector = read_selector(&mut s, "match", &mut problems);
         (selector, problems)
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]

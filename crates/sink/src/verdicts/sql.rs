@@ -77,36 +77,42 @@ pub(super) async fn save_states(
     Ok(())
 }
 
+/// The states' columns as bound by [`StateColumns::bind`], as the relation `u`.
+macro_rules! states_unnest {
+    () => {
+        " FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
+           $5::timestamptz[], $6::uuid[], $7::timestamptz[], $8::bool[], $9::int4[], \
+           $10::timestamptz[], $11::int4[], $12::int4[], $13::int4[], $14::int4[], \
+           $15::int4[], $16::text[], $17::int8[]) AS u(target_id, state, since, watermark, \
+           last_final, open_incident, cert_not_after, cert_warning, silent_regions, hour, \
+           hour_up, hour_degraded, hour_down, hour_unknown, hour_maintenance, fold, version) "
+    };
+}
+
 /// Updates stored states whose version is still `$17`.
-const UPDATE_STATES: &str = "UPDATE target_states t SET (state, since, watermark, last_final, \
+const UPDATE_STATES: &str = concat!(
+    "UPDATE target_states t SET (state, since, watermark, last_final, \
        open_incident, cert_not_after, cert_warning, silent_regions, hour, hour_up, \
        hour_degraded, hour_down, hour_unknown, hour_maintenance, fold, version, updated_at) = \
        (u.state, u.since, u.watermark, u.last_final, u.open_incident, u.cert_not_after, \
        u.cert_warning, u.silent_regions, u.hour, u.hour_up, u.hour_degraded, u.hour_down, \
-       u.hour_unknown, u.hour_maintenance, u.fold, t.version + 1, now()) \
-     FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
-       $5::timestamptz[], $6::uuid[], $7::timestamptz[], $8::bool[], $9::int4[], \
-       $10::timestamptz[], $11::int4[], $12::int4[], $13::int4[], $14::int4[], $15::int4[], \
-       $16::text[], $17::int8[]) AS u(target_id, state, since, watermark, last_final, \
-       open_incident, cert_not_after, cert_warning, silent_regions, hour, hour_up, \
-       hour_degraded, hour_down, hour_unknown, hour_maintenance, fold, version) \
-     WHERE t.target_id = u.target_id AND t.version = u.version";
+       u.hour_unknown, u.hour_maintenance, u.fold, t.version + 1, now())",
+    states_unnest!(),
+    "WHERE t.target_id = u.target_id AND t.version = u.version"
+);
 
 /// Inserts states not stored yet, at version 1; a row that exists already is left alone
 /// (and counted missing).
-const INSERT_STATES: &str = "INSERT INTO target_states (target_id, state, since, watermark, \
+const INSERT_STATES: &str = concat!(
+    "INSERT INTO target_states (target_id, state, since, watermark, \
        last_final, open_incident, cert_not_after, cert_warning, silent_regions, hour, hour_up, \
        hour_degraded, hour_down, hour_unknown, hour_maintenance, fold, version) \
      SELECT u.target_id, u.state, u.since, u.watermark, u.last_final, u.open_incident, \
        u.cert_not_after, u.cert_warning, u.silent_regions, u.hour, u.hour_up, \
-       u.hour_degraded, u.hour_down, u.hour_unknown, u.hour_maintenance, u.fold, 1 \
-     FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
-       $5::timestamptz[], $6::uuid[], $7::timestamptz[], $8::bool[], $9::int4[], \
-       $10::timestamptz[], $11::int4[], $12::int4[], $13::int4[], $14::int4[], $15::int4[], \
-       $16::text[], $17::int8[]) AS u(target_id, state, since, watermark, last_final, \
-       open_incident, cert_not_after, cert_warning, silent_regions, hour, hour_up, \
-       hour_degraded, hour_down, hour_unknown, hour_maintenance, fold, version) \
-     ON CONFLICT (target_id) DO NOTHING";
+       u.hour_degraded, u.hour_down, u.hour_unknown, u.hour_maintenance, u.fold, 1",
+    states_unnest!(),
+    "ON CONFLICT (target_id) DO NOTHING"
+);
 
 /// The states as one array per column, for `UNNEST`.
 #[derive(Default)]

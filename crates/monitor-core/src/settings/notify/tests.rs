@@ -1,3 +1,4 @@
+use super::super::labels::labels;
 use super::*;
 
 fn read(value: serde_json::Value) -> (NotifySettings, Problems) {
@@ -7,13 +8,6 @@ fn read(value: serde_json::Value) -> (NotifySettings, Problems) {
     let mut sink = r.section("sink", &mut problems);
     let settings = read_notify_section(&mut sink, Path::new("."), &mut problems);
     (settings, problems)
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 #[test]
