@@ -1,19 +1,20 @@
-//! From what the verdicts changed to outbox rows: [`Routing`] knows each target's name, URL,
-//! labels and whether it is notified (from the settings), turns an incident or a certificate
-//! into an [`Event`], and routes it to its channels by labels. It is built once from the
-//! settings and used by the fold (inside its transaction) and by the dispatcher (reminders),
-//! so both say the same thing about a target.
+//! Where events go: [`Routing`] knows each target's name, URL, labels and whether it is
+//! notified (from the settings), fills an [`Event`] with them, and routes it to its channels
+//! by labels as outbox rows. It is built once from the settings and used by the fold (which
+//! turns incidents and certificates into events inside its transaction) and by the dispatcher
+//! (reminders), so both say the same thing about a target.
 //!
 //! Everything here is a pure function of the incident and the settings: a replay builds the
 //! same events with the same keys, so the outbox's `ON CONFLICT DO NOTHING` drops them.
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
+
 use monitor_core::settings::{Labels, NotifySettings, SinkSettings};
 use uuid::Uuid;
 
 use super::message::{Event, Transition};
-use crate::verdicts::state::{to_time, Incident, Kind, Micros};
 
 /// Namespace of outbox ids: a row's id is the UUID v5 of its event key and channel.
 pub const NOTIFICATION_NAMESPACE: Uuid = Uuid::from_u128(0x9d2e_41c0_5b7a_4f3e_8c61_2a0f_7e4d_b351);
@@ -114,62 +115,13 @@ impl Routing {
             })
     }
 
-    /// The event of an incident opening, closing or still open, or `None` when it is not
-    /// notified (a degraded period without `degraded = true`, or during maintenance).
-    pub fn incident_event(
-        &self,
-        incident: &Incident,
-        transition: Transition,
-        target: &TargetInfo,
-    ) -> Option<Event> {
-        if incident.maintenance || (incident.kind == Kind::Degraded && !self.settings.degraded) {
-            return None;
-        }
-        let transition = match (incident.kind, transition) {
-            (Kind::Degraded, Transition::Opened) => Transition::Degraded,
-            (Kind::Degraded, Transition::Resolved) => Transition::DegradedEnded,
-            (_, t) => t,
-        };
-        let closed = matches!(transition, Transition::Resolved | Transition::DegradedEnded);
-        let since = match (closed, incident.closed_at) {
-            (true, Some(at)) => at,
-            _ => incident.opened_at,
-        };
-        let (cause_class, cause_error) = match incident.tally.dominant() {
-            Some((c, e)) => (Some(c.to_string()), e.map(str::to_string)),
-            None => (None, None),
-        };
-        let state = match (closed, incident.kind) {
-            (true, _) => "up",
-            (false, Kind::Down) => "down",
-            (false, Kind::Degraded) => "degraded",
-        };
-        let mut event = self.event_of(
-            format!("incident/{}/{}", incident.id, transition.key_part()),
-            transition,
-            &incident.target_id,
-            target,
-            state,
-            since,
-        );
-        event.incident_id = Some(incident.id);
-        event.regions = incident.tally.regions.iter().cloned().collect();
-        event.cause_class = cause_class;
-        event.cause_error = cause_error;
-        event.duration_seconds = incident
-            .closed_at
-            .filter(|_| closed)
-            .map(|at| (at - incident.opened_at) / 1_000_000);
-        Some(event)
-    }
-
     /// The smallest threshold of `certificate_days` a certificate expiring at `not_after`
     /// has crossed at `seen_at`, when it is smaller than `notified` (the smallest already
     /// notified for this expiry).
     pub fn certificate_threshold(
         &self,
-        not_after: Micros,
-        seen_at: Micros,
+        not_after: i64,
+        seen_at: i64,
         notified: Option<u32>,
     ) -> Option<u32> {
         let left = not_after.saturating_sub(seen_at);
@@ -183,37 +135,32 @@ impl Routing {
         notified.is_none_or(|n| crossed < n).then_some(crossed)
     }
 
-    /// The event of a certificate crossing `days` before its expiry.
+    /// The event of a certificate expiring at `not_after` (microseconds) crossing `days`
+    /// before its expiry, seen at `seen_at`.
     pub fn certificate_event(
         &self,
         target_id: &str,
         target: &TargetInfo,
-        not_after: Micros,
+        not_after: i64,
         days: u32,
-        seen_at: Micros,
+        seen_at: DateTime<Utc>,
     ) -> Event {
         let transition = Transition::CertificateExpiring { days };
-        let mut event = self.event_of(
-            format!("certificate/{target_id}/{not_after}/{days}"),
-            transition,
-            target_id,
-            target,
-            "up",
-            seen_at,
-        );
-        event.certificate_not_after = Some(to_time(not_after));
+        let key = format!("certificate/{target_id}/{not_after}/{days}");
+        let mut event = self.event(key, transition, target_id, target, "up", seen_at);
+        event.certificate_not_after = DateTime::from_timestamp_micros(not_after);
         event
     }
 
     /// An event with the target's fields and the link filled in.
-    fn event_of(
+    pub fn event(
         &self,
         key: String,
         transition: Transition,
         target_id: &str,
         target: &TargetInfo,
         state: &str,
-        since: Micros,
+        since: DateTime<Utc>,
     ) -> Event {
         Event {
             key,
@@ -223,7 +170,7 @@ impl Routing {
             url: target.url.clone(),
             labels: target.labels.clone(),
             state: state.to_string(),
-            since: to_time(since),
+            since,
             incident_id: None,
             regions: Vec::new(),
             cause_class: None,
@@ -248,11 +195,11 @@ impl Routing {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::verdicts::state::Tally;
 
-    fn routing(degraded: bool) -> Routing {
+    /// Routing to `ops` by default, degraded periods notified when `degraded`.
+    pub(crate) fn routing(degraded: bool) -> Routing {
         let mut settings = NotifySettings {
             degraded,
             ..NotifySettings::default()
@@ -262,45 +209,6 @@ mod tests {
             settings,
             targets: HashMap::new(),
         }
-    }
-
-    #[test]
-    fn incidents_become_events_with_stable_keys_and_ids() {
-        let r = routing(false);
-        let target = r.target("shop", "https://shop.example/");
-        let mut incident =
-            Incident::open("shop", Kind::Down, 1_000_000, 3_000_000, Tally::default());
-        let opened = r
-            .incident_event(&incident, Transition::Opened, &target)
-            .expect("down is notified");
-        assert_eq!(opened.state, "down");
-        incident.closed_at = Some(61_000_000);
-        let resolved = r
-            .incident_event(&incident, Transition::Resolved, &target)
-            .expect("notified");
-        assert_eq!(resolved.duration_seconds, Some(60));
-        assert_ne!(opened.key, resolved.key);
-        let a = r.rows(opened.clone(), &target);
-        let b = r.rows(opened, &target);
-        assert_eq!(a.len(), 1);
-        assert_eq!(a[0].id, b[0].id, "a replay gives the same id");
-        incident.maintenance = true;
-        assert!(r
-            .incident_event(&incident, Transition::Opened, &target)
-            .is_none());
-    }
-
-    #[test]
-    fn degraded_periods_are_notified_only_when_asked() {
-        let incident = Incident::open("s", Kind::Degraded, 0, 0, Tally::default());
-        let target = routing(false).target("s", "https://s.example/");
-        assert!(routing(false)
-            .incident_event(&incident, Transition::Opened, &target)
-            .is_none());
-        let event = routing(true)
-            .incident_event(&incident, Transition::Opened, &target)
-            .expect("notified");
-        assert_eq!(event.transition, Transition::Degraded);
     }
 
     #[test]

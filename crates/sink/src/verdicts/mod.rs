@@ -19,6 +19,7 @@
 //! - [`state`]: what the fold keeps per target, reads of a report, and says changed.
 //! - [`fold`]: the fold itself, pure.
 //! - [`cache`]: the states this replica wrote last, so a batch need not read them again.
+//! - [`notices`]: the notifications of what changed, as outbox rows.
 //! - `sql`: the statements inside the batch's transaction.
 //! - [`gauges`]: the state of every target as metrics, read from the tables.
 
@@ -27,6 +28,7 @@ pub mod policy;
 pub mod state;
 
 pub mod cache;
+pub mod notices;
 mod sql;
 
 pub mod gauges;
@@ -41,12 +43,12 @@ use uuid::Uuid;
 
 use self::cache::{StateCache, Versioned};
 use self::fold::apply;
+use self::notices::notices;
 use self::policy::Policies;
 use self::sql::VerdictCounts;
 pub use self::sql::{prune_before, Pruned, PRUNE_BATCH};
 use self::state::{to_time, Change, Incident, ReportFacts, TargetState};
 use crate::error::SinkError;
-use crate::notify::message::Transition;
 use crate::notify::outbox;
 use crate::notify::routing::{OutboxRow, Routing};
 
@@ -128,7 +130,7 @@ impl Verdicts {
             let windows = self.policies.windows_of(&report.target_id);
             let changes = apply(state, &facts, policy, windows);
             if self.routing.is_active() {
-                self.notices(report, state, &changes, &mut effects.outbox);
+                notices(&self.routing, report, state, &changes, &mut effects.outbox);
             }
             effects.record(&report.target_id, changes);
         }
@@ -142,49 +144,6 @@ impl Verdicts {
     /// Keeps the states of a committed transaction for the next batches of their targets.
     pub fn remember(&self, written: Written) {
         self.cache.put(written.0);
-    }
-
-    /// The outbox rows of what one report changed: incidents opened and closed, and a
-    /// certificate threshold crossed (remembered in `state`).
-    fn notices(
-        &self,
-        report: &Report,
-        state: &mut TargetState,
-        changes: &[Change],
-        out: &mut Vec<OutboxRow>,
-    ) {
-        let target = || self.routing.target(&report.target_id, &report.url);
-        for change in changes {
-            let (incident, transition) = match change {
-                Change::Opened(i) | Change::MaintenanceOver(i) => (i, Transition::Opened),
-                Change::Closed(i) => (i, Transition::Resolved),
-                _ => continue,
-            };
-            let target = target();
-            if let Some(event) = self.routing.incident_event(incident, transition, &target) {
-                out.extend(self.routing.rows(event, &target));
-            }
-        }
-        let Some(cert) = state.cert else { return };
-        let notified = state
-            .cert_notified
-            .filter(|(not_after, _)| *not_after == cert.not_after)
-            .map(|(_, days)| days);
-        let crossed = self
-            .routing
-            .certificate_threshold(cert.not_after, cert.seen_at, notified);
-        if let Some(days) = crossed {
-            state.cert_notified = Some((cert.not_after, days));
-            let target = target();
-            let event = self.routing.certificate_event(
-                &report.target_id,
-                &target,
-                cert.not_after,
-                days,
-                cert.seen_at,
-            );
-            out.extend(self.routing.rows(event, &target));
-        }
     }
 }
 
