@@ -507,14 +507,7 @@ fn leaf(
 
 /// An HTTPS server with the given certificate, answering 200 "secure".
 async fn https(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> u16 {
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("server config");
+    let config = monitor_core::testing::tls_server_config(chain, key);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     serve(move |s| {
         let acceptor = acceptor.clone();
@@ -915,14 +908,7 @@ async fn https_and_http(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> (u16, Log) {
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("server config");
+    let config = monitor_core::testing::tls_server_config(chain, key);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let log: Log = Arc::default();
     let seen = log.clone();

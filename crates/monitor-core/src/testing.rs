@@ -307,12 +307,12 @@ impl Drop for OwnBroker {
 }
 
 /// A rustls server configuration (with `ring`) presenting `chain`, whose first certificate's
-/// key is `key_pkcs8` (PKCS#8 DER), for the TLS servers tests play.
+/// key is `key` (an rcgen key as `PrivatePkcs8KeyDer::from(key.serialize_der())`), for the
+/// TLS servers tests play.
 pub fn tls_server_config(
     chain: Vec<rustls::pki_types::CertificateDer<'static>>,
-    key_pkcs8: Vec<u8>,
+    key: impl Into<rustls::pki_types::PrivateKeyDer<'static>>,
 ) -> rustls::ServerConfig {
-    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key_pkcs8);
     rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("versions")

@@ -32,17 +32,10 @@ async fn server(issuer: &Issuer<'static, KeyPair>) -> u16 {
     let params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
     let key = KeyPair::generate().expect("key");
     let cert = params.signed_by(&key, issuer).expect("leaf");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(
+    let config = monitor_core::testing::tls_server_config(
         vec![cert.der().clone()],
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    )
-    .expect("server config");
+    );
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();

@@ -356,7 +356,7 @@ async fn an_email_goes_over_starttls_or_implicit_tls_to_a_server_trusted_through
         rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
     let config = tls_server_config(
         vec![certified.cert.der().clone()],
-        certified.signing_key.serialize_der(),
+        rustls::pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()),
     );
     let server = SmtpServer::start(Front::StartTls(config.clone()), "250 ok").await;
     let dir = tempfile::tempdir().expect("dir");

@@ -190,14 +190,7 @@ fn acceptor(not_after: i64) -> tokio_rustls::TlsAcceptor {
     let cert = params.self_signed(&key).expect("certificate");
     let chain = vec![CertificateDer::from(cert.der().to_vec())];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("server config");
+    let config = monitor_core::testing::tls_server_config(chain, key);
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 

@@ -35,7 +35,10 @@ fn pki() -> (String, rustls::ServerConfig) {
         .expect("params")
         .signed_by(&key, &issuer)
         .expect("leaf");
-    let config = tls_server_config(vec![leaf.der().clone()], key.serialize_der());
+    let config = tls_server_config(
+        vec![leaf.der().clone()],
+        rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
+    );
     (ca.pem(), config)
 }
 

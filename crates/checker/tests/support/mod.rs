@@ -253,14 +253,7 @@ pub fn tls_terminator(ca: &Ca, listener: TcpListener, upstream: u16) {
 /// "secure" on a fresh connection. Returns its port.
 pub async fn https_site(leaf: Leaf) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![leaf.der], leaf.key)
-    .expect("server config");
+    let config = monitor_core::testing::tls_server_config(vec![leaf.der], leaf.key);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let (listener, port) = loopback_listener().await;
     tokio::spawn(async move {
