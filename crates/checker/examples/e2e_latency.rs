@@ -56,6 +56,7 @@ fn start_sink(topic: &str, db: &TestDatabase) -> std::process::Child {
         .env("WEBMON__SINK__BATCH_LINGER", "50ms")
         .env("WEBMON__SINK__FETCH_MAX_WAIT", "50ms")
         .env("WEBMON__SINK__ADMIN_LISTEN", "127.0.0.1:0")
+        .env("WEBMON__SINK__HTTP_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .spawn()
         .unwrap_or_else(|e| {

@@ -24,6 +24,7 @@ const SECTIONS: &[&str] = &[
     "kafka.sasl",
     "database",
     "sink",
+    "sink.api",
     "sink.verdicts",
     "sink.notifications",
 ];

@@ -211,6 +211,7 @@ async fn run_sink(
         ("WEBMON__SINK__FETCH_MAX_WAIT".into(), "100ms".into()),
         ("WEBMON__SINK__REBALANCE_INTERVAL".into(), "200ms".into()),
         ("WEBMON__SINK__ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
+        ("WEBMON__SINK__HTTP_LISTEN".into(), "127.0.0.1:0".into()),
     ]);
     let settings = SinkSettings::load(&SettingsSource {
         file: None,

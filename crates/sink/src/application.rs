@@ -24,6 +24,7 @@ use crate::coordinator::Coordinator;
 use crate::db;
 use crate::error::SinkError;
 use crate::housekeeping;
+use crate::http::HttpState;
 use crate::metrics::{SinkMetrics, STALL_BOUND};
 use crate::notify::dispatch::Dispatcher;
 use crate::notify::routing::Routing;
@@ -41,6 +42,8 @@ pub struct Application {
     settings: SinkSettings,
     listener: TcpListener,
     admin_addr: SocketAddr,
+    /// The targets API and status page's listener, unless `sink.http_listen` is `off`.
+    http: Option<(TcpListener, SocketAddr)>,
     registry: Registry,
     metrics: Arc<SinkMetrics>,
     /// Whether reports are folded into verdicts, state and incidents.
@@ -66,10 +69,19 @@ impl Application {
             Err(e) => Err(e),
         };
         let (listener, admin_addr) = bound.map_err(|source| SinkError::Admin { addr, source })?;
+        let http = match settings.sink.http_listen.clone() {
+            None => None,
+            Some(addr) => Some(
+                bind_http(&addr)
+                    .await
+                    .map_err(|source| SinkError::Http { addr, source })?,
+            ),
+        };
         Ok(Application {
             settings,
             listener,
             admin_addr,
+            http,
             registry,
             metrics,
             verdicts: true,
@@ -89,6 +101,12 @@ impl Application {
         self.admin_addr
     }
 
+    /// The address the targets API and the status page listen on, unless `sink.http_listen`
+    /// is `off`.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(_, addr)| *addr)
+    }
+
     /// Serves the admin endpoint and runs the sink until `shutdown` fires. Outages of Kafka or
     /// PostgreSQL are waited out; only faults of the sink itself (such as a failed migration)
     /// end it with an error.
@@ -101,7 +119,8 @@ impl Application {
         let stop_admin = shutdown.child_token();
         let admin_task = tokio::spawn(admin::serve(self.listener, state, stop_admin.clone()));
         let bound = self.settings.sink.shutdown_timeout;
-        let run = run(self.settings, self.metrics, self.verdicts, &shutdown);
+        let http = self.http.map(|(listener, _)| listener);
+        let run = run(self.settings, self.metrics, self.verdicts, http, &shutdown);
         let result = within_shutdown_timeout(run, &shutdown, bound).await;
         stop_admin.cancel();
         let _ = admin_task.await;
@@ -109,12 +128,20 @@ impl Application {
     }
 }
 
-/// Connects, migrates, then runs housekeeping, the verdict gauges, the notifications'
-/// dispatcher, the topic watch and the coordinator until `shutdown`.
+/// Binds the HTTP side's address.
+async fn bind_http(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}
+
+/// Connects, migrates, then serves the HTTP side and runs housekeeping, the verdict gauges,
+/// the notifications' dispatcher, the topic watch and the coordinator until `shutdown`.
 async fn run(
     settings: SinkSettings,
     metrics: Arc<SinkMetrics>,
     verdicts: bool,
+    http: Option<TcpListener>,
     shutdown: &CancellationToken,
 ) -> Result<(), SinkError> {
     let pool = db::pool(&settings.database)?;
@@ -128,6 +155,32 @@ async fn run(
     if settings.sink.migrate_on_start && !migrate(&store, shutdown).await? {
         return Ok(());
     }
+    let stop_http = shutdown.child_token();
+    let http = http.map(|listener| {
+        let state = Arc::new(HttpState {
+            pool: pool.clone(),
+            settings: settings.clone(),
+            metrics: metrics.clone(),
+        });
+        tokio::spawn(crate::http::serve(listener, state, stop_http.clone()))
+    });
+    let result = run_on_kafka(settings, metrics, store, pool, shutdown).await;
+    stop_http.cancel();
+    if let Some(http) = http {
+        let _ = http.await;
+    }
+    result
+}
+
+/// Connects to Kafka, then runs housekeeping, the verdict gauges, the notifications'
+/// dispatcher, the topic watch and the coordinator until `shutdown`.
+async fn run_on_kafka(
+    settings: SinkSettings,
+    metrics: Arc<SinkMetrics>,
+    store: Arc<ReportStore>,
+    pool: sqlx::PgPool,
+    shutdown: &CancellationToken,
+) -> Result<(), SinkError> {
     let Some(client) = connect_kafka(&settings, shutdown).await else {
         return Ok(());
     };

@@ -24,6 +24,14 @@ pub enum SinkError {
         /// Why.
         source: std::io::Error,
     },
+    /// The targets API and status page cannot listen on their address.
+    #[error("cannot serve the API and status page on {addr} (set sink.http_listen, or \"off\"): {source}")]
+    Http {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Another replica stored this partition since our batch started: we no longer own it.
     #[error("partition {partition} of {topic}: stored offset is {found:?}, expected {expected:?}: another replica owns it")]
     OffsetMoved {

@@ -46,6 +46,7 @@
 //! folded into verdicts, and the targets' states are written in that same transaction, so a
 //! restart, a lost lease or a replay gives the same incidents.
 
+pub mod api;
 pub mod application;
 pub mod consumer;
 pub mod coordinator;
@@ -53,10 +54,12 @@ pub mod db;
 pub mod decode;
 pub mod error;
 pub mod housekeeping;
+pub mod http;
 pub mod leases;
 pub mod metrics;
 pub mod notify;
 pub mod retry;
+pub mod status;
 pub mod store;
 pub mod topic;
 pub mod uptime;

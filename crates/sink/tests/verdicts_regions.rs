@@ -83,6 +83,7 @@ fn start_checker(region: &str, port: u16, topic: &str, dir: &std::path::Path) ->
         "checker": {
             "id": region,
             "admin_listen": "127.0.0.1:0",
+            "http_listen": "127.0.0.1:0",
             "spool_dir": dir.join(format!("spool-{region}")),
             "linger": "20ms",
         },

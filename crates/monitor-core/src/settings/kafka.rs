@@ -26,6 +26,12 @@ pub struct KafkaSettings {
     pub brokers: Vec<String>,
     /// The topic of reports.
     pub topic: String,
+    /// The compacted topic of target definitions made through the sink's API (key = target
+    /// id, a tombstone on delete): `{topic}-targets` unless set.
+    pub targets_topic: String,
+    /// The topic of "check now" requests made through the sink's API: `{topic}-checks`
+    /// unless set.
+    pub checks_topic: String,
     /// Create the topic when it is missing.
     pub create_topic: bool,
     /// Partitions of a topic the service creates.
@@ -114,6 +120,8 @@ pub(crate) fn read_kafka(
 
     let brokers = read_brokers(&mut s, problems);
     let topic = read_topic(&mut s, problems);
+    let targets_topic = read_named_topic(&mut s, "targets_topic", &topic, "targets", problems);
+    let checks_topic = read_named_topic(&mut s, "checks_topic", &topic, "checks", problems);
     let create_topic = s.bool("create_topic", true, problems);
     let partitions = s.integer("partitions", DEFAULT_PARTITIONS, 1, 10_000, problems) as i32;
     let replication_factor = s.integer("replication_factor", 1, 1, 100, problems) as i16;
@@ -127,6 +135,8 @@ pub(crate) fn read_kafka(
     (problems.len() == before).then_some(KafkaSettings {
         brokers,
         topic,
+        targets_topic,
+        checks_topic,
         create_topic,
         partitions,
         replication_factor,
@@ -191,6 +201,26 @@ fn read_topic(s: &mut Section<'_>, problems: &mut Problems) -> String {
         ));
     }
     topic
+}
+
+/// A topic beside the reports' (`key`), `{topic}-{suffix}` when not set.
+fn read_named_topic(
+    s: &mut Section<'_>,
+    key: &str,
+    topic: &str,
+    suffix: &str,
+    problems: &mut Problems,
+) -> String {
+    let name = s
+        .string(key, problems)
+        .unwrap_or_else(|| format!("{topic}-{suffix}"));
+    if !valid_topic(&name) || name == topic {
+        problems.push(Problem::new(
+            &s.path_of(key),
+            format!("{name:?} is not a valid topic name of its own: use up to 249 of a-z A-Z 0-9 . _ -, other than kafka.topic"),
+        ));
+    }
+    name
 }
 
 /// TLS: the `tls` table, or the original service's flat keys (`ssl_cafile`, `ssl_certfile`,

@@ -22,6 +22,7 @@ mod walk;
 mod secret;
 mod source;
 
+mod api;
 mod database;
 mod kafka;
 mod labels;
@@ -36,6 +37,7 @@ mod channels;
 mod checker;
 mod sink;
 
+pub use api::{ApiSettings, ApiToken, Role, DEFAULT_HTTP_LISTEN, MAX_TOKENS, MIN_TOKEN_LEN};
 pub use channels::{
     EmailSettings, PagerDutySettings, PagerDutySeverity, SlackSettings, SmtpTls,
     DEFAULT_SMTP_TIMEOUT, MAX_RECIPIENTS, MAX_SMTP_TIMEOUT, PAGERDUTY_EVENTS_URL,
@@ -59,7 +61,7 @@ pub use secret::Secret;
 pub use sink::{SinkSection, SinkSettings};
 pub use source::{SettingsSource, ENV_PREFIX};
 pub use target::{
-    Pattern, StatusSet, TargetSettings, ALWAYS_SECRET_HEADERS, DEFAULT_BODY_LIMIT,
+    read_definition, Pattern, StatusSet, TargetSettings, ALWAYS_SECRET_HEADERS, DEFAULT_BODY_LIMIT,
     DEFAULT_MAX_REDIRECTS, DEFAULT_PERIOD, DEFAULT_TIMEOUT, MAX_BODY_LIMIT, MAX_NAME_LEN,
     MAX_PERIOD, MAX_TIMEOUT,
 };

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::api::{read_api_section, read_http_listen, ApiSettings};
 use super::database::{read_database, DatabaseSettings};
 use super::kafka::{read_kafka, KafkaSettings};
 use super::maintenance::{read_windows, MaintenanceWindow};
@@ -53,6 +54,10 @@ pub struct SinkSection {
     pub rebalance_interval: Duration,
     /// Address of the admin endpoint (`/metrics`, `/healthz`, `/readyz`).
     pub admin_listen: String,
+    /// Address of the targets API and the status page; `None` (`off`) serves neither.
+    pub http_listen: Option<String>,
+    /// `[sink.api]`: the tokens the targets API accepts.
+    pub api: ApiSettings,
     /// At SIGTERM, how long storing the fetched batches and releasing the partitions may take;
     /// a transaction still running then is abandoned (its offset did not move, so its
     /// messages are read again). Keep it well under the pod's termination grace period.
@@ -172,6 +177,8 @@ fn read_sink_section(
         )
         .unwrap_or(Duration::from_secs(2));
     let admin_listen = read_admin_listen(&mut s, SINK_ADMIN_LISTEN, problems);
+    let http_listen = read_http_listen(&mut s, problems);
+    let api = read_api_section(&mut s, base_dir, problems);
     let verdicts = read_verdict_section(&mut s, problems);
     let maintenance = read_windows(&mut s, problems);
     let notifications = read_notify_section(&mut s, base_dir, problems);
@@ -195,6 +202,8 @@ fn read_sink_section(
         retention,
         rebalance_interval,
         admin_listen,
+        http_listen,
+        api,
         shutdown_timeout,
         verdicts,
         maintenance,

@@ -199,6 +199,9 @@ pub(crate) enum Reader {
     Checker,
     /// The sink: `monitored_urls` is optional and files are not opened.
     Sink,
+    /// A definition made through the sink's API (and read back by checkers from the targets
+    /// topic): it names no file, since no file travels with it.
+    Api,
 }
 
 impl TargetSettings {
@@ -251,6 +254,34 @@ pub(crate) fn read_targets(
     targets
 }
 
+/// Reads one target definition made through the sink's API, or carried to the checkers on
+/// the targets topic: the keys of a `monitored_urls` entry, every problem named by its key
+/// (`timeout: 12s is not less than period 10s`). The `id` is derived as for the settings file
+/// when the definition has none.
+pub fn read_definition(value: &Value) -> Result<TargetSettings, Problems> {
+    let mut problems = Problems::default();
+    if !value.is_object() {
+        problems.push(Problem::new(
+            "",
+            format!(
+                "a target definition is a JSON object such as {{\"url\": \"https://example.com\"}}, not {}",
+                describe(value)
+            ),
+        ));
+        return Err(problems);
+    }
+    match read_target(
+        String::new(),
+        value,
+        Path::new("."),
+        Reader::Api,
+        &mut problems,
+    ) {
+        Some(target) if problems.is_empty() => Ok(target),
+        _ => Err(problems),
+    }
+}
+
 fn read_target(
     path: String,
     value: &Value,
@@ -293,6 +324,15 @@ fn read_target(
     let ca_file = match reader {
         Reader::Checker => s.readable_file("ca_file", base_dir, problems),
         Reader::Sink => s.string("ca_file", problems).map(|f| resolve(base_dir, &f)),
+        Reader::Api => {
+            if s.string("ca_file", problems).is_some() {
+                problems.push(Problem::new(
+                    &s.path_of("ca_file"),
+                    "names a file on the checkers' hosts, which a target made through the API cannot rely on: add the CA to the checkers' trust settings or define this target in the settings file",
+                ));
+            }
+            None
+        }
     };
     let verdicts = read_target_verdicts(&mut s, problems);
     let name = read_name(&mut s, problems);

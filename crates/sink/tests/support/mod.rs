@@ -53,6 +53,7 @@ pub fn env(topic: &str, database_url: &str) -> HashMap<String, String> {
             format!("{}ms", REBALANCE.as_millis()),
         ),
         ("WEBMON__SINK__ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
+        ("WEBMON__SINK__HTTP_LISTEN".into(), "127.0.0.1:0".into()),
     ])
 }
 
