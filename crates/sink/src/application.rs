@@ -15,10 +15,11 @@ use prometheus_client::registry::Registry;
 use rskafka::client::Client;
 use sqlx::migrate::MigrateError;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::api;
 use crate::consumer::Consumer;
 use crate::coordinator::Coordinator;
 use crate::db;
@@ -29,6 +30,7 @@ use crate::metrics::{SinkMetrics, STALL_BOUND};
 use crate::notify::dispatch::Dispatcher;
 use crate::notify::routing::Routing;
 use crate::retry::retry_until_stopped;
+use crate::status;
 use crate::store::ReportStore;
 use crate::topic;
 use crate::verdicts::{gauges, policy::Policies, Verdicts};
@@ -155,16 +157,18 @@ async fn run(
     if settings.sink.migrate_on_start && !migrate(&store, shutdown).await? {
         return Ok(());
     }
+    let state = Arc::new(HttpState {
+        pool: pool.clone(),
+        settings: settings.clone(),
+        metrics: metrics.clone(),
+        targets_changed: Arc::new(Notify::new()),
+    });
     let stop_http = shutdown.child_token();
     let http = http.map(|listener| {
-        let state = Arc::new(HttpState {
-            pool: pool.clone(),
-            settings: settings.clone(),
-            metrics: metrics.clone(),
-        });
-        tokio::spawn(crate::http::serve(listener, state, stop_http.clone()))
+        let router = api::routes(state.clone()).merge(status::routes(state.clone()));
+        tokio::spawn(crate::http::serve(listener, router, stop_http.clone()))
     });
-    let result = run_on_kafka(settings, metrics, store, pool, shutdown).await;
+    let result = run_on_kafka(&state, store, shutdown).await;
     stop_http.cancel();
     if let Some(http) = http {
         let _ = http.await;
@@ -175,12 +179,15 @@ async fn run(
 /// Connects to Kafka, then runs housekeeping, the verdict gauges, the notifications'
 /// dispatcher, the topic watch and the coordinator until `shutdown`.
 async fn run_on_kafka(
-    settings: SinkSettings,
-    metrics: Arc<SinkMetrics>,
+    state: &Arc<HttpState>,
     store: Arc<ReportStore>,
-    pool: sqlx::PgPool,
     shutdown: &CancellationToken,
 ) -> Result<(), SinkError> {
+    let (settings, metrics, pool) = (
+        state.settings.clone(),
+        state.metrics.clone(),
+        state.pool.clone(),
+    );
     let Some(client) = connect_kafka(&settings, shutdown).await else {
         return Ok(());
     };
@@ -208,6 +215,11 @@ async fn run_on_kafka(
         let stop = stop_tasks.clone();
         async move { gauges::refresh_until_stopped(pool, &metrics, stop).await }
     });
+    let publisher = tokio::spawn(api::publish::run(
+        client.clone(),
+        state.clone(),
+        stop_tasks.clone(),
+    ));
     let (partitions_tx, partitions) = watch::channel(0);
     let metadata = tokio::spawn(topic::watch_partitions(
         client,
@@ -220,6 +232,7 @@ async fn run_on_kafka(
     let _ = housekeeping.await;
     let _ = gauges.await;
     let _ = dispatch.await;
+    let _ = publisher.await;
     let _ = metadata.await;
     result
 }

@@ -24,6 +24,9 @@ pub enum SinkError {
         /// Why.
         source: std::io::Error,
     },
+    /// A Kafka request took longer than its bound.
+    #[error("{0} took too long")]
+    Timeout(&'static str),
     /// The targets API and status page cannot listen on their address.
     #[error("cannot serve the API and status page on {addr} (set sink.http_listen, or \"off\"): {source}")]
     Http {

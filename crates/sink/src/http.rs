@@ -1,8 +1,9 @@
-//! The sink's HTTP side on `sink.http_listen`: the targets API ([`crate::api`], under
+//! The sink's HTTP side on `sink.http_listen`, where the targets API ([`crate::api`], under
 //! `/api/v1/targets`) and the status page ([`crate::status`]: `/`, `/api/v1/status`, the
-//! badges), one router served by the same bounded accept loop as the admin endpoint
+//! badges) are served: what their routes share ([`HttpState`]) and the server, the same
+//! bounded accept loop as the admin endpoint
 //! ([`monitor_core::runtime::admin::serve_router_with`]) with a connection cap sized for a
-//! public page.
+//! public page. The application merges the two rooms' routes.
 
 use std::sync::Arc;
 
@@ -13,9 +14,9 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api;
+use tokio::sync::Notify;
+
 use crate::metrics::SinkMetrics;
-use crate::status;
 
 /// Most connections open at once on the HTTP side; a new one beyond closes the oldest.
 pub const MAX_HTTP_CONNECTIONS: usize = 1024;
@@ -29,20 +30,16 @@ pub struct HttpState {
     pub settings: SinkSettings,
     /// The sink's metrics.
     pub metrics: Arc<SinkMetrics>,
+    /// Woken when a change of targets is waiting in the outbox, so this replica publishes
+    /// it at once rather than at its next poll.
+    pub targets_changed: Arc<Notify>,
 }
 
-/// Every route of the HTTP side.
-pub fn router(state: Arc<HttpState>) -> Router {
-    Router::new()
-        .merge(api::routes(state.clone()))
-        .merge(status::routes(state))
-}
-
-/// Serves [`router`] on `listener` until `shutdown` fires.
-pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: CancellationToken) {
+/// Serves `router` on `listener` until `shutdown` fires.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
     let limits = Limits {
         max_connections: MAX_HTTP_CONNECTIONS,
         ..Limits::default()
     };
-    serve_router_with(listener, router(state), shutdown, limits).await;
+    serve_router_with(listener, router, shutdown, limits).await;
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod api;
 pub mod http;
 pub mod notify;
 pub mod smtp;
@@ -76,6 +77,8 @@ pub fn settings(topic: &str, db: &TestDatabase) -> SinkSettings {
 pub struct RunningSink {
     /// Where its admin endpoint listens.
     pub admin: SocketAddr,
+    /// Where its API and status page listen (unless `sink.http_listen` is `off`).
+    pub http: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), SinkError>>,
 }
@@ -91,9 +94,11 @@ impl RunningSink {
     pub fn run(app: Application) -> RunningSink {
         let shutdown = CancellationToken::new();
         let admin = app.admin_addr();
+        let http = app.http_addr();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         RunningSink {
             admin,
+            http,
             shutdown,
             task,
         }
