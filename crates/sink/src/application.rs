@@ -14,12 +14,14 @@ use monitor_core::settings::SinkSettings;
 use prometheus_client::registry::Registry;
 use rskafka::client::Client;
 use sqlx::migrate::MigrateError;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api;
+use crate::catalog::{self, Catalog, Followers};
 use crate::consumer::Consumer;
 use crate::coordinator::Coordinator;
 use crate::db;
@@ -28,12 +30,11 @@ use crate::housekeeping;
 use crate::http::HttpState;
 use crate::metrics::{SinkMetrics, STALL_BOUND};
 use crate::notify::dispatch::Dispatcher;
-use crate::notify::routing::Routing;
 use crate::retry::retry_until_stopped;
 use crate::status;
 use crate::store::ReportStore;
 use crate::topic;
-use crate::verdicts::{gauges, policy::Policies, Verdicts};
+use crate::verdicts::{gauges, Rules, Verdicts};
 
 /// How long Kafka requests retry inside the client before the caller's own backoff takes over.
 pub const KAFKA_RETRY_FOR: Duration = Duration::from_secs(10);
@@ -147,22 +148,38 @@ async fn run(
     shutdown: &CancellationToken,
 ) -> Result<(), SinkError> {
     let pool = db::pool(&settings.database)?;
-    let mut store = ReportStore::new(pool.clone());
-    if verdicts {
-        let verdicts = Verdicts::new(Policies::from_settings(&settings))
-            .with_routing(Routing::from_settings(&settings));
-        store = store.with_verdicts(verdicts);
-    }
-    let store = Arc::new(store);
-    if settings.sink.migrate_on_start && !migrate(&store, shutdown).await? {
+    if settings.sink.migrate_on_start && !migrate(&pool, shutdown).await? {
         return Ok(());
     }
+    let catalog = catalog::load(&pool, &settings).await.unwrap_or_else(|e| {
+        warn!(error = %e, "cannot read the API's targets yet; starting with the settings file's");
+        Catalog {
+            targets: settings.targets.clone(),
+        }
+    });
+    let (rules, rules_rx) = watch::channel(Arc::new(Rules::of(&settings, &catalog.targets)));
+    let (catalog, catalog_rx) = watch::channel(Arc::new(catalog));
+    let mut store = ReportStore::new(pool.clone());
+    if verdicts {
+        store = store.with_verdicts(Verdicts::following(rules_rx));
+    }
+    let store = Arc::new(store);
     let state = Arc::new(HttpState {
         pool: pool.clone(),
         settings: settings.clone(),
         metrics: metrics.clone(),
         targets_changed: Arc::new(Notify::new()),
+        catalog_changed: Arc::new(Notify::new()),
+        catalog: catalog_rx,
     });
+    let stop_catalog = shutdown.child_token();
+    let follow = tokio::spawn(catalog::follow(
+        pool.clone(),
+        settings.clone(),
+        state.catalog_changed.clone(),
+        Followers { rules, catalog },
+        stop_catalog.clone(),
+    ));
     let stop_http = shutdown.child_token();
     let http = http.map(|listener| {
         let router = api::routes(state.clone()).merge(status::routes(state.clone()));
@@ -170,9 +187,11 @@ async fn run(
     });
     let result = run_on_kafka(&state, store, shutdown).await;
     stop_http.cancel();
+    stop_catalog.cancel();
     if let Some(http) = http {
         let _ = http.await;
     }
+    let _ = follow.await;
     result
 }
 
@@ -238,11 +257,11 @@ async fn run_on_kafka(
 }
 
 /// Applies the migrations, waiting for the database. False when shut down first.
-async fn migrate(store: &ReportStore, shutdown: &CancellationToken) -> Result<bool, SinkError> {
+async fn migrate(pool: &PgPool, shutdown: &CancellationToken) -> Result<bool, SinkError> {
     let migrated = retry_until_stopped(
         shutdown,
         move || async move {
-            match db::migrate(store.pool()).await {
+            match db::migrate(pool).await {
                 Ok(()) => Ok(Ok(())),
                 Err(SinkError::Migrate(MigrateError::Execute(e))) => Err((e, None)),
                 // A connection lost while a migration runs (it is rolled back) is retried too.

@@ -14,8 +14,9 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
+use crate::catalog::Catalog;
 use crate::metrics::SinkMetrics;
 
 /// Most connections open at once on the HTTP side; a new one beyond closes the oldest.
@@ -33,6 +34,18 @@ pub struct HttpState {
     /// Woken when a change of targets is waiting in the outbox, so this replica publishes
     /// it at once rather than at its next poll.
     pub targets_changed: Arc<Notify>,
+    /// Woken with it, so this replica's catalog of targets follows at once.
+    pub catalog_changed: Arc<Notify>,
+    /// Every target the sink knows (the settings file's and the API's), as it stands.
+    pub catalog: watch::Receiver<Arc<Catalog>>,
+}
+
+impl HttpState {
+    /// Tells the publisher and the catalog that a target changed.
+    pub fn target_changed(&self) {
+        self.targets_changed.notify_one();
+        self.catalog_changed.notify_one();
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` fires.

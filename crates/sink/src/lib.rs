@@ -48,6 +48,7 @@
 
 pub mod api;
 pub mod application;
+pub mod catalog;
 pub mod consumer;
 pub mod coordinator;
 pub mod db;

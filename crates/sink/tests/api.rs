@@ -8,19 +8,27 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use hyper::{Method, StatusCode};
-use monitor_core::testing::{kafka_client, unique_name, TestDatabase};
+use monitor_core::testing::{create_topic, kafka_client, unique_name, TestDatabase};
+use monitor_core::Status;
 use rskafka::client::partition::UnknownTopicHandling;
 use serde_json::{json, Value};
 use support::api::{call, Answer};
-use support::RunningSink;
+use support::{slot_report, RunningSink};
 
 const ADMIN: &str = "admin-token-0123456789";
 const READER: &str = "read-token-0123456789";
 
 /// A sink with an admin and a read token and one target in its settings file.
 async fn sink(db: &TestDatabase) -> (RunningSink, std::net::SocketAddr, String, tempfile::TempDir) {
-    let topic = unique_name("api");
-    let env = support::env(&topic, &db.url);
+    sink_on(db, &unique_name("api")).await
+}
+
+/// [`sink`], consuming `topic`.
+async fn sink_on(
+    db: &TestDatabase,
+    topic: &str,
+) -> (RunningSink, std::net::SocketAddr, String, tempfile::TempDir) {
+    let env = support::env(topic, &db.url);
     let toml = format!(
         r#"
 monitored_urls = [{{ id = "from-file", url = "http://127.0.0.1:9/", labels = {{ team = "ops" }} }}]
@@ -566,6 +574,48 @@ async fn every_change_reaches_the_targets_topic_in_order() {
         "the outbox emptied",
     )
     .await;
+
+    sink.stop().await.expect("the sink stops cleanly");
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn a_target_made_through_the_api_is_judged_by_its_own_rules() {
+    let db = TestDatabase::create().await;
+    let client = kafka_client().await;
+    let topic = create_topic(&client, 1).await;
+    let (sink, addr, _, _dir) = sink_on(&db, &topic).await;
+    // One region of two fails slot 5: by default (majority of the regions, down after 3
+    // slots) nothing; for "strict", made through the API with quorum any and down after 1,
+    // an incident.
+    let made = admin(addr, Method::POST, "/api/v1/targets", Some(json!({
+        "id": "strict", "url": "http://strict.example/", "quorum": "any", "down_after": 1, "up_after": 1
+    }))).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    let start = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let mut values = Vec::new();
+    for target in ["strict", "loose"] {
+        for k in 0..12 {
+            for region in ["eu", "us"] {
+                let down = k == 5 && region == "eu";
+                let status = if down { Status::Down } else { Status::Up };
+                values.push((
+                    Some(target.as_bytes().to_vec()),
+                    Some(slot_report(target, region, start, k, status).to_json()),
+                ));
+            }
+        }
+    }
+    support::produce_messages(&client, &topic, 0, values).await;
+    let pool = support::pool(&db).await;
+    support::wait_for_offsets(&pool, &topic, 48, Duration::from_secs(30)).await;
+    let incidents = support::text_rows(
+        &pool,
+        "SELECT target_id || '|' || kind FROM incidents ORDER BY 1",
+    )
+    .await;
+    assert_eq!(incidents, ["strict|down"]);
 
     sink.stop().await.expect("the sink stops cleanly");
     db.drop_database().await;

@@ -178,7 +178,7 @@ pub async fn create(
         &caller.name,
     )
     .await?;
-    api.http.targets_changed.notify_one();
+    api.http.target_changed();
     let mut response = with_etag(StatusCode::CREATED, &stored, api_json(&stored, None));
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/targets/{}", stored.id)) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -206,7 +206,7 @@ pub async fn replace(
         "replace",
     )
     .await?;
-    api.http.targets_changed.notify_one();
+    api.http.target_changed();
     let status = if before.is_some() {
         StatusCode::OK
     } else {
@@ -238,7 +238,7 @@ pub async fn patch(
         "patch",
     )
     .await?;
-    api.http.targets_changed.notify_one();
+    api.http.target_changed();
     Ok(with_etag(StatusCode::OK, &stored, api_json(&stored, None)))
 }
 
@@ -252,7 +252,7 @@ pub async fn delete(
     let (tx, before) = begin_change(&api, &caller, &id, &headers).await?;
     let before = before.ok_or_else(|| not_found(&id))?;
     sql::remove(tx, &before, &caller.name).await?;
-    api.http.targets_changed.notify_one();
+    api.http.target_changed();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use monitor_core::settings::{Labels, NotifySettings, SinkSettings};
+use monitor_core::settings::{Labels, NotifySettings, SinkSettings, TargetSettings};
 use uuid::Uuid;
 
 use super::message::{Event, Transition};
@@ -71,8 +71,12 @@ pub struct Routing {
 impl Routing {
     /// The routing of the sink's settings.
     pub fn from_settings(settings: &SinkSettings) -> Routing {
-        let targets = settings
-            .targets
+        Routing::of_targets(settings, &settings.targets)
+    }
+
+    /// The routing of the sink's settings for `targets`.
+    pub fn of_targets(settings: &SinkSettings, targets: &[TargetSettings]) -> Routing {
+        let targets = targets
             .iter()
             .map(|t| {
                 let url = t.url.to_string();

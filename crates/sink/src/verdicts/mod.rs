@@ -37,7 +37,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use monitor_core::report::Report;
+use monitor_core::settings::{SinkSettings, TargetSettings};
 use sqlx::PgConnection;
+use tokio::sync::watch;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -75,13 +77,41 @@ impl Folded {
     }
 }
 
-/// The fold of reports into verdicts, state and incidents, under each target's policy.
+/// What the fold judges and notifies by: each target's policy and maintenance windows, and
+/// where its notifications go. Built from the settings file's targets and those made through
+/// the API, and replaced when those change.
 #[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// Each target's policy and windows.
+    pub policies: Policies,
+    /// Each target's name, labels and routes.
+    pub routing: Routing,
+}
+
+impl Rules {
+    /// The rules of the sink's settings for `targets` (the settings file's and the API's).
+    pub fn of(settings: &SinkSettings, targets: &[TargetSettings]) -> Rules {
+        Rules {
+            policies: Policies::of_targets(settings, targets),
+            routing: Routing::of_targets(settings, targets),
+        }
+    }
+}
+
+/// The fold of reports into verdicts, state and incidents, under each target's policy.
+#[derive(Debug, Clone)]
 pub struct Verdicts {
-    policies: Policies,
+    /// The rules, as they stand when a batch is folded.
+    rules: watch::Receiver<Arc<Rules>>,
     /// The states written by this replica's committed transactions.
     cache: Arc<StateCache>,
-    routing: Routing,
+}
+
+impl Default for Verdicts {
+    /// The fold under the default policy, notifying nothing.
+    fn default() -> Verdicts {
+        Verdicts::new(Policies::default())
+    }
 }
 
 /// The states a transaction wrote: handed back to [`Verdicts::remember`] once it committed.
@@ -91,17 +121,21 @@ pub struct Written(BTreeMap<String, Versioned>);
 impl Verdicts {
     /// The fold under `policies`, notifying nothing.
     pub fn new(policies: Policies) -> Verdicts {
-        Verdicts {
-            policies,
-            cache: Arc::default(),
-            routing: Routing::default(),
-        }
+        Verdicts::following(
+            watch::channel(Arc::new(Rules {
+                policies,
+                routing: Routing::default(),
+            }))
+            .1,
+        )
     }
 
-    /// This fold, writing notifications routed by `routing`.
-    pub fn with_routing(mut self, routing: Routing) -> Verdicts {
-        self.routing = routing;
-        self
+    /// The fold under the rules `rules` holds at each batch.
+    pub fn following(rules: watch::Receiver<Arc<Rules>>) -> Verdicts {
+        Verdicts {
+            rules,
+            cache: Arc::default(),
+        }
     }
 
     /// Folds `reports` (newly inserted in this transaction, in offset order) into their
@@ -122,15 +156,16 @@ impl Verdicts {
         if !missing.is_empty() {
             states.extend(sql::load_states(conn, &missing).await?);
         }
+        let rules = self.rules.borrow().clone();
         let mut effects = Effects::default();
         for report in reports {
             let facts = ReportFacts::of(report);
             let state = &mut states.entry(report.target_id.clone()).or_default().state;
-            let policy = self.policies.of(&report.target_id);
-            let windows = self.policies.windows_of(&report.target_id);
+            let policy = rules.policies.of(&report.target_id);
+            let windows = rules.policies.windows_of(&report.target_id);
             let changes = apply(state, &facts, policy, windows);
-            if self.routing.is_active() {
-                notices(&self.routing, report, state, &changes, &mut effects.outbox);
+            if rules.routing.is_active() {
+                notices(&rules.routing, report, state, &changes, &mut effects.outbox);
             }
             effects.record(&report.target_id, changes);
         }

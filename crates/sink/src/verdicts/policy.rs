@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use monitor_core::settings::{
-    Labels, MaintenanceWindow, Quorum, SinkSettings, TargetVerdicts, VerdictSettings,
+    Labels, MaintenanceWindow, Quorum, SinkSettings, TargetSettings, TargetVerdicts,
+    VerdictSettings,
 };
 
 use super::state::{to_time, Micros};
@@ -91,9 +92,13 @@ pub struct Policies {
 impl Policies {
     /// The policies of the sink's settings.
     pub fn from_settings(settings: &SinkSettings) -> Policies {
+        Policies::of_targets(settings, &settings.targets)
+    }
+
+    /// The policies of the sink's settings for `targets`.
+    pub fn of_targets(settings: &SinkSettings, targets: &[TargetSettings]) -> Policies {
         let default = Policy::from_settings(&settings.sink.verdicts);
-        let by_target = settings
-            .targets
+        let by_target = targets
             .iter()
             .filter(|t| t.verdicts != TargetVerdicts::default())
             .map(|t| (t.id.clone(), default.overridden(&t.verdicts)))
@@ -106,11 +111,8 @@ impl Policies {
             .map(Arc::new)
             .collect();
         let no_labels = Labels::new();
-        let mut labels: HashMap<&str, &Labels> = settings
-            .targets
-            .iter()
-            .map(|t| (t.id.as_str(), &t.labels))
-            .collect();
+        let mut labels: HashMap<&str, &Labels> =
+            targets.iter().map(|t| (t.id.as_str(), &t.labels)).collect();
         for id in all.iter().flat_map(|w| &w.targets) {
             labels.entry(id.as_str()).or_insert(&no_labels);
         }
