@@ -40,6 +40,7 @@ pub fn missed_report(
         timeout_s: target.timeout.as_secs_f64(),
         period_s: target.period.as_secs_f64(),
         body_truncated: None,
+        check_request: None,
     };
     let late = (now - scheduled_at).to_std().unwrap_or_default();
     report.set_error(format!(

@@ -202,6 +202,10 @@ pub struct Report {
     /// Whether the body read stopped at the cap before the end of the body (optional key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_truncated: Option<bool>,
+    /// The "check now" request this report answers (optional key): such a report is stored
+    /// apart and never counted in verdicts or uptime. Absent for scheduled checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_request: Option<Uuid>,
 }
 
 /// Why bytes read from the topic are not a usable report. The sink stores the message as a dead
@@ -467,6 +471,7 @@ mod tests {
             timeout_s: 10.0,
             period_s: 60.0,
             body_truncated: Some(false),
+            check_request: None,
         }
     }
 

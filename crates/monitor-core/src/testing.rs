@@ -156,6 +156,7 @@ pub fn sample_report(target: &str, n: i64) -> Report {
         timeout_s: 5.0,
         period_s: 60.0,
         body_truncated: Some(false),
+        check_request: None,
     }
 }
 

@@ -52,6 +52,7 @@ fn report(status: Status, class: Option<FailureClass>) -> Report {
         timeout_s: 10.0,
         period_s: 60.0,
         body_truncated: Some(false),
+        check_request: None,
     }
 }
 

@@ -33,6 +33,7 @@ fn sample_report() -> Report {
         timeout_s: 1.0,
         period_s: 5.0,
         body_truncated: None,
+        check_request: None,
     }
 }
 

@@ -5,11 +5,12 @@
 //! ([`monitor_core::runtime::admin::serve_router_with`]) with a connection cap sized for a
 //! public page. The application merges the two rooms' routes.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use monitor_core::runtime::admin::{serve_router_with, Limits};
 use monitor_core::settings::SinkSettings;
+use rskafka::client::Client;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,8 @@ pub struct HttpState {
     pub catalog_changed: Arc<Notify>,
     /// Every target the sink knows (the settings file's and the API's), as it stands.
     pub catalog: watch::Receiver<Arc<Catalog>>,
+    /// The Kafka client, once connected ("check now" produces with it).
+    pub kafka: OnceLock<Arc<Client>>,
 }
 
 impl HttpState {

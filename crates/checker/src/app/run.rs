@@ -24,7 +24,7 @@ use crate::probe::CheckFn;
 use crate::publish::{self, Drained};
 use crate::report;
 use crate::schedule::backfill::{GapFill, Heartbeat};
-use crate::schedule::{self, shard::my_targets};
+use crate::schedule::{self, on_demand, shard::my_targets};
 use crate::spool::Spool;
 
 /// How often the sampled gauges (checks in flight, queue depth) are refreshed.
@@ -100,8 +100,18 @@ impl Run {
             .then(|| self.settings.checker.producer.spool_dir.clone());
         let max_in_flight = self.settings.checker.max_in_flight.max(1);
         let permits = Arc::new(Semaphore::new(max_in_flight));
-        let behind = self.start_behind(output, tapped_rx, &targets_tx.borrow(), &permits);
         let stop_schedule = CancellationToken::new();
+        let on_demand = match &output {
+            Output::Kafka { kafka, .. } => Some(tokio::spawn(on_demand::connect_and_follow(
+                (**kafka).clone(),
+                targets_rx.clone(),
+                self.check.clone(),
+                reports_tx.clone(),
+                stop_schedule.clone(),
+            ))),
+            Output::Stdout => None,
+        };
+        let behind = self.start_behind(output, tapped_rx, &targets_tx.borrow(), &permits);
         let mut scheduler = tokio::spawn(schedule::run_with(
             targets_rx,
             self.check.clone(),
@@ -127,6 +137,10 @@ impl Run {
         {
             let in_flight = max_in_flight.saturating_sub(permits.available_permits());
             abort_checks(scheduler, in_flight).await;
+        }
+        if let Some(on_demand) = on_demand {
+            on_demand.abort();
+            let _ = on_demand.await;
         }
         behind.finish().await;
         info!("checker stopped");

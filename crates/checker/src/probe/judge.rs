@@ -79,6 +79,7 @@ pub(super) fn report(
         timeout_s: target.timeout.as_secs_f64(),
         period_s: target.period.as_secs_f64(),
         body_truncated: out.body_read.then_some(out.truncated),
+        check_request: None,
     };
     if let Some((_, text)) = failure {
         report.set_error(text);

@@ -12,8 +12,10 @@
 //! - [`shard`]: which targets this replica checks.
 //! - [`backfill`]: at start-up, `missed` reports for the slots that fell while the checker
 //!   was not running.
+//! - [`on_demand`]: "check now" requests from the sink's API, checked at once.
 
 pub mod backfill;
+pub mod on_demand;
 pub mod shard;
 pub mod slots;
 

@@ -8,12 +8,14 @@
 //!   kept out of answers.
 //! - [`sql`]: the definitions, the audit and the outbox, each change in one transaction.
 //! - [`targets`]: the handlers.
+//! - [`checks`]: "check now", through the checks topic and back through the stored answers.
 //! - [`publish`]: the outbox, in order, onto the targets topic.
 //!
 //! [`ROUTES`] is the API's route table: the router is built from it, and a test holds it and
 //! `schemas/openapi.json` (served at `/api/v1/openapi.json`) to each other.
 
 pub mod auth;
+pub mod checks;
 pub mod definition;
 pub mod publish;
 pub mod sql;
@@ -23,7 +25,7 @@ use std::sync::Arc;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use monitor_core::settings::{Problem, Role};
 use serde_json::json;
@@ -44,6 +46,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/api/v1/targets/{id}"),
     ("DELETE", "/api/v1/targets/{id}"),
     ("GET", "/api/v1/targets/{id}/changes"),
+    ("POST", "/api/v1/targets/{id}/checks"),
     ("GET", "/api/v1/openapi.json"),
 ];
 
@@ -79,6 +82,7 @@ fn route_methods() -> Vec<(&'static str, MethodRouter<Arc<ApiState>>)> {
                 .delete(targets::delete),
         ),
         ("/api/v1/targets/{id}/changes", get(targets::changes)),
+        ("/api/v1/targets/{id}/checks", post(checks::check_now)),
         ("/api/v1/openapi.json", get(openapi)),
     ]
 }
@@ -122,6 +126,9 @@ pub enum ApiError {
     /// The definition does not validate (422), every problem at once.
     #[error("the target definition is not valid")]
     Invalid(Vec<Problem>),
+    /// Something the request needs is not reachable now (503).
+    #[error("{0}")]
+    Unavailable(String),
     /// The database failed (503): nothing was changed.
     #[error("the database is not available: nothing was changed, try again")]
     Database(#[from] sqlx::Error),
@@ -137,7 +144,7 @@ impl ApiError {
             ApiError::VersionMoved { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

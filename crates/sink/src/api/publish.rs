@@ -9,7 +9,8 @@
 //! when the API wakes the publisher and every [`POLL_INTERVAL`] (for changes made through other
 //! replicas).
 //!
-//! The topic is created with one partition when missing (so every change is in one order).
+//! The topic is created with one partition when missing (so every change is in one order),
+//! and so is the checks topic of "check now" requests.
 //! Kafka keeps it whole if the topic is compacted (`cleanup.policy=compact`, which the
 //! deployment's topic creation sets; the client library cannot set a topic's configuration);
 //! every [`REPUBLISH_EVERY`] the current definitions are queued again, so even a topic whose

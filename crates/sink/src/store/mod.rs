@@ -126,7 +126,7 @@ impl ReportStore {
         let mut tx = self.pool.begin().await?;
         sql::advance_offset(&mut tx, batch).await?;
         let inserted = sql::insert_reports(&mut tx, batch, self.verdicts.is_some()).await?;
-        let rows = inserted.rows;
+        let rows = inserted.rows + sql::insert_checks(&mut tx, batch).await?;
         let dead_letters = sql::insert_dead_letters(&mut tx, batch).await?;
         let (folded, written) = match &self.verdicts {
             Some(verdicts) => verdicts.fold(&mut tx, &inserted.reports(batch)).await?,

@@ -161,8 +161,15 @@ async fn insert_results(
     returning: bool,
 ) -> Result<Inserted, SinkError> {
     let mut c = Columns::default();
-    for (offset, r) in &batch.reports {
+    for (offset, r) in batch
+        .reports
+        .iter()
+        .filter(|(_, r)| r.check_request.is_none())
+    {
         c.push(*offset, r);
+    }
+    if c.report_id.is_empty() {
+        return Ok(Inserted::default());
     }
     let statement = if returning {
         format!("{INSERT_RESULTS} RETURNING report_id")
@@ -213,6 +220,53 @@ async fn insert_results(
         rows: ids.len() as u64,
         ids,
     })
+}
+
+/// Inserts the batch's answers to "check now" requests into `check_results`, apart from the
+/// scheduled results (skipping stored `report_id`s). Returns the rows inserted.
+pub(super) async fn insert_checks(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &Batch,
+) -> Result<u64, SinkError> {
+    let checks: Vec<&Report> = batch
+        .reports
+        .iter()
+        .filter(|(_, r)| r.check_request.is_some())
+        .map(|(_, r)| r)
+        .collect();
+    if checks.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = checks.iter().map(|r| r.report_id).collect();
+    let requests: Vec<Option<Uuid>> = checks.iter().map(|r| r.check_request).collect();
+    let targets: Vec<String> = checks
+        .iter()
+        .map(|r| storable_text(&r.target_id).into_owned())
+        .collect();
+    let regions: Vec<String> = checks
+        .iter()
+        .map(|r| storable_text(&r.checker_id).into_owned())
+        .collect();
+    let started: Vec<DateTime<Utc>> = checks.iter().map(|r| r.started_at).collect();
+    // jsonb holds no NUL character, not even escaped.
+    let reports: Vec<String> = checks
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.to_json()).replace("\\u0000", "\\ufffd"))
+        .collect();
+    let inserted = sqlx::query(
+        "INSERT INTO check_results (report_id, request_id, target_id, checker_id, started_at, report) \
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], \
+           $6::text[]::jsonb[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&requests)
+    .bind(&targets)
+    .bind(&regions)
+    .bind(&started)
+    .bind(&reports)
+    .execute(&mut **tx)
+    .await?;
+    Ok(inserted.rows_affected())
 }
 
 /// Inserts the batch's dead letters. Returns the rows inserted.

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod http;
 pub mod notify;
+pub mod regions;
 pub mod smtp;
 
 use std::collections::{BTreeMap, HashMap};
