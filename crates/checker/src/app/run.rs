@@ -1,7 +1,8 @@
 //! One run of the checker, from the first slot to the last delivery: the scheduler's reports
 //! pass a tap (metrics, and the `missed` reports that fill the downtime's gap) on their way to
-//! stdout or the publisher; reloads change the targets; at shutdown the checks in flight get
-//! their share of `shutdown_timeout` and delivery the rest.
+//! stdout or the publisher; reloads of the settings file and, with Kafka, the targets topic
+//! change the targets; at shutdown the checks in flight get their share of `shutdown_timeout`
+//! and delivery the rest.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,8 +25,9 @@ use crate::probe::CheckFn;
 use crate::publish::{self, Drained};
 use crate::report;
 use crate::schedule::backfill::{GapFill, Heartbeat};
-use crate::schedule::{self, shard::my_targets};
+use crate::schedule::{self, catalog::Catalog};
 use crate::spool::Spool;
+use crate::targets::{follow::Follower, Definitions};
 
 /// How often the sampled gauges (checks in flight, queue depth) are refreshed.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -33,6 +35,9 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// At shutdown, checks in flight may take `shutdown_timeout / CHECKS_SHARE_DIVISOR`; the last
 /// deliveries get the rest, so the whole shutdown stays within `shutdown_timeout`.
 const CHECKS_SHARE_DIVISOR: u32 = 2;
+
+/// The Kafka client id of the targets topic's reader.
+const TARGETS_CLIENT_ID: &str = "web-monitor-checker-targets";
 
 /// Reports between the scheduler and the tap.
 const TAP_CAPACITY: usize = 1024;
@@ -91,10 +96,15 @@ impl Run {
         reload: mpsc::Receiver<()>,
         shutdown: CancellationToken,
     ) {
-        let (targets_tx, targets_rx) = watch::channel(my_targets(&self.settings, self.shard));
+        let mut catalog = Catalog::new(&self.settings.targets);
+        let first = catalog.merge(&Definitions::new(), self.shard);
+        self.metrics.set_targets(first.from_file, first.from_api);
+        let (targets_tx, targets_rx) = watch::channel(first.targets);
         self.metrics
             .certificate_expiry
             .keep_only(&targets_tx.borrow());
+        let (api_tx, api_rx) = watch::channel(Definitions::new());
+        let follower = start_follower(&output, api_tx, &self.metrics, &shutdown);
         let (reports_tx, tapped_rx) = mpsc::channel::<Report>(TAP_CAPACITY);
         let targets_file = matches!(output, Output::Kafka { .. })
             .then(|| self.settings.checker.producer.spool_dir.clone());
@@ -110,12 +120,17 @@ impl Run {
             reports_tx,
             stop_schedule.clone(),
         ));
-        let targets = Targets {
+        let mut targets = Targets {
             tx: targets_tx,
             file: targets_file,
+            catalog,
+            api: api_rx,
         };
-        self.serve_reloads(&mut scheduler, reload, &shutdown, &targets)
+        self.serve_reloads(&mut scheduler, reload, &shutdown, &mut targets)
             .await;
+        if let Some(follower) = follower {
+            follower.abort();
+        }
         // Stop scheduling, let the checks in flight end within their share of the shutdown
         // timeout (aborting those that do not), then let delivery flush within the rest.
         stop_schedule.cancel();
@@ -240,7 +255,7 @@ impl Run {
         scheduler: &mut JoinHandle<()>,
         mut reload: mpsc::Receiver<()>,
         shutdown: &CancellationToken,
-        targets: &Targets,
+        targets: &mut Targets,
     ) {
         loop {
             tokio::select! {
@@ -250,32 +265,70 @@ impl Run {
                     return;
                 }
                 Some(()) = reload.recv() => self.reload(targets),
+                Ok(()) = targets.api.changed() => {
+                    let (n, from_api) = targets.refresh(self.shard, &self.metrics);
+                    info!(targets = n, from_api, "API targets changed");
+                }
             }
         }
     }
 
     /// Loads the settings again: valid ones change the targets now, invalid ones are logged.
-    fn reload(&self, targets: &Targets) {
+    fn reload(&self, targets: &mut Targets) {
         match (self.load)() {
             Ok(new) => {
                 if new.kafka != self.settings.kafka || new.checker != self.settings.checker {
                     warn!("the [checker] and [kafka] sections take effect at the next restart; the targets change now");
                 }
-                let list = my_targets(&new, self.shard);
-                info!(targets = list.len(), "settings reloaded");
-                save_targets(targets.file.as_deref(), &list);
-                self.metrics.certificate_expiry.keep_only(&list);
-                targets.tx.send_replace(list);
+                targets.catalog.set_file(&new.targets);
+                let (n, _) = targets.refresh(self.shard, &self.metrics);
+                info!(targets = n, "settings reloaded");
             }
             Err(e) => error!("settings not reloaded, the running ones are kept: {e}"),
         }
     }
 }
 
-/// The scheduler's target list, and the file beside the spool it is saved to (for Kafka).
+/// The scheduler's target list, the file beside the spool it is saved to (for Kafka), and
+/// its two sources: the settings file's targets and the API's definitions.
 struct Targets {
     tx: watch::Sender<Vec<Arc<TargetSettings>>>,
     file: Option<PathBuf>,
+    catalog: Catalog,
+    api: watch::Receiver<Definitions>,
+}
+
+impl Targets {
+    /// Merges the two sources again and gives the scheduler the list (saved for the backfill,
+    /// certificate series kept to it); returns how many targets it holds, and from the API.
+    fn refresh(&mut self, shard: Shard, metrics: &CheckerMetrics) -> (usize, usize) {
+        let merged = self.catalog.merge(&self.api.borrow_and_update(), shard);
+        metrics.set_targets(merged.from_file, merged.from_api);
+        save_targets(self.file.as_deref(), &merged.targets);
+        metrics.certificate_expiry.keep_only(&merged.targets);
+        let counts = (merged.targets.len(), merged.from_api);
+        self.tx.send_replace(merged.targets);
+        counts
+    }
+}
+
+/// With Kafka, starts following the targets topic, its definitions going to `definitions`.
+fn start_follower(
+    output: &Output,
+    definitions: watch::Sender<Definitions>,
+    metrics: &CheckerMetrics,
+    shutdown: &CancellationToken,
+) -> Option<JoinHandle<()>> {
+    let Output::Kafka { kafka, .. } = output else {
+        return None;
+    };
+    let follower = Follower {
+        kafka: (**kafka).clone(),
+        client_id: TARGETS_CLIENT_ID.to_string(),
+        definitions,
+        metrics: metrics.targets_topic.clone(),
+    };
+    Some(tokio::spawn(follower.run(shutdown.clone())))
 }
 
 impl Behind {
