@@ -22,6 +22,7 @@ use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandl
 use rskafka::client::Client;
 use rskafka::record::Record;
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -203,6 +204,7 @@ fn file_target(id: &str, port: u16) -> String {
 /// A checker application running in this process.
 struct Running {
     shutdown: CancellationToken,
+    reload: mpsc::Sender<()>,
     task: JoinHandle<()>,
     admin: u16,
 }
@@ -222,10 +224,12 @@ impl Running {
         let settings = CheckerSettings::load(&options.source, true).expect("valid settings");
         let app = Application::build(settings, options).await.expect("builds");
         let admin = app.admin_addr().expect("bound").port();
+        let reload = app.reloader();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         Running {
             shutdown,
+            reload,
             task,
             admin,
         }
@@ -627,6 +631,70 @@ async fn a_checker_started_before_the_targets_topic_exists_follows_it_once_creat
     println!(
         "topic created, produce → first report: {:?}",
         seen - produced
+    );
+    checker.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn a_settings_reload_keeps_the_api_targets_and_a_topic_change_keeps_the_file_targets() {
+    let topics = Topics::new(true).await;
+    let site = ok_site().await;
+    let dir = tempfile::tempdir().expect("dir");
+    topics.settings_file(dir.path(), "c1", &file_target("file-1", site));
+    let checker = Running::start(dir.path().join("c.toml"), None).await;
+    topics
+        .produce("api-1", Some(&definition("api-1", site, PERIOD)))
+        .await;
+    topics
+        .wait_for(
+            "the file and API targets are checked",
+            Duration::from_secs(10),
+            |s| checked(s, "file-1") && checked(s, "api-1"),
+        )
+        .await;
+
+    topics.settings_file(dir.path(), "c1", &file_target("file-2", site));
+    let reloaded_at = Utc::now();
+    checker.reload.send(()).await.expect("reload");
+    let after_reload = reloaded_at + TimeDelta::from_std(APPLY_BOUND).expect("delta");
+    topics
+        .wait_for(
+            "the new file target and the API one are checked after the reload",
+            Duration::from_secs(10),
+            |s| {
+                checked(s, "file-2")
+                    && reports_of(s, "api-1").any(|r| r.scheduled_at > after_reload)
+            },
+        )
+        .await;
+
+    let (_, defined_at) = topics
+        .produce("api-2", Some(&definition("api-2", site, PERIOD)))
+        .await;
+    let after_change = defined_at + TimeDelta::from_std(APPLY_BOUND).expect("delta");
+    topics
+        .wait_for(
+            "the file target is still checked after a change on the topic",
+            Duration::from_secs(10),
+            |s| {
+                checked(s, "api-2")
+                    && reports_of(s, "file-2").any(|r| r.scheduled_at > after_change)
+            },
+        )
+        .await;
+    let seen = topics.seen();
+    assert_eq!(
+        reports_of(&seen, "file-1")
+            .filter(|r| r.scheduled_at > after_reload)
+            .count(),
+        0
+    );
+    assert_eq!(
+        checker
+            .metric("webmon_checker_targets{source=\"api\"}")
+            .await,
+        2.0
     );
     checker.stop().await;
 }

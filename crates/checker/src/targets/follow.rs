@@ -192,11 +192,10 @@ impl Follower {
                     protocol_error: ProtocolError::OffsetOutOfRange,
                     ..
                 }) => match partition.get_offset(OffsetAt::Earliest).await {
-                    Ok(earliest) if earliest > offset => {
-                        offset = earliest;
+                    Ok(earliest) => {
+                        offset = restart_at(offset, earliest);
                         continue;
                     }
-                    Ok(_) => continue,
                     Err(source) => source,
                 },
                 Err(source) => source,
@@ -242,4 +241,14 @@ impl Follower {
         }
         offset
     }
+}
+
+/// Where to fetch from after `offset` was out of the partition's range: its earliest offset.
+/// Past the records the broker still has (compaction or retention removed them: the live
+/// definitions are later), or before `offset` (the topic was recreated: read it all again).
+fn restart_at(offset: i64, earliest: i64) -> i64 {
+    if earliest <= offset {
+        warn!(offset, earliest, "the targets topic ends before the offset read: reading it again from its earliest offset");
+    }
+    earliest
 }
