@@ -22,6 +22,7 @@ use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandl
 use rskafka::client::Client;
 use rskafka::record::Record;
 use serde_json::{json, Value};
+use tempfile::TempDir;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -243,6 +244,12 @@ impl Running {
             .expect("ran");
     }
 
+    /// How many targets from `source` (`file`, `api`) the checker runs, by its metrics.
+    async fn targets(&self, source: &str) -> f64 {
+        self.metric(&format!("webmon_checker_targets{{source=\"{source}\"}}"))
+            .await
+    }
+
     /// The value of the sample `name` (with its labels) on the metrics page.
     async fn metric(&self, name: &str) -> f64 {
         let (_, page) = http_get(self.admin, "/metrics").await;
@@ -250,6 +257,16 @@ impl Running {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in {page}"))
     }
+}
+
+/// A checker with one file target, `file_id` on `port`, on fresh topics (the targets topic
+/// created when `create_targets`), and its directory (`c.toml`, the spool).
+async fn start_one(create_targets: bool, file_id: &str, port: u16) -> (Topics, Running, TempDir) {
+    let topics = Topics::new(create_targets).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let settings = topics.settings_file(dir.path(), "c1", &file_target(file_id, port));
+    let checker = Running::start(settings, None).await;
+    (topics, checker, dir)
 }
 
 fn reports_of<'a>(seen: &'a [Seen], id: &'a str) -> impl Iterator<Item = &'a Report> + 'a {
@@ -265,11 +282,8 @@ fn checked(seen: &[Seen], id: &str) -> bool {
 #[tokio::test]
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn a_target_produced_to_the_topic_is_checked_within_2_s_of_the_produce() {
-    let topics = Topics::new(true).await;
     let site = ok_site().await;
-    let dir = tempfile::tempdir().expect("dir");
-    let settings = topics.settings_file(dir.path(), "c1", &file_target("file-1", site));
-    let checker = Running::start(settings, None).await;
+    let (topics, checker, _dir) = start_one(true, "file-1", site).await;
     topics
         .wait_for("the file target is checked", Duration::from_secs(10), |s| {
             checked(s, "file-1")
@@ -296,29 +310,16 @@ async fn a_target_produced_to_the_topic_is_checked_within_2_s_of_the_produce() {
         latencies.push(arrived.expect("a report") - produced);
     }
     println!("produce → first report on the reports topic: {latencies:?}");
-    assert_eq!(
-        checker
-            .metric("webmon_checker_targets{source=\"api\"}")
-            .await,
-        5.0
-    );
-    assert_eq!(
-        checker
-            .metric("webmon_checker_targets{source=\"file\"}")
-            .await,
-        1.0
-    );
+    assert_eq!(checker.targets("api").await, 5.0);
+    assert_eq!(checker.targets("file").await, 1.0);
     checker.stop().await;
 }
 
 #[tokio::test]
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn a_tombstone_stops_its_targets_checks_and_the_others_go_on() {
-    let topics = Topics::new(true).await;
     let site = ok_site().await;
-    let dir = tempfile::tempdir().expect("dir");
-    let settings = topics.settings_file(dir.path(), "c1", &file_target("file-1", site));
-    let checker = Running::start(settings, None).await;
+    let (topics, checker, _dir) = start_one(true, "file-1", site).await;
     for id in ["gone", "stays"] {
         topics
             .produce(id, Some(&definition(id, site, PERIOD)))
@@ -359,11 +360,8 @@ async fn a_tombstone_stops_its_targets_checks_and_the_others_go_on() {
 #[tokio::test]
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn a_changed_definition_is_applied_and_an_unchanged_republish_keeps_the_slots() {
-    let topics = Topics::new(true).await;
     let (first, second) = (ok_site().await, ok_site().await);
-    let dir = tempfile::tempdir().expect("dir");
-    let settings = topics.settings_file(dir.path(), "c1", &file_target("file-1", first));
-    let checker = Running::start(settings, None).await;
+    let (topics, checker, _dir) = start_one(true, "file-1", first).await;
     let url = |port: u16| format!("http://127.0.0.1:{port}/");
 
     topics
@@ -471,11 +469,7 @@ async fn two_checkers_of_two_shards_split_the_api_targets_each_checked_by_exactl
     }
     let mut shares = Vec::new();
     for checker in checkers {
-        shares.push(
-            checker
-                .metric("webmon_checker_targets{source=\"api\"}")
-                .await,
-        );
+        shares.push(checker.targets("api").await);
         checker.stop().await;
     }
     println!("API targets per shard: {shares:?}");
@@ -486,11 +480,8 @@ async fn two_checkers_of_two_shards_split_the_api_targets_each_checked_by_exactl
 #[tokio::test]
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn a_restarted_checker_rebuilds_its_targets_from_the_topic() {
-    let topics = Topics::new(true).await;
     let (first, second) = (ok_site().await, ok_site().await);
-    let dir = tempfile::tempdir().expect("dir");
-    let settings = topics.settings_file(dir.path(), "c1", &file_target("file-1", first));
-    let checker = Running::start(settings.clone(), None).await;
+    let (topics, checker, dir) = start_one(true, "file-1", first).await;
     for id in ["r1", "r2", "r3"] {
         topics
             .produce(id, Some(&definition(id, first, PERIOD)))
@@ -512,7 +503,7 @@ async fn a_restarted_checker_rebuilds_its_targets_from_the_topic() {
 
     let restarted_at = Utc::now();
     let started = Instant::now();
-    let checker = Running::start(settings, None).await;
+    let checker = Running::start(dir.path().join("c.toml"), None).await;
     let after = |r: &&Report| r.started_at > restarted_at;
     let rebuilt = topics
         .wait_for(
@@ -547,11 +538,8 @@ async fn a_restarted_checker_rebuilds_its_targets_from_the_topic() {
 #[tokio::test]
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn a_file_target_wins_over_an_api_one_and_an_invalid_definition_is_refused_alone() {
-    let topics = Topics::new(true).await;
     let (file_site, api_site) = (ok_site().await, ok_site().await);
-    let dir = tempfile::tempdir().expect("dir");
-    let settings = topics.settings_file(dir.path(), "c1", &file_target("dup", file_site));
-    let checker = Running::start(settings, None).await;
+    let (topics, checker, _dir) = start_one(true, "dup", file_site).await;
 
     topics
         .produce("dup", Some(&definition("dup", api_site, PERIOD)))
@@ -594,23 +582,15 @@ async fn a_file_target_wins_over_an_api_one_and_an_invalid_definition_is_refused
             .await,
         2.0
     );
-    assert_eq!(
-        checker
-            .metric("webmon_checker_targets{source=\"api\"}")
-            .await,
-        2.0
-    );
+    assert_eq!(checker.targets("api").await, 2.0);
     checker.stop().await;
 }
 
 #[tokio::test]
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn a_checker_started_before_the_targets_topic_exists_follows_it_once_created() {
-    let topics = Topics::new(false).await;
     let site = ok_site().await;
-    let dir = tempfile::tempdir().expect("dir");
-    let settings = topics.settings_file(dir.path(), "c1", &file_target("file-1", site));
-    let checker = Running::start(settings, None).await;
+    let (topics, checker, _dir) = start_one(false, "file-1", site).await;
     topics
         .wait_for("the file target is checked", Duration::from_secs(10), |s| {
             checked(s, "file-1")
@@ -638,11 +618,8 @@ async fn a_checker_started_before_the_targets_topic_exists_follows_it_once_creat
 #[tokio::test]
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn a_settings_reload_keeps_the_api_targets_and_a_topic_change_keeps_the_file_targets() {
-    let topics = Topics::new(true).await;
     let site = ok_site().await;
-    let dir = tempfile::tempdir().expect("dir");
-    topics.settings_file(dir.path(), "c1", &file_target("file-1", site));
-    let checker = Running::start(dir.path().join("c.toml"), None).await;
+    let (topics, checker, dir) = start_one(true, "file-1", site).await;
     topics
         .produce("api-1", Some(&definition("api-1", site, PERIOD)))
         .await;
@@ -690,11 +667,6 @@ async fn a_settings_reload_keeps_the_api_targets_and_a_topic_change_keeps_the_fi
             .count(),
         0
     );
-    assert_eq!(
-        checker
-            .metric("webmon_checker_targets{source=\"api\"}")
-            .await,
-        2.0
-    );
+    assert_eq!(checker.targets("api").await, 2.0);
     checker.stop().await;
 }

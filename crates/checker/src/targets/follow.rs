@@ -234,9 +234,11 @@ impl Follower {
         }
         if !changes.is_empty() {
             self.definitions.send_if_modified(|definitions| {
-                changes
-                    .into_iter()
-                    .fold(false, |changed, c| apply(definitions, c) || changed)
+                let mut changed = false;
+                for change in changes {
+                    changed |= apply(definitions, change);
+                }
+                changed
             });
         }
         offset

@@ -27,7 +27,7 @@ pub type Definitions = BTreeMap<String, Arc<TargetSettings>>;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// The target is defined so (created, or replaced).
-    Define(TargetSettings),
+    Define(Arc<TargetSettings>),
     /// The target was deleted (a tombstone).
     Delete(String),
 }
@@ -107,7 +107,7 @@ pub fn read_record(
             found: target.id,
         });
     }
-    Ok(Change::Define(target))
+    Ok(Change::Define(Arc::new(target)))
 }
 
 /// Applies `change` to `definitions`; true when it changed them.
@@ -115,10 +115,10 @@ pub fn apply(definitions: &mut Definitions, change: Change) -> bool {
     match change {
         Change::Delete(id) => definitions.remove(&id).is_some(),
         Change::Define(target) => {
-            if definitions.get(&target.id).is_some_and(|t| **t == target) {
+            if definitions.get(&target.id).is_some_and(|t| *t == target) {
                 return false;
             }
-            definitions.insert(target.id.clone(), Arc::new(target));
+            definitions.insert(target.id.clone(), target);
             true
         }
     }
@@ -154,7 +154,9 @@ mod tests {
 
     #[test]
     fn records_that_name_no_target_or_do_not_validate_are_refused_naming_the_target() {
-        let cases: [(Option<&[u8]>, &[u8], &str); 5] = [
+        // (key, value, what the error says)
+        type Case<'a> = (Option<&'a [u8]>, &'a [u8], &'a str);
+        let cases: [Case<'_>; 5] = [
             (None, b"{}", "without a key"),
             (Some(b"\xff"), b"{}", "not UTF-8"),
             (Some(b"t1"), b"{not json", "t1: the definition is not JSON"),
