@@ -16,10 +16,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use monitor_core::report::Report;
 use monitor_core::settings::{CheckerSettings, SettingsSource, Shard};
 use monitor_core::testing::{
-    create_topic, http_get, kafka_brokers, kafka_client, ok_site, unique_name,
+    create_topic, http_get, kafka_brokers, kafka_client, ok_site, unique_name, OwnBroker, Proxy,
 };
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::client::Client;
+use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -45,6 +45,7 @@ struct Seen {
 /// The topics of one test, a producer of definitions, and every report that arrived.
 struct Topics {
     client: Arc<Client>,
+    brokers: Vec<String>,
     reports: String,
     targets: String,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -61,8 +62,12 @@ impl Topics {
     /// A reports topic of one partition, read as reports arrive, and a targets topic name,
     /// created now when `create_targets`.
     async fn new(create_targets: bool) -> Topics {
+        Topics::on(kafka_client().await, kafka_brokers(), create_targets).await
+    }
+
+    /// [`Topics::new`] on the brokers `brokers`, reached by `client`.
+    async fn on(client: Arc<Client>, brokers: Vec<String>, create_targets: bool) -> Topics {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = kafka_client().await;
         let reports = create_topic(&client, 1).await;
         let targets = if create_targets {
             create_topic(&client, 1).await
@@ -74,6 +79,7 @@ impl Topics {
         let reader = tokio::spawn(read_reports(partition, seen.clone()));
         Topics {
             client,
+            brokers,
             reports,
             targets,
             seen,
@@ -138,7 +144,8 @@ impl Topics {
     /// Settings for a checker in `dir`: the file's `monitored_urls` (TOML), these topics.
     fn settings_file(&self, dir: &Path, checker_id: &str, monitored_urls: &str) -> PathBuf {
         let file = dir.join("c.toml");
-        let brokers = kafka_brokers()
+        let brokers = self
+            .brokers
             .iter()
             .map(|b| format!("{b:?}"))
             .collect::<Vec<_>>()
@@ -248,6 +255,18 @@ impl Running {
     async fn targets(&self, source: &str) -> f64 {
         self.metric(&format!("webmon_checker_targets{{source=\"{source}\"}}"))
             .await
+    }
+
+    /// Polls the metric `name` until it is at least `least`, within `within`.
+    async fn wait_metric(&self, name: &str, least: f64, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.metric(name).await < least {
+            assert!(
+                Instant::now() < deadline,
+                "{name} not {least} within {within:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// The value of the sample `name` (with its labels) on the metrics page.
@@ -669,4 +688,64 @@ async fn a_settings_reload_keeps_the_api_targets_and_a_topic_change_keeps_the_fi
     );
     assert_eq!(checker.targets("api").await, 2.0);
     checker.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn through_a_kafka_outage_the_api_targets_known_are_kept_and_changes_resume_after() {
+    let (proxy, listener) = Proxy::bind().await;
+    let broker = OwnBroker::start(Some(proxy.port)).await;
+    proxy.forward_to(listener, broker.port);
+    let brokers = vec![format!("127.0.0.1:{}", proxy.port)];
+    let client = ClientBuilder::new(brokers.clone())
+        .build()
+        .await
+        .expect("client");
+    let topics = Topics::on(Arc::new(client), brokers, true).await;
+    let site = ok_site().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let settings = topics.settings_file(dir.path(), "c1", &file_target("file-1", site));
+    let checker = Running::start(settings, None).await;
+    topics
+        .produce("kept", Some(&definition("kept", site, PERIOD)))
+        .await;
+    topics
+        .wait_for("the API target is checked", Duration::from_secs(10), |s| {
+            checked(s, "kept")
+        })
+        .await;
+
+    proxy.cut();
+    let cut_at = Utc::now();
+    checker
+        .wait_metric(
+            "webmon_checker_produce_errors_total",
+            3.0,
+            Duration::from_secs(20),
+        )
+        .await;
+    proxy.restore();
+    let restored_at = Utc::now();
+    let (produced, _) = topics
+        .produce("after", Some(&definition("after", site, PERIOD)))
+        .await;
+    let during = cut_at + TimeDelta::from_std(PERIOD).expect("delta");
+    let resumed = topics
+        .wait_for(
+            "checks of the kept target during the outage, and the change after it",
+            Duration::from_secs(30),
+            |s| {
+                checked(s, "after")
+                    && reports_of(s, "kept")
+                        .any(|r| r.scheduled_at > during && r.scheduled_at < restored_at)
+            },
+        )
+        .await;
+    println!(
+        "outage of {} ms; produce after it → checked: {:?}",
+        (restored_at - cut_at).num_milliseconds(),
+        resumed - produced
+    );
+    checker.stop().await;
+    drop(broker);
 }
