@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -551,6 +552,20 @@ async fn a_restarted_checker_rebuilds_its_targets_from_the_topic() {
     assert!(reports_of(&seen, "r3")
         .filter(after)
         .all(|r| r.url == moved));
+    // No hole across the restart: each slot of r1 is reported, checked or (while the checker
+    // was down) `missed` by the restarted checker's backfill.
+    let slots: BTreeSet<DateTime<Utc>> = reports_of(&seen, "r1").map(|r| r.scheduled_at).collect();
+    let (first_slot, last_slot) = (slots.first().copied(), slots.last().copied());
+    let (Some(mut slot), Some(last_slot)) = (first_slot, last_slot) else {
+        panic!("no slots of r1");
+    };
+    while slot < last_slot {
+        assert!(
+            slots.contains(&slot),
+            "slot {slot} of r1 is missing (restarted at {restarted_at})"
+        );
+        slot += TimeDelta::from_std(PERIOD).expect("delta");
+    }
     checker.stop().await;
 }
 

@@ -14,7 +14,7 @@ use monitor_core::settings::{
     CheckerSettings, ConfigError, KafkaSettings, ProducerSettings, Shard, TargetSettings,
 };
 use tokio::sync::mpsc::{self, WeakSender};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -38,6 +38,11 @@ const CHECKS_SHARE_DIVISOR: u32 = 2;
 
 /// The Kafka client id of the targets topic's reader.
 const TARGETS_CLIENT_ID: &str = "web-monitor-checker-targets";
+
+/// Longest the start waits for the targets topic's first read, so that the API's targets
+/// start with the file's (and get the downtime's backfill): a slower read, or Kafka out, only
+/// makes them start later.
+const FIRST_READ_LIMIT: Duration = Duration::from_secs(3);
 
 /// Reports between the scheduler and the tap.
 const TAP_CAPACITY: usize = 1024;
@@ -96,15 +101,19 @@ impl Run {
         reload: mpsc::Receiver<()>,
         shutdown: CancellationToken,
     ) {
+        let (api_tx, mut api_rx) = watch::channel(Definitions::new());
+        let first_read = Arc::new(Notify::new());
+        let follower = start_follower(&output, api_tx, &first_read, &self.metrics, &shutdown);
+        if follower.is_some() {
+            wait_first_read(&first_read, &shutdown).await;
+        }
         let mut catalog = Catalog::new(&self.settings.targets);
-        let first = catalog.merge(&Definitions::new(), self.shard);
+        let first = catalog.merge(&api_rx.borrow_and_update(), self.shard);
         self.metrics.set_targets(first.from_file, first.from_api);
         let (targets_tx, targets_rx) = watch::channel(first.targets);
         self.metrics
             .certificate_expiry
             .keep_only(&targets_tx.borrow());
-        let (api_tx, api_rx) = watch::channel(Definitions::new());
-        let follower = start_follower(&output, api_tx, &self.metrics, &shutdown);
         let (reports_tx, tapped_rx) = mpsc::channel::<Report>(TAP_CAPACITY);
         let targets_file = matches!(output, Output::Kafka { .. })
             .then(|| self.settings.checker.producer.spool_dir.clone());
@@ -316,6 +325,7 @@ impl Targets {
 fn start_follower(
     output: &Output,
     definitions: watch::Sender<Definitions>,
+    first_read: &Arc<Notify>,
     metrics: &CheckerMetrics,
     shutdown: &CancellationToken,
 ) -> Option<JoinHandle<()>> {
@@ -327,6 +337,7 @@ fn start_follower(
         client_id: TARGETS_CLIENT_ID.to_string(),
         definitions,
         metrics: metrics.targets_topic.clone(),
+        first_read: first_read.clone(),
     };
     Some(tokio::spawn(follower.run(shutdown.clone())))
 }
@@ -403,4 +414,16 @@ async fn abort_checks(scheduler: JoinHandle<()>, in_flight: usize) {
         aborted = in_flight,
         "checks in flight did not end within their share of shutdown_timeout: aborted, not reported"
     );
+}
+
+/// Waits until the targets topic was first read (or found missing, or failed), at most
+/// [`FIRST_READ_LIMIT`] and not past `shutdown`.
+async fn wait_first_read(first_read: &Notify, shutdown: &CancellationToken) {
+    let read = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = tokio::time::timeout(FIRST_READ_LIMIT, first_read.notified()) => r,
+    };
+    if read.is_err() {
+        info!(limit = ?FIRST_READ_LIMIT, "the targets topic is not read yet: starting with the settings file's targets, the API's follow");
+    }
 }

@@ -8,6 +8,10 @@
 //! test broker, tansu) hold every fetch for its whole wait, which then adds to every change's
 //! delay.
 //!
+//! At start the run waits (bounded) for the first read, so that the API's targets start with
+//! the file's: [`Follower::first_read`] is notified once the topic was read up to its high
+//! watermark, or found missing, or could not be read.
+//!
 //! The topic is created by the sink with the first API-made target; until then the task looks
 //! for it every [`TOPIC_LOOK_EVERY`] and the checker has no API targets. When Kafka cannot be
 //! reached the last definitions known stay in force; the task retries with backoff and logs
@@ -23,7 +27,7 @@ use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::Client;
 use rskafka::record::RecordAndOffset;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -71,6 +75,8 @@ pub struct Follower {
     pub definitions: watch::Sender<Definitions>,
     /// Refused definitions are counted here.
     pub metrics: Arc<TargetsMetrics>,
+    /// Notified when the topic was first read to its end, or found missing, or failed.
+    pub first_read: Arc<Notify>,
 }
 
 /// Whether Kafka is out, so that an outage is logged once at its start and once at its end.
@@ -121,6 +127,7 @@ impl Follower {
                 }
                 Err(e @ FollowError::NoTopic(_)) => {
                     outage.over();
+                    self.first_read.notify_one();
                     if !std::mem::replace(&mut missing_said, true) {
                         info!(every = ?TOPIC_LOOK_EVERY, "{e}: no API targets until the sink creates it; looking for it");
                     }
@@ -128,6 +135,7 @@ impl Follower {
                 }
                 Err(e) => {
                     outage.failed(&e, 0);
+                    self.first_read.notify_one();
                     backoff.next_delay()
                 }
             };
@@ -181,6 +189,7 @@ impl Follower {
                     offset = self.take(records, offset);
                     if !caught_up && offset >= high_watermark {
                         caught_up = true;
+                        self.first_read.notify_one();
                         info!(
                             targets = self.definitions.borrow().len(),
                             high_watermark, "targets topic read: following it"
@@ -205,6 +214,7 @@ impl Follower {
                 source: failed,
             };
             outage.failed(&e, self.definitions.borrow().len());
+            self.first_read.notify_one();
             if !backoff.sleep(shutdown.cancelled()).await {
                 return;
             }
