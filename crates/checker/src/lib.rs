@@ -29,8 +29,7 @@
 //! Besides the settings file's targets, a checker that reports to Kafka runs the targets made
 //! through the sink's API. The sink publishes each one's definition to a compacted topic
 //! (`kafka.targets_topic`, key = target id, a tombstone on delete); the checker reads it from
-//! the start at boot (the first slots wait for that read, boundedly) and follows it
-//! ([`targets::follow`]), so a change reaches the schedule
+//! the start at boot and follows it ([`targets::follow`]), so a change reaches the schedule
 //! within a second or so, without a restart, and unchanged targets keep their slots. The two
 //! sources are merged in [`schedule::catalog`]: a file target wins over an API target of the
 //! same id, and each replica keeps its shard's share of both. An invalid definition is

@@ -24,7 +24,7 @@ use crate::metrics::CheckerMetrics;
 use crate::probe::CheckFn;
 use crate::publish::{self, Drained};
 use crate::report;
-use crate::schedule::backfill::{GapFill, Heartbeat};
+use crate::schedule::backfill::{self, GapFill, Heartbeat};
 use crate::schedule::{self, catalog::Catalog};
 use crate::spool::Spool;
 use crate::targets::{follow::Follower, Definitions};
@@ -39,9 +39,9 @@ const CHECKS_SHARE_DIVISOR: u32 = 2;
 /// The Kafka client id of the targets topic's reader.
 const TARGETS_CLIENT_ID: &str = "web-monitor-checker-targets";
 
-/// Longest the start waits for the targets topic's first read, so that the API's targets
-/// start with the file's (and get the downtime's backfill): a slower read, or Kafka out, only
-/// makes them start later.
+/// Longest the start waits for the targets topic's first read when the last run checked API
+/// targets, so that they start with the file's and get the downtime's backfill: a slower
+/// read, or Kafka out, only makes them start later (without the backfill).
 const FIRST_READ_LIMIT: Duration = Duration::from_secs(3);
 
 /// Reports between the scheduler and the tap.
@@ -101,25 +101,15 @@ impl Run {
         reload: mpsc::Receiver<()>,
         shutdown: CancellationToken,
     ) {
-        let (api_tx, mut api_rx) = watch::channel(Definitions::new());
-        let first_read = Arc::new(Notify::new());
-        let follower = start_follower(&output, api_tx, &first_read, &self.metrics, &shutdown);
-        if follower.is_some() {
-            wait_first_read(&first_read, &shutdown).await;
-        }
-        let mut catalog = Catalog::new(&self.settings.targets);
-        let first = catalog.merge(&api_rx.borrow_and_update(), self.shard);
-        self.metrics.set_targets(first.from_file, first.from_api);
-        let (targets_tx, targets_rx) = watch::channel(first.targets);
-        self.metrics
-            .certificate_expiry
-            .keep_only(&targets_tx.borrow());
+        let kafka = match &output {
+            Output::Kafka { kafka, .. } => Some((**kafka).clone()),
+            Output::Stdout => None,
+        };
+        let (mut targets, targets_rx) = self.start_targets(kafka, &shutdown).await;
         let (reports_tx, tapped_rx) = mpsc::channel::<Report>(TAP_CAPACITY);
-        let targets_file = matches!(output, Output::Kafka { .. })
-            .then(|| self.settings.checker.producer.spool_dir.clone());
         let max_in_flight = self.settings.checker.max_in_flight.max(1);
         let permits = Arc::new(Semaphore::new(max_in_flight));
-        let behind = self.start_behind(output, tapped_rx, &targets_tx.borrow(), &permits);
+        let behind = self.start_behind(output, tapped_rx, &targets.tx.borrow(), &permits);
         let stop_schedule = CancellationToken::new();
         let mut scheduler = tokio::spawn(schedule::run_with(
             targets_rx,
@@ -129,15 +119,9 @@ impl Run {
             reports_tx,
             stop_schedule.clone(),
         ));
-        let mut targets = Targets {
-            tx: targets_tx,
-            file: targets_file,
-            catalog,
-            api: api_rx,
-        };
         self.serve_reloads(&mut scheduler, reload, &shutdown, &mut targets)
             .await;
-        if let Some(follower) = follower {
+        if let Some(follower) = targets.follower.take() {
             follower.abort();
         }
         // Stop scheduling, let the checks in flight end within their share of the shutdown
@@ -154,6 +138,57 @@ impl Run {
         }
         behind.finish().await;
         info!("checker stopped");
+    }
+
+    /// The targets' two sources at start: the settings file's, and with Kafka the targets
+    /// topic's follower, whose first read is waited for (boundedly) when the last run checked
+    /// API targets, so that both start together; and the scheduler's end of their merged list.
+    async fn start_targets(
+        &self,
+        kafka: Option<KafkaSettings>,
+        shutdown: &CancellationToken,
+    ) -> (Targets, watch::Receiver<Vec<Arc<TargetSettings>>>) {
+        let file = kafka
+            .is_some()
+            .then(|| self.settings.checker.producer.spool_dir.clone());
+        let (api_tx, mut api) = watch::channel(Definitions::new());
+        let first_read = Arc::new(Notify::new());
+        let follower = kafka.map(|kafka| {
+            let follower = Follower {
+                kafka,
+                client_id: TARGETS_CLIENT_ID.to_string(),
+                definitions: api_tx,
+                metrics: self.metrics.targets_topic.clone(),
+                first_read: first_read.clone(),
+            };
+            tokio::spawn(follower.run(shutdown.clone()))
+        });
+        if follower.is_some() && self.last_run_had_api_targets() {
+            wait_first_read(&first_read, shutdown).await;
+        }
+        let mut catalog = Catalog::new(&self.settings.targets);
+        let first = catalog.merge(&api.borrow_and_update(), self.shard);
+        self.metrics.set_targets(first.from_file, first.from_api);
+        self.metrics.certificate_expiry.keep_only(&first.targets);
+        let (tx, rx) = watch::channel(first.targets);
+        let targets = Targets {
+            tx,
+            file,
+            catalog,
+            api,
+            follower,
+        };
+        (targets, rx)
+    }
+
+    /// Whether the last run (as saved beside the spool) checked targets the settings file does
+    /// not hold: API targets, whose downtime is backfilled only if they are known at start.
+    fn last_run_had_api_targets(&self) -> bool {
+        let dir = &self.settings.checker.producer.spool_dir;
+        backfill::saved_ids(dir).is_some_and(|ids| {
+            ids.iter()
+                .any(|id| !self.settings.targets.iter().any(|t| &t.id == id))
+        })
     }
 
     /// The share of `shutdown_timeout` the checks in flight get.
@@ -305,6 +340,8 @@ struct Targets {
     file: Option<PathBuf>,
     catalog: Catalog,
     api: watch::Receiver<Definitions>,
+    /// The targets topic's follower (with Kafka), stopped after the schedule's last reload.
+    follower: Option<JoinHandle<()>>,
 }
 
 impl Targets {
@@ -319,27 +356,6 @@ impl Targets {
         self.tx.send_replace(merged.targets);
         counts
     }
-}
-
-/// With Kafka, starts following the targets topic, its definitions going to `definitions`.
-fn start_follower(
-    output: &Output,
-    definitions: watch::Sender<Definitions>,
-    first_read: &Arc<Notify>,
-    metrics: &CheckerMetrics,
-    shutdown: &CancellationToken,
-) -> Option<JoinHandle<()>> {
-    let Output::Kafka { kafka, .. } = output else {
-        return None;
-    };
-    let follower = Follower {
-        kafka: (**kafka).clone(),
-        client_id: TARGETS_CLIENT_ID.to_string(),
-        definitions,
-        metrics: metrics.targets_topic.clone(),
-        first_read: first_read.clone(),
-    };
-    Some(tokio::spawn(follower.run(shutdown.clone())))
 }
 
 impl Behind {
