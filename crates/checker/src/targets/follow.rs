@@ -8,9 +8,10 @@
 //! test broker, tansu) hold every fetch for its whole wait, which then adds to every change's
 //! delay.
 //!
-//! At start the run waits (bounded) for the first read, so that the API's targets start with
-//! the file's: [`Follower::first_read`] is notified once the topic was read up to its high
-//! watermark, or found missing, or could not be read.
+//! When the last run checked API targets, the start waits (bounded) for the first read, so
+//! that they start with the file's and their downtime is backfilled: [`Follower::first_read`]
+//! is notified once the topic was read up to its high watermark, or found missing, or could
+//! not be read.
 //!
 //! The topic is created by the sink with the first API-made target; until then the task looks
 //! for it every [`TOPIC_LOOK_EVERY`] and the checker has no API targets. When Kafka cannot be
