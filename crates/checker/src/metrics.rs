@@ -21,6 +21,7 @@ use prometheus_client::registry::Registry;
 
 use crate::publish::PublishMetrics;
 use crate::spool::SpoolMetrics;
+use crate::targets::TargetsMetrics;
 
 /// Labels of a finished check.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,6 +30,13 @@ pub struct CheckLabels {
     pub status: String,
     /// The failure class, or `none`.
     pub failure_class: String,
+}
+
+/// Labels of the targets' count: where they come from.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `file` (the settings file) or `api` (the targets topic).
+    pub source: String,
 }
 
 /// Labels of a target's series.
@@ -99,6 +107,10 @@ pub struct CheckerMetrics {
     pub queue_depth: Gauge,
     /// Each HTTPS target's certificate expiry.
     pub certificate_expiry: CertificateExpiry,
+    /// The targets this checker runs, by source (`file`, `api`).
+    pub targets: Family<SourceLabels, Gauge>,
+    /// The targets topic's: definitions refused.
+    pub targets_topic: Arc<TargetsMetrics>,
     /// The publisher's: reports produced, spooled, not spooled, lost, too large; failed rounds.
     pub publish: PublishMetrics,
     /// The spool's: its size, reports dropped, damaged records.
@@ -115,11 +127,14 @@ impl CheckerMetrics {
             in_flight: Gauge::default(),
             queue_depth: Gauge::default(),
             certificate_expiry: CertificateExpiry::default(),
+            targets: Family::default(),
+            targets_topic: Arc::default(),
             publish: PublishMetrics::default(),
             spool: SpoolMetrics::default(),
         };
         let r = registry.sub_registry_with_prefix("webmon_checker");
         m.register_checks(r);
+        m.register_targets(r);
         register_delivery(r, &m.publish, &m.spool);
         Arc::new(m)
     }
@@ -155,6 +170,30 @@ impl CheckerMetrics {
             "When the certificate of an HTTPS target expires (notAfter), as a Unix timestamp",
             self.certificate_expiry.family.clone(),
         );
+    }
+
+    fn register_targets(&self, r: &mut Registry) {
+        r.register(
+            "targets",
+            "Targets this checker runs, by source: the settings file or the API (targets topic)",
+            self.targets.clone(),
+        );
+        r.register(
+            "refused_definitions",
+            "Target definitions on the targets topic refused: no key, not JSON or invalid",
+            self.targets_topic.refused.clone(),
+        );
+    }
+
+    /// Sets the count of targets from each source.
+    pub fn set_targets(&self, from_file: usize, from_api: usize) {
+        for (source, n) in [("file", from_file), ("api", from_api)] {
+            self.targets
+                .get_or_create(&SourceLabels {
+                    source: source.to_string(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// Records one finished check.

@@ -1,7 +1,8 @@
 //! One run of the checker, from the first slot to the last delivery: the scheduler's reports
 //! pass a tap (metrics, and the `missed` reports that fill the downtime's gap) on their way to
-//! stdout or the publisher; reloads change the targets; at shutdown the checks in flight get
-//! their share of `shutdown_timeout` and delivery the rest.
+//! stdout or the publisher; reloads of the settings file and, with Kafka, the targets topic
+//! change the targets; at shutdown the checks in flight get their share of `shutdown_timeout`
+//! and delivery the rest.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use monitor_core::settings::{
     CheckerSettings, ConfigError, KafkaSettings, ProducerSettings, Shard, TargetSettings,
 };
 use tokio::sync::mpsc::{self, WeakSender};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -23,9 +24,10 @@ use crate::metrics::CheckerMetrics;
 use crate::probe::CheckFn;
 use crate::publish::{self, Drained};
 use crate::report;
-use crate::schedule::backfill::{GapFill, Heartbeat};
-use crate::schedule::{self, on_demand, shard::my_targets};
+use crate::schedule::backfill::{self, GapFill, Heartbeat};
+use crate::schedule::{self, catalog::Catalog, on_demand};
 use crate::spool::Spool;
+use crate::targets::{follow::Follower, Definitions};
 
 /// How often the sampled gauges (checks in flight, queue depth) are refreshed.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -33,6 +35,14 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// At shutdown, checks in flight may take `shutdown_timeout / CHECKS_SHARE_DIVISOR`; the last
 /// deliveries get the rest, so the whole shutdown stays within `shutdown_timeout`.
 const CHECKS_SHARE_DIVISOR: u32 = 2;
+
+/// The Kafka client id of the targets topic's reader.
+const TARGETS_CLIENT_ID: &str = "web-monitor-checker-targets";
+
+/// Longest the start waits for the targets topic's first read when the last run checked API
+/// targets, so that they start with the file's and get the downtime's backfill: a slower
+/// read, or Kafka out, only makes them start later (without the backfill).
+const FIRST_READ_LIMIT: Duration = Duration::from_secs(3);
 
 /// Reports between the scheduler and the tap.
 const TAP_CAPACITY: usize = 1024;
@@ -91,13 +101,12 @@ impl Run {
         reload: mpsc::Receiver<()>,
         shutdown: CancellationToken,
     ) {
-        let (targets_tx, targets_rx) = watch::channel(my_targets(&self.settings, self.shard));
-        self.metrics
-            .certificate_expiry
-            .keep_only(&targets_tx.borrow());
+        let kafka = match &output {
+            Output::Kafka { kafka, .. } => Some((**kafka).clone()),
+            Output::Stdout => None,
+        };
+        let (mut targets, targets_rx) = self.start_targets(kafka, &shutdown).await;
         let (reports_tx, tapped_rx) = mpsc::channel::<Report>(TAP_CAPACITY);
-        let targets_file = matches!(output, Output::Kafka { .. })
-            .then(|| self.settings.checker.producer.spool_dir.clone());
         let max_in_flight = self.settings.checker.max_in_flight.max(1);
         let permits = Arc::new(Semaphore::new(max_in_flight));
         let stop_schedule = CancellationToken::new();
@@ -111,7 +120,7 @@ impl Run {
             ))),
             Output::Stdout => None,
         };
-        let behind = self.start_behind(output, tapped_rx, &targets_tx.borrow(), &permits);
+        let behind = self.start_behind(output, tapped_rx, &targets.tx.borrow(), &permits);
         let mut scheduler = tokio::spawn(schedule::run_with(
             targets_rx,
             self.check.clone(),
@@ -120,12 +129,11 @@ impl Run {
             reports_tx,
             stop_schedule.clone(),
         ));
-        let targets = Targets {
-            tx: targets_tx,
-            file: targets_file,
-        };
-        self.serve_reloads(&mut scheduler, reload, &shutdown, &targets)
+        self.serve_reloads(&mut scheduler, reload, &shutdown, &mut targets)
             .await;
+        if let Some(follower) = targets.follower.take() {
+            follower.abort();
+        }
         // Stop scheduling, let the checks in flight end within their share of the shutdown
         // timeout (aborting those that do not), then let delivery flush within the rest.
         stop_schedule.cancel();
@@ -144,6 +152,57 @@ impl Run {
         }
         behind.finish().await;
         info!("checker stopped");
+    }
+
+    /// The targets' two sources at start: the settings file's, and with Kafka the targets
+    /// topic's follower, whose first read is waited for (boundedly) when the last run checked
+    /// API targets, so that both start together; and the scheduler's end of their merged list.
+    async fn start_targets(
+        &self,
+        kafka: Option<KafkaSettings>,
+        shutdown: &CancellationToken,
+    ) -> (Targets, watch::Receiver<Vec<Arc<TargetSettings>>>) {
+        let file = kafka
+            .is_some()
+            .then(|| self.settings.checker.producer.spool_dir.clone());
+        let (api_tx, mut api) = watch::channel(Definitions::new());
+        let first_read = Arc::new(Notify::new());
+        let follower = kafka.map(|kafka| {
+            let follower = Follower {
+                kafka,
+                client_id: TARGETS_CLIENT_ID.to_string(),
+                definitions: api_tx,
+                metrics: self.metrics.targets_topic.clone(),
+                first_read: first_read.clone(),
+            };
+            tokio::spawn(follower.run(shutdown.clone()))
+        });
+        if follower.is_some() && self.last_run_had_api_targets() {
+            wait_first_read(&first_read, shutdown).await;
+        }
+        let mut catalog = Catalog::new(&self.settings.targets);
+        let first = catalog.merge(&api.borrow_and_update(), self.shard);
+        self.metrics.set_targets(first.from_file, first.from_api);
+        self.metrics.certificate_expiry.keep_only(&first.targets);
+        let (tx, rx) = watch::channel(first.targets);
+        let targets = Targets {
+            tx,
+            file,
+            catalog,
+            api,
+            follower,
+        };
+        (targets, rx)
+    }
+
+    /// Whether the last run (as saved beside the spool) checked targets the settings file does
+    /// not hold: API targets, whose downtime is backfilled only if they are known at start.
+    fn last_run_had_api_targets(&self) -> bool {
+        let dir = &self.settings.checker.producer.spool_dir;
+        backfill::saved_ids(dir).is_some_and(|ids| {
+            ids.iter()
+                .any(|id| !self.settings.targets.iter().any(|t| &t.id == id))
+        })
     }
 
     /// The share of `shutdown_timeout` the checks in flight get.
@@ -254,7 +313,7 @@ impl Run {
         scheduler: &mut JoinHandle<()>,
         mut reload: mpsc::Receiver<()>,
         shutdown: &CancellationToken,
-        targets: &Targets,
+        targets: &mut Targets,
     ) {
         loop {
             tokio::select! {
@@ -264,32 +323,53 @@ impl Run {
                     return;
                 }
                 Some(()) = reload.recv() => self.reload(targets),
+                Ok(()) = targets.api.changed() => {
+                    let (n, from_api) = targets.refresh(self.shard, &self.metrics);
+                    info!(targets = n, from_api, "API targets changed");
+                }
             }
         }
     }
 
     /// Loads the settings again: valid ones change the targets now, invalid ones are logged.
-    fn reload(&self, targets: &Targets) {
+    fn reload(&self, targets: &mut Targets) {
         match (self.load)() {
             Ok(new) => {
                 if new.kafka != self.settings.kafka || new.checker != self.settings.checker {
                     warn!("the [checker] and [kafka] sections take effect at the next restart; the targets change now");
                 }
-                let list = my_targets(&new, self.shard);
-                info!(targets = list.len(), "settings reloaded");
-                save_targets(targets.file.as_deref(), &list);
-                self.metrics.certificate_expiry.keep_only(&list);
-                targets.tx.send_replace(list);
+                targets.catalog.set_file(&new.targets);
+                let (n, _) = targets.refresh(self.shard, &self.metrics);
+                info!(targets = n, "settings reloaded");
             }
             Err(e) => error!("settings not reloaded, the running ones are kept: {e}"),
         }
     }
 }
 
-/// The scheduler's target list, and the file beside the spool it is saved to (for Kafka).
+/// The scheduler's target list, the file beside the spool it is saved to (for Kafka), and
+/// its two sources: the settings file's targets and the API's definitions.
 struct Targets {
     tx: watch::Sender<Vec<Arc<TargetSettings>>>,
     file: Option<PathBuf>,
+    catalog: Catalog,
+    api: watch::Receiver<Definitions>,
+    /// The targets topic's follower (with Kafka), stopped after the schedule's last reload.
+    follower: Option<JoinHandle<()>>,
+}
+
+impl Targets {
+    /// Merges the two sources again and gives the scheduler the list (saved for the backfill,
+    /// certificate series kept to it); returns how many targets it holds, and from the API.
+    fn refresh(&mut self, shard: Shard, metrics: &CheckerMetrics) -> (usize, usize) {
+        let merged = self.catalog.merge(&self.api.borrow_and_update(), shard);
+        metrics.set_targets(merged.from_file, merged.from_api);
+        save_targets(self.file.as_deref(), &merged.targets);
+        metrics.certificate_expiry.keep_only(&merged.targets);
+        let counts = (merged.targets.len(), merged.from_api);
+        self.tx.send_replace(merged.targets);
+        counts
+    }
 }
 
 impl Behind {
@@ -364,4 +444,16 @@ async fn abort_checks(scheduler: JoinHandle<()>, in_flight: usize) {
         aborted = in_flight,
         "checks in flight did not end within their share of shutdown_timeout: aborted, not reported"
     );
+}
+
+/// Waits until the targets topic was first read (or found missing, or failed), at most
+/// [`FIRST_READ_LIMIT`] and not past `shutdown`.
+async fn wait_first_read(first_read: &Notify, shutdown: &CancellationToken) {
+    let read = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = tokio::time::timeout(FIRST_READ_LIMIT, first_read.notified()) => r,
+    };
+    if read.is_err() {
+        info!(limit = ?FIRST_READ_LIMIT, "the targets topic is not read yet: starting with the settings file's targets, the API's follow");
+    }
 }

@@ -127,6 +127,11 @@ pub fn save_targets(dir: &Path, targets: &[Arc<TargetSettings>]) -> io::Result<(
     fs::rename(tmp, dir.join(TARGETS_FILE))
 }
 
+/// The ids of the targets the last run checked, as saved in `dir`; `None` when not known.
+pub fn saved_ids(dir: &Path) -> Option<HashSet<String>> {
+    serde_json::from_slice(&fs::read(dir.join(TARGETS_FILE)).ok()?).ok()
+}
+
 /// Of `targets`, those the last run checked, as saved in `dir`; all of them when that is not
 /// known (no file: a spool from before the file existed).
 pub fn checked_last_time(dir: &Path, targets: &[Arc<TargetSettings>]) -> Vec<Arc<TargetSettings>> {

@@ -10,11 +10,13 @@
 //!
 //! - [`slots`]: when a target's slots fall.
 //! - [`shard`]: which targets this replica checks.
+//! - [`catalog`]: the settings file's targets and the API's, merged, this replica's share.
 //! - [`backfill`]: at start-up, `missed` reports for the slots that fell while the checker
 //!   was not running.
 //! - [`on_demand`]: "check now" requests from the sink's API, checked at once.
 
 pub mod backfill;
+pub mod catalog;
 pub mod on_demand;
 pub mod shard;
 pub mod slots;
