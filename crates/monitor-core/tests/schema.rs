@@ -52,7 +52,8 @@ fn report(status: Status, class: Option<FailureClass>) -> Report {
         timeout_s: 10.0,
         period_s: 60.0,
         body_truncated: Some(false),
-        check_request: None,
+        // Every key written: a report answering a "check now" request.
+        check_request: Some(report_id("checker-a", "request", at)),
     }
 }
 

@@ -477,19 +477,9 @@ fn malformed_settings_are_refused_naming_the_field_and_the_fix() {
             "monitored_urls[1]: has the same target id",
         ),
         (
-            "empty target list",
-            checker_file(KAFKA_OK, ""),
-            "monitored_urls: is empty",
-        ),
-        (
             "targets not a list",
             format!("{{\"kafka\": {{{KAFKA_OK}}}, \"monitored_urls\": \"http://a\"}}"),
             "monitored_urls: expected a list, found a string",
-        ),
-        (
-            "missing targets",
-            format!("{{\"kafka\": {{{KAFKA_OK}}}}}"),
-            "monitored_urls: is missing",
         ),
         (
             "missing topic",
@@ -880,4 +870,17 @@ fn target_ids_are_bounded_in_characters_as_the_report_counts_them() {
             .any(|p| p.starts_with("monitored_urls[0].id: must be 1 to 200 characters")),
         "{all:#?}"
     );
+}
+
+#[test]
+fn a_checker_without_targets_of_its_own_loads_for_the_targets_made_through_the_api() {
+    for text in [
+        format!("{{\"kafka\": {{{KAFKA_OK}}}}}"),
+        checker_file(KAFKA_OK, ""),
+    ] {
+        let dir = Dir::new();
+        let file = dir.write("c.json", &text);
+        let settings = CheckerSettings::load(&dir.source(&file, &[]), true).expect("loads");
+        assert!(settings.targets.is_empty());
+    }
 }

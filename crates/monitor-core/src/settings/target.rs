@@ -195,9 +195,9 @@ pub struct TargetSettings {
 /// ids and verdict settings) does not, so its container needs no copy of a target's CA file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reader {
-    /// The checker: `monitored_urls` is required and files must be readable.
+    /// The checker: files must be readable.
     Checker,
-    /// The sink: `monitored_urls` is optional and files are not opened.
+    /// The sink: files are not opened.
     Sink,
     /// A definition made through the sink's API (and read back by checkers from the targets
     /// topic): it names no file, since no file travels with it.
@@ -219,21 +219,11 @@ pub(crate) fn read_targets(
     reader: Reader,
     problems: &mut Problems,
 ) -> Vec<TargetSettings> {
+    // A checker may have no target of its own: those made through the sink's API reach it on
+    // the targets topic.
     let Some(items) = root.array("monitored_urls", problems) else {
-        if !root.has("monitored_urls") && reader == Reader::Checker {
-            problems.push(Problem::new(
-                "monitored_urls",
-                "is missing: list the URLs to check, e.g. monitored_urls = [{ url = \"https://example.com\" }]",
-            ));
-        }
         return Vec::new();
     };
-    if items.is_empty() && reader == Reader::Checker {
-        problems.push(Problem::new(
-            "monitored_urls",
-            "is empty: list at least one URL to check",
-        ));
-    }
     let mut targets = Vec::with_capacity(items.len());
     let mut ids: HashMap<String, String> = HashMap::new();
     for (path, value) in items {
