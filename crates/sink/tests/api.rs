@@ -12,49 +12,12 @@ use monitor_core::testing::{create_topic, kafka_client, unique_name, TestDatabas
 use monitor_core::Status;
 use rskafka::client::partition::UnknownTopicHandling;
 use serde_json::{json, Value};
-use support::api::{call, Answer};
-use support::{slot_report, RunningSink};
+use support::api::{admin, call, sink_on, Answer, ADMIN, READER};
+use support::slot_report;
 
-const ADMIN: &str = "admin-token-0123456789";
-const READER: &str = "read-token-0123456789";
-
-/// A sink with an admin and a read token and one target in its settings file.
-async fn sink(db: &TestDatabase) -> (RunningSink, std::net::SocketAddr, String, tempfile::TempDir) {
-    sink_on(db, &unique_name("api")).await
-}
-
-/// [`sink`], consuming `topic`.
-async fn sink_on(
-    db: &TestDatabase,
-    topic: &str,
-) -> (RunningSink, std::net::SocketAddr, String, tempfile::TempDir) {
-    let env = support::env(topic, &db.url);
-    let toml = format!(
-        r#"
-monitored_urls = [{{ id = "from-file", url = "http://127.0.0.1:9/", labels = {{ team = "ops" }} }}]
-[sink.api]
-tokens = [
-  {{ name = "deploy-bot", role = "admin", token = "{ADMIN}" }},
-  {{ name = "grafana", role = "read", token = "{READER}" }},
-]
-"#
-    );
-    let (settings, dir) = support::notify::settings(env, &toml);
-    let targets_topic = settings.kafka.targets_topic.clone();
-    let sink = RunningSink::start(settings).await;
-    let addr = sink.http.expect("the HTTP side listens");
-    (sink, addr, targets_topic, dir)
-}
-
-async fn admin(
-    addr: std::net::SocketAddr,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Answer {
-    let body = body.map(|b| b.to_string());
-    call(addr, method, path, Some(ADMIN), body.as_deref(), &[]).await
-}
+/// The settings file's target: `from-file`, of team ops.
+const FILE_TARGETS: &str =
+    r#"[{ id = "from-file", url = "http://127.0.0.1:9/", labels = { team = "ops" } }]"#;
 
 /// The schema of `name` in the OpenAPI document, for validating answers.
 fn schema_validator(name: &str) -> jsonschema::Validator {
@@ -79,7 +42,7 @@ fn assert_valid(validator: &jsonschema::Validator, value: &Value) {
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn every_route_answers_as_documented_and_changes_are_audited() {
     let db = TestDatabase::create().await;
-    let (sink, addr, _, _dir) = sink(&db).await;
+    let (sink, addr, _, _dir) = sink_on(&db, &unique_name("api"), FILE_TARGETS).await;
     let target_schema = schema_validator("Target");
 
     // Create: 201, Location, ETag "1", the definition with its id.
@@ -520,7 +483,7 @@ async fn topic_records(topic: &str, count: usize) -> Vec<(String, Option<Value>)
 #[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
 async fn every_change_reaches_the_targets_topic_in_order() {
     let db = TestDatabase::create().await;
-    let (sink, addr, targets_topic, _dir) = sink(&db).await;
+    let (sink, addr, targets_topic, _dir) = sink_on(&db, &unique_name("api"), FILE_TARGETS).await;
     let started = tokio::time::Instant::now();
     let made = admin(
         addr,
@@ -585,7 +548,7 @@ async fn a_target_made_through_the_api_is_judged_by_its_own_rules() {
     let db = TestDatabase::create().await;
     let client = kafka_client().await;
     let topic = create_topic(&client, 1).await;
-    let (sink, addr, _, _dir) = sink_on(&db, &topic).await;
+    let (sink, addr, _, _dir) = sink_on(&db, &topic, FILE_TARGETS).await;
     // One region of two fails slot 5: by default (majority of the regions, down after 3
     // slots) nothing; for "strict", made through the API with quorum any and down after 1,
     // an incident.

@@ -32,7 +32,7 @@ pub const MAX_REQUEST_AGE: Duration = Duration::from_secs(60);
 /// How long a fetch of the checks topic waits for a request.
 const FETCH_WAIT_MS: i32 = 500;
 /// Pause before looking for the topic again, or after a failed fetch.
-const RETRY: Duration = Duration::from_secs(2);
+const RETRY: Duration = Duration::from_millis(500);
 /// Most bytes of one fetch.
 const FETCH_BYTES: i32 = 1024 * 1024;
 
@@ -121,16 +121,23 @@ async fn open(
 ) -> Option<(PartitionClient, i64)> {
     loop {
         let opened = async {
+            // Looked up first: the partition client logs a missing topic as an error.
+            if !client.list_topics().await?.iter().any(|t| t.name == topic) {
+                return Ok(None);
+            }
             let partition = client
                 .partition_client(topic.to_string(), 0, UnknownTopicHandling::Error)
                 .await?;
             // The end of the topic, from a fetch's high watermark.
             let (_, end) = partition.fetch_records(0, 1..FETCH_BYTES, 0).await?;
-            Ok::<_, rskafka::client::error::Error>((partition, end))
+            Ok::<_, rskafka::client::error::Error>(Some((partition, end)))
         };
         match opened.await {
-            Ok(opened) => return Some(opened),
-            Err(e) => debug!(topic, error = %e, "no \"check now\" topic yet; looking again"),
+            Ok(Some(opened)) => return Some(opened),
+            Ok(None) => debug!(topic, "no \"check now\" topic yet; looking again"),
+            Err(e) => {
+                debug!(topic, error = %e, "cannot open the \"check now\" topic; looking again")
+            }
         }
         if sleep_or_stop(stop).await {
             return None;

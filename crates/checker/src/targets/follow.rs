@@ -42,7 +42,7 @@ pub const FETCH_MAX_WAIT: Duration = Duration::from_millis(250);
 /// Most bytes asked for in one fetch.
 pub const MAX_FETCH_BYTES: i32 = 4 * 1024 * 1024;
 /// How often a targets topic that does not exist yet is looked for.
-pub const TOPIC_LOOK_EVERY: Duration = Duration::from_secs(2);
+pub const TOPIC_LOOK_EVERY: Duration = Duration::from_millis(500);
 /// How long the Kafka client retries one request before the task backs off on its own.
 const CLIENT_RETRY_FOR: Duration = Duration::from_secs(5);
 

@@ -82,27 +82,26 @@ pub async fn run(client: Arc<Client>, state: Arc<HttpState>, stop: CancellationT
     }
 }
 
-/// The client of the targets topic's partition, creating the topic when missing.
+/// The client of the targets topic's partition, creating it and the checks topic (one
+/// partition each) when missing.
 async fn partition_client(
     client: &Client,
     state: &HttpState,
 ) -> Result<PartitionClient, SinkError> {
     let kafka = &state.settings.kafka;
     let topics = client.list_topics().await?;
-    if !topics.iter().any(|t| t.name == kafka.targets_topic) && kafka.create_topic {
-        info!(topic = %kafka.targets_topic, "creating the targets topic (one partition)");
+    for name in [&kafka.targets_topic, &kafka.checks_topic] {
+        if topics.iter().any(|t| &t.name == name) || !kafka.create_topic {
+            continue;
+        }
+        info!(topic = %name, "creating the topic (one partition)");
         let created = client
             .controller_client()?
-            .create_topic(
-                &kafka.targets_topic,
-                1,
-                kafka.replication_factor,
-                CREATE_TOPIC_TIMEOUT_MS,
-            )
+            .create_topic(name, 1, kafka.replication_factor, CREATE_TOPIC_TIMEOUT_MS)
             .await;
         if let Err(e) = created {
             // Another replica may have created it meanwhile: the partition client tells.
-            warn!(topic = %kafka.targets_topic, error = %e, "creating the targets topic failed");
+            warn!(topic = %name, error = %e, "creating the topic failed");
         }
     }
     Ok(client

@@ -68,23 +68,34 @@ pub fn checker_binary() -> PathBuf {
     checker
 }
 
-/// A checker process of region `region`, checking target `shop` at `port` every second.
+/// A checker process of region `region`, checking target `shop` at `port` every second (at
+/// a path of the region's name).
 pub fn start_checker(region: &str, port: u16, topic: &str, dir: &std::path::Path) -> Child {
+    let shop = serde_json::json!([{
+        "id": "shop",
+        "url": format!("http://127.0.0.1:{port}/{region}"),
+        "period": 1,
+        "timeout": 0.5,
+    }]);
+    start_checker_with(region, topic, dir, shop)
+}
+
+/// A checker process of region `region` with `targets` as its `monitored_urls`.
+pub fn start_checker_with(
+    region: &str,
+    topic: &str,
+    dir: &std::path::Path,
+    targets: serde_json::Value,
+) -> Child {
     let config = serde_json::json!({
         "checker": {
             "id": region,
             "admin_listen": "127.0.0.1:0",
-            "http_listen": "127.0.0.1:0",
             "spool_dir": dir.join(format!("spool-{region}")),
             "linger": "20ms",
         },
         "kafka": { "brokers": kafka_brokers(), "topic": topic, "create_topic": false },
-        "monitored_urls": [{
-            "id": "shop",
-            "url": format!("http://127.0.0.1:{port}/{region}"),
-            "period": 1,
-            "timeout": 0.5,
-        }],
+        "monitored_urls": targets,
     });
     let file = dir.join(format!("{region}.json"));
     std::fs::write(&file, config.to_string()).expect("write");
