@@ -584,6 +584,54 @@ async fn a_target_made_through_the_api_is_judged_by_its_own_rules() {
     db.drop_database().await;
 }
 
+/// The first `sh` block of the README's "Targets API" section.
+fn readme_api_commands() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("the README");
+    let section = readme
+        .split("### Targets API")
+        .nth(1)
+        .expect("a Targets API section");
+    let block = section.split("```sh\n").nth(1).expect("an sh block");
+    block
+        .split("```")
+        .next()
+        .expect("the block's end")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn the_readme_api_commands_run_as_written() {
+    let db = TestDatabase::create().await;
+    let (sink, addr, _, _dir) = sink_on(&db, &unique_name("api"), FILE_TARGETS).await;
+    let commands = readme_api_commands();
+    assert!(commands.contains("curl"), "{commands}");
+    let ran = tokio::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &commands])
+        .env("WEBMON_API", format!("http://{addr}"))
+        .env("WEBMON_TOKEN", ADMIN)
+        .output()
+        .await
+        .expect("bash runs");
+    let out = String::from_utf8_lossy(&ran.stdout);
+    assert!(
+        ran.status.success(),
+        "the README's commands failed: {}\n{out}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let actions = support::text_rows(
+        &support::pool(&db).await,
+        "SELECT action FROM target_changes WHERE target_id = 'shop' ORDER BY change_id",
+    )
+    .await;
+    assert_eq!(actions, ["create", "patch", "delete"], "{out}");
+    assert!(out.contains("\"request_id\""), "check now answered: {out}");
+
+    sink.stop().await.expect("the sink stops cleanly");
+    db.drop_database().await;
+}
+
 #[test]
 fn the_openapi_document_lists_exactly_the_routes_the_api_serves() {
     let doc: Value = serde_json::from_str(sink::api::OPENAPI).expect("the document is JSON");

@@ -153,8 +153,9 @@ async fn send(api: &ApiState, id: &str, request_id: Uuid, by: &str) -> Result<()
         timestamp: Utc::now(),
     };
     let produce = async {
+        // Retried until the topic exists: the sink creates it as it starts.
         let partition = client
-            .partition_client(topic, 0, UnknownTopicHandling::Error)
+            .partition_client(topic.clone(), 0, UnknownTopicHandling::Retry)
             .await?;
         partition
             .produce(vec![record], Compression::NoCompression)
@@ -163,7 +164,10 @@ async fn send(api: &ApiState, id: &str, request_id: Uuid, by: &str) -> Result<()
     match tokio::time::timeout(PRODUCE_TIMEOUT, produce).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(unavailable(e.to_string())),
-        Err(_) => Err(unavailable("Kafka did not answer in time".into())),
+        Err(_) => Err(unavailable(format!(
+            "Kafka did not answer in time, or the topic {} does not exist (kafka.checks_topic)",
+            api.http.settings.kafka.checks_topic
+        ))),
     }
 }
 
