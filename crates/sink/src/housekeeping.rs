@@ -1,7 +1,8 @@
 //! Housekeeping of the tables: day partitions of `results` created ahead of the reports that
 //! need them and those past `sink.retention` dropped, and verdict hours, closed incidents and
-//! delivered or failed notifications past `sink.verdicts.retention` deleted (kept longer than the raw results by default: the
-//! status page and SLAs read them). It runs in a task of its own, beside the
+//! delivered or failed notifications past `sink.verdicts.retention` deleted (kept longer than
+//! the raw results by default: the status page and SLAs read them), and answers to "check
+//! now" requests past [`checks::CHECK_RESULTS_KEPT`]. It runs in a task of its own, beside the
 //! coordinator, because its DDL can wait for a lock behind a long query and nothing slow may
 //! hold up the leases.
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::api::checks;
 use crate::notify::outbox;
 use crate::store::ReportStore;
 use crate::verdicts;
@@ -69,6 +71,16 @@ async fn housekeeping(store: &ReportStore, retention: Retention) -> bool {
         if let Err(e) = store.drop_partitions_before(cutoff).await {
             warn!(error = %e, retry_in = ?HOUSEKEEPING_RETRY, "cannot drop partitions past the retention; retrying");
             return false;
+        }
+    }
+    if let Some(cutoff) = cutoff(Some(checks::CHECK_RESULTS_KEPT)) {
+        match checks::prune_before(store.pool(), cutoff).await {
+            Ok(0) => {}
+            Ok(n) => info!(answers = n, %cutoff, "deleted answers to \"check now\" requests"),
+            Err(e) => {
+                warn!(error = %e, retry_in = ?HOUSEKEEPING_RETRY, "cannot delete old answers to \"check now\" requests; retrying");
+                return false;
+            }
         }
     }
     if let Some(cutoff) = cutoff(retention.verdicts) {

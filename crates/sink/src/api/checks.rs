@@ -24,6 +24,11 @@ use uuid::Uuid;
 use super::auth::Caller;
 use super::{ApiError, ApiState};
 
+/// How long answers to "check now" requests are kept.
+pub const CHECK_RESULTS_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Most rows one statement of the pruning deletes.
+const PRUNE_BATCH: i64 = 10_000;
+
 /// Longest a request may wait for its answers.
 pub const MAX_CHECK_WAIT: Duration = Duration::from_secs(60);
 /// How long a request waits past the target's timeout by default: the request's way to the
@@ -191,4 +196,14 @@ fn complete(regions: &[String], answers: &[(String, Value)]) -> bool {
         return !answers.is_empty();
     }
     regions.iter().all(|r| answers.iter().any(|a| &a.0 == r))
+}
+
+/// Deletes the answers stored before `cutoff`, in batches. Returns the rows deleted.
+pub async fn prune_before(
+    pool: &sqlx::PgPool,
+    cutoff: chrono::DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    const OLD: &str = "DELETE FROM check_results WHERE report_id IN \
+        (SELECT report_id FROM check_results WHERE stored_at < $1 LIMIT $2)";
+    crate::db::delete_in_batches(pool, OLD, cutoff, PRUNE_BATCH).await
 }
