@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use monitor_core::runtime::admin::{self, AdminState};
@@ -171,7 +171,7 @@ async fn run(
         targets_changed: Arc::new(Notify::new()),
         catalog_changed: Arc::new(Notify::new()),
         catalog: catalog_rx,
-        kafka: OnceLock::new(),
+        kafka: watch::Sender::new(None),
     });
     let stop_catalog = shutdown.child_token();
     let follow = tokio::spawn(catalog::follow(
@@ -211,7 +211,7 @@ async fn run_on_kafka(
     let Some(client) = connect_kafka(&settings, shutdown).await else {
         return Ok(());
     };
-    let _ = state.kafka.set(client.clone());
+    state.kafka.send_replace(Some(client.clone()));
     let consumer = Consumer {
         client: client.clone(),
         store: store.clone(),

@@ -5,7 +5,7 @@
 //! ([`monitor_core::runtime::admin::serve_router_with`]) with a connection cap sized for a
 //! public page. The application merges the two rooms' routes.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::Router;
 use monitor_core::runtime::admin::{serve_router_with, Limits};
@@ -40,7 +40,7 @@ pub struct HttpState {
     /// Every target the sink knows (the settings file's and the API's), as it stands.
     pub catalog: watch::Receiver<Arc<Catalog>>,
     /// The Kafka client, once connected ("check now" produces with it).
-    pub kafka: OnceLock<Arc<Client>>,
+    pub kafka: watch::Sender<Option<Arc<Client>>>,
 }
 
 impl HttpState {

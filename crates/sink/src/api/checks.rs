@@ -139,11 +139,15 @@ async fn send(api: &ApiState, id: &str, request_id: Uuid, by: &str) -> Result<()
             "the check could not be asked for: {why}; try again"
         ))
     };
-    let client = api
-        .http
-        .kafka
-        .get()
-        .ok_or_else(|| unavailable("Kafka is not reachable yet".into()))?;
+    // Waited for, bounded: a sink that just started may not have reached Kafka yet.
+    let mut kafka = api.http.kafka.subscribe();
+    let client = match tokio::time::timeout(PRODUCE_TIMEOUT, kafka.wait_for(Option::is_some)).await
+    {
+        Ok(Ok(client)) => client
+            .clone()
+            .ok_or_else(|| unavailable("Kafka is not reachable".into()))?,
+        _ => return Err(unavailable("Kafka is not reachable".into())),
+    };
     let topic = api.http.settings.kafka.checks_topic.clone();
     let request = CheckRequest {
         request_id,
