@@ -1,0 +1,87 @@
+//! Which targets the status page shows, by what name and labels: the one place that decides
+//! it, so that a target not public never reaches the page, the JSON or a badge. Targets of
+//! the settings file with `public = true` are public; targets made through the API join them
+//! through [`PublicTargets::with_api_targets`] (a file target wins over an API target of the
+//! same id, as it does in the checkers).
+
+use std::collections::BTreeMap;
+
+use monitor_core::settings::{Labels, TargetSettings};
+use serde::Serialize;
+
+/// A target the status page shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicTarget {
+    /// Its id.
+    pub id: String,
+    /// Its display name (its id when it has none).
+    pub name: String,
+    /// Its labels: the page has one group per label and value.
+    pub labels: Labels,
+}
+
+impl PublicTarget {
+    /// `target` as shown, when it is public.
+    fn of(target: &TargetSettings) -> Option<PublicTarget> {
+        target.public.then(|| PublicTarget {
+            id: target.id.clone(),
+            name: target.name.clone().unwrap_or_else(|| target.id.clone()),
+            labels: target.labels.clone(),
+        })
+    }
+}
+
+/// The public targets, by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublicTargets(BTreeMap<String, PublicTarget>);
+
+impl PublicTargets {
+    /// The public targets of the settings file.
+    pub fn from_settings(targets: &[TargetSettings]) -> PublicTargets {
+        PublicTargets(
+            targets
+                .iter()
+                .filter_map(PublicTarget::of)
+                .map(|t| (t.id.clone(), t))
+                .collect(),
+        )
+    }
+
+    /// These targets and the public ones of `api_targets`, whose ids the file does not use.
+    pub fn with_api_targets(
+        file: &[TargetSettings],
+        api_targets: &[TargetSettings],
+    ) -> PublicTargets {
+        let mut all = PublicTargets::from_settings(api_targets);
+        for target in file {
+            all.0.remove(&target.id);
+        }
+        all.0.extend(PublicTargets::from_settings(file).0);
+        all
+    }
+
+    /// The public target of `id`.
+    pub fn get(&self, id: &str) -> Option<&PublicTarget> {
+        self.0.get(id)
+    }
+
+    /// Every public target, by id.
+    pub fn iter(&self) -> impl Iterator<Item = &PublicTarget> {
+        self.0.values()
+    }
+
+    /// Their ids.
+    pub fn ids(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
