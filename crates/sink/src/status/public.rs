@@ -14,7 +14,8 @@ use serde::Serialize;
 pub struct PublicTarget {
     /// Its id.
     pub id: String,
-    /// Its display name (its id when it has none).
+    /// Its display name (when it has none, its URL's host and path: never its query or
+    /// credentials).
     pub name: String,
     /// Its labels: the page has one group per label and value.
     pub labels: Labels,
@@ -25,7 +26,10 @@ impl PublicTarget {
     fn of(target: &TargetSettings) -> Option<PublicTarget> {
         target.public.then(|| PublicTarget {
             id: target.id.clone(),
-            name: target.name.clone().unwrap_or_else(|| target.id.clone()),
+            name: target.name.clone().unwrap_or_else(|| {
+                let host = target.url.host_str().unwrap_or_default();
+                format!("{host}{}", target.url.path())
+            }),
             labels: target.labels.clone(),
         })
     }
