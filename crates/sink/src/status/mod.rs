@@ -37,7 +37,7 @@ use serde::Deserialize;
 use sqlx::PgPool;
 use tracing::warn;
 
-use self::page::{percent, Group, Templates};
+use self::page::{percent, Group, PageKey, Templates};
 use self::public::PublicTargets;
 use self::rollups::Rollups;
 pub use self::snapshot::{Snapshot, Window};
@@ -49,8 +49,8 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 pub const PAGE_MAX_AGE_S: u64 = 30;
 /// How long badges may be kept, in seconds (READMEs embed them through caching proxies).
 pub const BADGE_MAX_AGE_S: u64 = 300;
-/// Most group pages kept rendered per snapshot; others are rendered per request.
-pub const MAX_CACHED_GROUPS: usize = 256;
+/// Most pages kept rendered per snapshot; others are rendered per request.
+pub const MAX_CACHED_PAGES: usize = 256;
 /// The page's title.
 pub const TITLE: &str = "Status";
 
@@ -87,12 +87,10 @@ impl IntoResponse for StatusError {
 pub struct Rendered {
     /// The figures.
     pub snapshot: Snapshot,
-    /// `/`.
-    page: Arc<str>,
     /// `/api/v1/status`.
     json: Arc<str>,
-    /// Group pages rendered so far.
-    groups: Mutex<HashMap<Group, Arc<str>>>,
+    /// Pages rendered so far (the first page of `/` with the snapshot).
+    pages: Mutex<HashMap<PageKey, Arc<str>>>,
     /// When the snapshot was taken.
     taken: Instant,
 }
@@ -181,27 +179,32 @@ impl StatusPage {
 
 impl Rendered {
     fn of(snapshot: Snapshot, templates: &Templates) -> Result<Rendered, StatusError> {
-        Ok(Rendered {
-            page: templates.page(TITLE, &snapshot, None)?.into(),
+        let rendered = Rendered {
             json: serde_json::to_string(&snapshot)?.into(),
             snapshot,
-            groups: Mutex::default(),
+            pages: Mutex::default(),
             taken: Instant::now(),
-        })
+        };
+        let first = PageKey {
+            group: None,
+            number: 1,
+        };
+        rendered.page(first, templates)?;
+        Ok(rendered)
     }
 
-    /// The page of `group`; `None` when no public target is in it.
-    fn group(&self, group: Group, templates: &Templates) -> Result<Option<Arc<str>>, StatusError> {
-        if !self.snapshot.targets.iter().any(|t| group.has(t)) {
-            return Ok(None);
-        }
-        let mut cached = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(page) = cached.get(&group) {
+    /// The page `key`, rendered once per snapshot; `None` when it has no target.
+    fn page(&self, key: PageKey, templates: &Templates) -> Result<Option<Arc<str>>, StatusError> {
+        let mut cached = self.pages.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(page) = cached.get(&key) {
             return Ok(Some(page.clone()));
         }
-        let page: Arc<str> = templates.page(TITLE, &self.snapshot, Some(&group))?.into();
-        if cached.len() < MAX_CACHED_GROUPS {
-            cached.insert(group, page.clone());
+        let Some(page) = templates.page(TITLE, &self.snapshot, &key)? else {
+            return Ok(None);
+        };
+        let page: Arc<str> = page.into();
+        if cached.len() < MAX_CACHED_PAGES {
+            cached.insert(key, page.clone());
         }
         Ok(Some(page))
     }
@@ -243,22 +246,41 @@ fn answer(body: Arc<str>, content_type: &'static str, max_age_s: u64) -> Respons
 const HTML: &str = "text/html; charset=utf-8";
 const SVG: &str = "image/svg+xml; charset=utf-8";
 
-async fn index(State(page): Page) -> Result<Response, StatusError> {
-    let r = page.current().await?;
-    Ok(answer(r.page.clone(), HTML, PAGE_MAX_AGE_S))
+/// The query of the pages.
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    /// The page, from 1; the first when left out.
+    page: Option<usize>,
+}
+
+async fn index(State(page): Page, Query(query): Query<PageQuery>) -> Result<Response, StatusError> {
+    html(page, None, query).await
 }
 
 async fn group(
     State(page): Page,
     Path((label, value)): Path<(String, String)>,
+    Query(query): Query<PageQuery>,
+) -> Result<Response, StatusError> {
+    html(page, Some(Group { label, value }), query).await
+}
+
+/// The page of `group`, rendered off the async threads when not rendered yet.
+async fn html(
+    page: Arc<StatusPage>,
+    group: Option<Group>,
+    query: PageQuery,
 ) -> Result<Response, StatusError> {
     let r = page.current().await?;
+    let key = PageKey {
+        group,
+        number: query.page.unwrap_or(1),
+    };
     let templates = page.templates.clone();
-    let group = Group { label, value };
-    let found = tokio::task::spawn_blocking(move || r.group(group, &templates)).await??;
+    let found = tokio::task::spawn_blocking(move || r.page(key, &templates)).await??;
     Ok(match found {
         Some(body) => answer(body, HTML, PAGE_MAX_AGE_S),
-        None => not_found("no public target has this label and value"),
+        None => not_found("no public target is on this page"),
     })
 }
 

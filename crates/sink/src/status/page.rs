@@ -17,6 +17,9 @@ pub const PAGE_REFRESH_S: u64 = 60;
 pub const HISTORY_SHOWN: usize = 50;
 /// Most group links in the page's navigation.
 pub const MAX_GROUP_LINKS: usize = 100;
+/// Most targets on one page; more are on further pages (`?page=2`), so that a page of 10,000
+/// targets stays a few megabytes and renders in milliseconds.
+pub const TARGETS_PER_PAGE: usize = 1000;
 
 /// The templates, parsed once.
 #[derive(Debug)]
@@ -27,6 +30,8 @@ impl Default for Templates {
         let mut env = Environment::new();
         env.set_auto_escape_callback(|_| AutoEscape::Html);
         env.set_keep_trailing_newline(false);
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
         for (name, source) in [
             ("page.html", include_str!("templates/page.html")),
             ("badge.svg", include_str!("templates/badge.svg")),
@@ -40,7 +45,16 @@ impl Default for Templates {
     }
 }
 
-/// Which targets a page shows: all, or those with one label's value.
+/// Which page: of every target or of a group, and which of its pages (from 1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PageKey {
+    /// The group; `None` for every public target.
+    pub group: Option<Group>,
+    /// The page, from 1.
+    pub number: usize,
+}
+
+/// Which targets a page shows: those with one label's value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Group {
     /// The label's name.
@@ -57,38 +71,53 @@ impl Group {
 }
 
 impl Templates {
-    /// The page of `group` (every public target when `None`).
+    /// The page `key`; `None` when it has no target (an unknown group, a page past the last).
     pub fn page(
         &self,
         title: &str,
         snapshot: &Snapshot,
-        group: Option<&Group>,
-    ) -> Result<String, minijinja::Error> {
+        key: &PageKey,
+    ) -> Result<Option<String>, minijinja::Error> {
+        let group = key.group.as_ref();
         let shown: Vec<&TargetStatus> = snapshot
             .targets
             .iter()
             .filter(|t| group.is_none_or(|g| g.has(t)))
             .collect();
+        let pages = shown.len().div_ceil(TARGETS_PER_PAGE);
+        if key.number == 0 || key.number > pages.max(1) || (pages == 0 && group.is_some()) {
+            return Ok(None);
+        }
         let names = |id: &str| snapshot.target(id).map_or(id.to_string(), |t| t.name.clone());
         let incidents = |rows: &[IncidentRow], limit: usize| -> Vec<IncidentView> {
             rows.iter()
-                .filter(|i| snapshot.target(&i.target_id).is_some_and(|t| group.is_none_or(|g| g.has(t))))
+                .filter(|i| {
+                    snapshot
+                        .target(&i.target_id)
+                        .is_some_and(|t| group.is_none_or(|g| g.has(t)))
+                })
                 .take(limit)
                 .map(|i| IncidentView::of(i, names(&i.target_id)))
                 .collect()
         };
+        let on_page = shown
+            .iter()
+            .skip((key.number - 1) * TARGETS_PER_PAGE)
+            .take(TARGETS_PER_PAGE);
         let view = PageView {
             title,
             heading: group.map(|g| format!("{}: {}", g.label, g.value)),
             refresh_s: PAGE_REFRESH_S,
             generated_at: when(snapshot.generated_at),
+            total: shown.len(),
             counts: StateCounts::of(&shown),
             groups: groups(snapshot),
             open: incidents(&open_of(&shown), usize::MAX),
             history: incidents(&snapshot.history, HISTORY_SHOWN),
-            targets: shown.iter().map(|t| TargetView::of(t)).collect(),
+            pages: (pages > 1).then(|| (1..=pages).map(|n| (n, n == key.number)).collect()),
+            targets: on_page.map(|t| TargetView::of(t)).collect(),
         };
-        self.0.get_template("page.html")?.render(view)
+        self.0.get_template("page.html")?.render(view).map(Some)
     }
 
     /// A badge reading `label | value` on `colour`.
@@ -128,8 +157,11 @@ struct PageView<'a> {
     heading: Option<String>,
     refresh_s: u64,
     generated_at: String,
+    total: usize,
     counts: StateCounts,
     groups: Vec<GroupLink>,
+    /// Page numbers, and whether each is this one; `None` when all fit on one.
+    pages: Option<Vec<(usize, bool)>>,
     open: Vec<IncidentView>,
     history: Vec<IncidentView>,
     targets: Vec<TargetView<'a>>,

@@ -223,8 +223,7 @@ fn status_of(id: &str, rollups: &Rollups, now: DateTime<Utc>) -> TargetStatus {
     let today = now.date_naive();
     let day_counts = |date: NaiveDate| {
         let mut counts = days.get(&date).copied().unwrap_or_default();
-        if let Some((hour, c)) = current.filter(|(h, _)| h.date_naive() == date) {
-            let _ = hour;
+        if let Some((_, c)) = current.filter(|(h, _)| h.date_naive() == date) {
             add(&mut counts, &c);
         }
         counts
