@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use monitor_core::settings::{read_definition, TargetSettings};
 use monitor_core::testing::TestDatabase;
+use chrono::Utc;
+use sink::status::rollups::Rollups;
 use sink::status::{routes_of, StatusPage};
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -105,6 +107,38 @@ async fn time(port: u16, path: &str, n: usize) {
     );
 }
 
+/// How long requests are timed while the snapshot refreshes in the background.
+const BUSY: Duration = Duration::from_secs(20);
+
+/// Times the reads of a refresh: the first (everything) and the next (what can change).
+async fn time_refreshes(pool: &PgPool, ids: &[String]) {
+    let mut rollups = Rollups::default();
+    for what in ["full read", "refresh"] {
+        let started = Instant::now();
+        rollups.refresh(pool, ids, Utc::now()).await.expect("the rollups read");
+        println!("rollups {what:<10} {:>8.1} ms", ms(started.elapsed()));
+    }
+}
+
+/// Requests `path` one after another for `busy`, across background refreshes; prints p50,
+/// p99 and the largest.
+async fn while_refreshing(port: u16, path: &str, busy: Duration) {
+    let started = Instant::now();
+    let mut times = Vec::new();
+    while started.elapsed() < busy {
+        times.push(get(port, path).await.0);
+    }
+    times.sort();
+    let n = times.len();
+    let at = |q: f64| times[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
+    println!(
+        "{path:<16} {n} requests over {busy:?} of background refreshes: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        ms(at(0.5)),
+        ms(at(0.99)),
+        ms(at(1.0)),
+    );
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -123,6 +157,7 @@ async fn main() {
     fill(&pool, &ids).await.expect("the tables fill");
     println!("{n} public targets × 90 days filled in {:.1} s", filled.elapsed().as_secs_f64());
 
+    time_refreshes(&pool, &ids).await;
     let page = Arc::new(StatusPage::new(pool.clone(), &targets));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
@@ -130,6 +165,7 @@ async fn main() {
     for path in ["/", "/api/v1/status", "/group/team/team3"] {
         time(port, path, requests).await;
     }
+    while_refreshing(port, "/", BUSY).await;
     server.abort();
     pool.close().await;
     db.drop_database().await;

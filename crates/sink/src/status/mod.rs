@@ -210,10 +210,19 @@ impl Rendered {
     }
 }
 
-/// The status page's routes.
+/// The status page's routes; the first snapshot is read at once, in the background, so that
+/// the first visitor need not wait for it.
 pub fn routes(state: Arc<HttpState>) -> Router {
-    let page = StatusPage::new(state.pool.clone(), &state.settings.targets);
-    routes_of(Arc::new(page))
+    let page = Arc::new(StatusPage::new(state.pool.clone(), &state.settings.targets));
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let first = page.clone();
+        runtime.spawn(async move {
+            if let Err(e) = first.current().await {
+                warn!(error = %e, "cannot read the status page's first snapshot; reading it at the first request");
+            }
+        });
+    }
+    routes_of(page)
 }
 
 /// The routes of `page` (to keep a handle for [`StatusPage::set_api_targets`]).

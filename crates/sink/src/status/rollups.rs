@@ -2,16 +2,19 @@
 //! reads: the per-day verdict counts of the last [`DAYS`] days (`verdict_days`), the hours of
 //! the last day with their response-time histograms (`verdict_hours`), each target's state
 //! with its current hour's counts (`target_states`), the open incidents and the newest closed
-//! ones. A full read (one range scan per table) happens at the first refresh, when the UTC day
-//! turns and every [`RELOAD_EVERY`]; between them a refresh reads only the days and hours
-//! that can still change (today's and yesterday's, the last [`RECENT_HOURS`]), so refreshing
-//! costs the same whatever the page's 90 days hold.
+//! ones. A full read happens at the first refresh, when the UTC day turns and every
+//! [`RELOAD_EVERY`]; between them a refresh reads only the rows that can have changed: the
+//! sink adds an hour to the rollups once a slot of a later hour is final, so per target from
+//! the current hour the last refresh saw in its state (or the last [`RECENT_HOURS`], when
+//! that is later), and refreshing costs the same whatever the page's 90 days hold. Every
+//! refresh reads in one repeatable-read transaction, so the current hours and the rollups
+//! never count an hour twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, Utc};
-use sqlx::{PgPool, Row};
+use chrono::{DateTime, DurationRound, NaiveDate, NaiveTime, TimeDelta, Utc};
+use sqlx::{PgConnection, PgPool, Row};
 
 use crate::verdicts::latency::BUCKETS;
 
@@ -20,8 +23,9 @@ pub const DAYS: usize = 90;
 /// How often everything is read again, even within a day.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(3600);
 /// Hours read again by every refresh: an hour is added to `verdict_hours` once a slot of a
-/// later one is final, a grace period after it ends.
-pub const RECENT_HOURS: i64 = 3;
+/// later one is final, a grace period after it ends, so the hour before the current one
+/// fills during the current one.
+pub const RECENT_HOURS: i64 = 2;
 /// Most closed incidents kept for the history.
 pub const MAX_HISTORY: i64 = 200;
 
@@ -103,38 +107,56 @@ impl Rollups {
         let full = self
             .full
             .is_none_or(|(at, day)| day != today || at.elapsed() >= RELOAD_EVERY);
-        let (days_from, hours_from) = if full {
+        if full {
             self.days.clear();
             self.hours.clear();
-            (first_day, first_hour)
-        } else {
-            let recent = hour_of(now) - TimeDelta::hours(RECENT_HOURS);
-            (today - TimeDelta::days(1), recent.max(first_hour))
-        };
-        self.read_days(pool, targets, days_from).await?;
-        self.read_hours(pool, targets, hours_from).await?;
+        }
+        // Hours are added to the rollups from each target's current hour on (when a later one
+        // is final), so what can have changed since the last refresh starts at the current
+        // hour it read, or sooner when recent.
+        let recent = hour_of(now) - TimeDelta::hours(RECENT_HOURS);
+        let oldest = first_day.and_time(NaiveTime::MIN).and_utc();
+        let from: Vec<DateTime<Utc>> = targets
+            .iter()
+            .map(|id| {
+                let current = self.states.get(id).and_then(|s| s.hour).map(|(h, _)| h);
+                match current {
+                    Some(h) if !full => h.min(recent).max(oldest),
+                    _ => oldest,
+                }
+            })
+            .collect();
+        // One snapshot of the database, so the current hours and the rollups agree.
+        let mut tx = pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        self.read_days(&mut tx, targets, &from).await?;
+        self.read_hours(&mut tx, targets, &from).await?;
         self.forget_before(first_day, first_hour);
-        self.read_states(pool, targets).await?;
-        self.read_incidents(pool, targets, now).await?;
+        self.read_states(&mut tx, targets).await?;
+        self.read_incidents(&mut tx, targets, now).await?;
+        tx.commit().await?;
         if full {
             self.full = Some((Instant::now(), today));
         }
         Ok(())
     }
 
+    /// Reads each target's days from the day of its `from`.
     async fn read_days(
         &mut self,
-        pool: &PgPool,
+        conn: &mut PgConnection,
         targets: &[String],
-        from: NaiveDate,
+        from: &[DateTime<Utc>],
     ) -> Result<(), sqlx::Error> {
         let rows = sqlx::query(&format!(
-            "SELECT target_id, day, {COUNTS} FROM verdict_days \
-             WHERE day >= $2 AND target_id = ANY($1)"
+            "SELECT target_id, day, {COUNTS} FROM verdict_days {PUBLIC_FROM} \
+             WHERE day >= (public.since AT TIME ZONE 'UTC')::date"
         ))
         .bind(targets)
         .bind(from)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         for r in rows {
             let counts = counts_of(&r)?;
@@ -144,29 +166,25 @@ impl Rollups {
         Ok(())
     }
 
+    /// Reads each target's hours from its `from`.
     async fn read_hours(
         &mut self,
-        pool: &PgPool,
+        conn: &mut PgConnection,
         targets: &[String],
-        from: DateTime<Utc>,
+        from: &[DateTime<Utc>],
     ) -> Result<(), sqlx::Error> {
         let rows = sqlx::query(&format!(
-            "SELECT target_id, hour, {COUNTS}, response \
-             FROM verdict_hours WHERE hour >= $2 AND target_id = ANY($1)"
+            "SELECT target_id, hour, {COUNTS}, response::text AS response FROM verdict_hours \
+             {PUBLIC_FROM} WHERE hour >= public.since"
         ))
         .bind(targets)
         .bind(from)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         for r in rows {
             let counts = counts_of(&r)?;
-            let response: Option<Vec<i32>> = r.try_get("response")?;
-            let response = response
-                .unwrap_or_default()
-                .iter()
-                .take(BUCKETS)
-                .map(|n| u64::try_from(*n).unwrap_or(0))
-                .collect();
+            let response: Option<String> = r.try_get("response")?;
+            let response = buckets(response.as_deref().unwrap_or_default());
             let hours = self.hours.entry(r.try_get("target_id")?).or_default();
             hours.insert(r.try_get("hour")?, Hour { counts, response });
         }
@@ -183,15 +201,19 @@ impl Rollups {
         }
     }
 
-    async fn read_states(&mut self, pool: &PgPool, targets: &[String]) -> Result<(), sqlx::Error> {
-        let rows = sqlx::query(
+    async fn read_states(
+        &mut self,
+        conn: &mut PgConnection,
+        targets: &[String],
+    ) -> Result<(), sqlx::Error> {
+        let rows = sqlx::query(&format!(
             "SELECT target_id, state, since, cert_not_after, hour, hour_up::int8 AS up, \
                hour_degraded::int8 AS degraded, hour_down::int8 AS down, \
                hour_unknown::int8 AS unknown, hour_maintenance::int8 AS maintenance \
-             FROM target_states WHERE target_id = ANY($1)",
-        )
+             FROM target_states {PUBLIC}"
+        ))
         .bind(targets)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         self.states.clear();
         for r in rows {
@@ -210,32 +232,51 @@ impl Rollups {
 
     async fn read_incidents(
         &mut self,
-        pool: &PgPool,
+        conn: &mut PgConnection,
         targets: &[String],
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
         const COLUMNS: &str = "SELECT target_id, kind, opened_at, closed_at, maintenance, \
-            cause_class FROM incidents";
+            cause_class FROM incidents JOIN UNNEST($1::text[]) AS public(target_id) \
+            USING (target_id)";
         let open = sqlx::query(&format!(
-            "{COLUMNS} WHERE closed_at IS NULL AND target_id = ANY($1) ORDER BY opened_at DESC"
+            "{COLUMNS} WHERE closed_at IS NULL ORDER BY opened_at DESC"
         ))
         .bind(targets)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         let history = sqlx::query(&format!(
-            "{COLUMNS} WHERE closed_at >= $2 AND target_id = ANY($1) \
-             ORDER BY opened_at DESC LIMIT $3"
+            "{COLUMNS} WHERE closed_at >= $2 ORDER BY opened_at DESC LIMIT $3"
         ))
         .bind(targets)
         .bind(now - TimeDelta::days(DAYS as i64))
         .bind(MAX_HISTORY)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         self.open = open.iter().map(incident_of).collect::<Result<_, _>>()?;
         self.history = history.iter().map(incident_of).collect::<Result<_, _>>()?;
         Ok(())
     }
 }
+
+/// The counts of an `int4[]` read as text (`{0,3,1}`), at most [`BUCKETS`]: read as text,
+/// since decoding arrays element by element was most of what reading a day of hours cost.
+fn buckets(text: &str) -> Vec<u64> {
+    text.trim_matches(|c| c == '{' || c == '}')
+        .split(',')
+        .take(BUCKETS)
+        .map(|n| n.trim().parse().unwrap_or(0))
+        .collect()
+}
+
+/// The public targets as a relation to join (`$1`): a hash join, where `target_id = ANY($1)`
+/// would compare every row with every public target.
+const PUBLIC: &str = "JOIN UNNEST($1::text[]) AS public(target_id) USING (target_id)";
+
+/// The public targets with the time each one's rows are read from (`$1`, `$2`), as the
+/// relation `public(target_id, since)`.
+const PUBLIC_FROM: &str = "JOIN UNNEST($1::text[], $2::timestamptz[]) AS public(target_id, since) \
+    USING (target_id)";
 
 /// The count columns as read, as `int8`.
 const COUNTS: &str = "up::int8 AS up, degraded::int8 AS degraded, down::int8 AS down, \
@@ -262,4 +303,17 @@ fn incident_of(r: &sqlx::postgres::PgRow) -> Result<IncidentRow, sqlx::Error> {
         maintenance: r.try_get("maintenance")?,
         cause: r.try_get("cause_class")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_read_as_text_keep_their_buckets() {
+        assert_eq!(buckets("{0,3,1}"), vec![0, 3, 1]);
+        assert_eq!(buckets("{}"), vec![0]);
+        assert_eq!(buckets(""), vec![0]);
+        assert_eq!(buckets(&format!("{{{}}}", vec!["1"; 100].join(","))).len(), BUCKETS);
+    }
 }
