@@ -14,9 +14,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use monitor_core::settings::{read_definition, TargetSettings};
 use monitor_core::testing::TestDatabase;
-use chrono::Utc;
 use sink::status::rollups::Rollups;
 use sink::status::{routes_of, StatusPage};
 use sqlx::PgPool;
@@ -80,12 +80,18 @@ async fn fill(pool: &PgPool, ids: &[String]) -> Result<(), sqlx::Error> {
 /// One GET of `path`: the time to the last byte and the body's size.
 async fn get(port: u16, path: &str) -> (Duration, usize) {
     let started = Instant::now();
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     s.write_all(request.as_bytes()).await.expect("send");
     let mut body = Vec::new();
     s.read_to_end(&mut body).await.expect("read");
-    assert!(body.starts_with(b"HTTP/1.1 200"), "{path} answered {:?}", String::from_utf8_lossy(&body[..body.len().min(200)]));
+    assert!(
+        body.starts_with(b"HTTP/1.1 200"),
+        "{path} answered {:?}",
+        String::from_utf8_lossy(&body[..body.len().min(200)])
+    );
     (started.elapsed(), body.len())
 }
 
@@ -115,7 +121,10 @@ async fn time_refreshes(pool: &PgPool, ids: &[String]) {
     let mut rollups = Rollups::default();
     for what in ["full read", "refresh"] {
         let started = Instant::now();
-        rollups.refresh(pool, ids, Utc::now()).await.expect("the rollups read");
+        rollups
+            .refresh(pool, ids, Utc::now())
+            .await
+            .expect("the rollups read");
         println!("rollups {what:<10} {:>8.1} ms", ms(started.elapsed()));
     }
 }
@@ -147,7 +156,11 @@ fn ms(d: Duration) -> f64 {
 async fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let requests: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200).max(1);
+    let requests: usize = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200)
+        .max(1);
     let db = TestDatabase::create().await;
     let pool = PgPool::connect(&db.url).await.expect("connect");
     sink::db::migrate(&pool).await.expect("migrations apply");
@@ -155,7 +168,10 @@ async fn main() {
     let ids: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
     let filled = Instant::now();
     fill(&pool, &ids).await.expect("the tables fill");
-    println!("{n} public targets × 90 days filled in {:.1} s", filled.elapsed().as_secs_f64());
+    println!(
+        "{n} public targets × 90 days filled in {:.1} s",
+        filled.elapsed().as_secs_f64()
+    );
 
     time_refreshes(&pool, &ids).await;
     let page = Arc::new(StatusPage::new(pool.clone(), &targets));

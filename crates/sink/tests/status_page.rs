@@ -48,10 +48,34 @@ struct Target {
 }
 
 const TARGETS: [Target; 4] = [
-    Target { id: "web", name: "Web site", team: "web", public: true, fastest_ms: 100.0 },
-    Target { id: "shop", name: "Shop", team: "web", public: true, fastest_ms: 200.0 },
-    Target { id: "api", name: "API <&> \"v2\"", team: "api", public: true, fastest_ms: 300.0 },
-    Target { id: "secret", name: "Back office", team: "ops", public: false, fastest_ms: 50.0 },
+    Target {
+        id: "web",
+        name: "Web site",
+        team: "web",
+        public: true,
+        fastest_ms: 100.0,
+    },
+    Target {
+        id: "shop",
+        name: "Shop",
+        team: "web",
+        public: true,
+        fastest_ms: 200.0,
+    },
+    Target {
+        id: "api",
+        name: "API <&> \"v2\"",
+        team: "api",
+        public: true,
+        fastest_ms: 300.0,
+    },
+    Target {
+        id: "secret",
+        name: "Back office",
+        team: "ops",
+        public: false,
+        fastest_ms: 50.0,
+    },
 ];
 
 /// Response times of a target spread over 40 % above its fastest.
@@ -195,7 +219,10 @@ async fn status_matching_verdicts(pool: &PgPool, http: SocketAddr) -> BTreeMap<S
         let Some(mismatch) = mismatch else {
             return targets;
         };
-        assert!(Instant::now() < deadline, "the status never matched the verdicts: {mismatch}");
+        assert!(
+            Instant::now() < deadline,
+            "the status never matched the verdicts: {mismatch}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -216,8 +243,14 @@ async fn get_raw(http: SocketAddr, path: &str) -> (String, String) {
 async fn assert_badge(http: SocketAddr, path: &str, value: &str) {
     let (head, body) = get_raw(http, path).await;
     assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
-    assert!(head.contains("content-type: image/svg+xml"), "{path}: {head}");
-    assert!(head.contains("cache-control: public, max-age="), "{path}: {head}");
+    assert!(
+        head.contains("content-type: image/svg+xml"),
+        "{path}: {head}"
+    );
+    assert!(
+        head.contains("cache-control: public, max-age="),
+        "{path}: {head}"
+    );
     let doc = roxmltree::Document::parse(&body)
         .unwrap_or_else(|e| panic!("{path} is not XML: {e}\n{body}"));
     assert_eq!(doc.root_element().tag_name().name(), "svg", "{path}");
@@ -231,21 +264,34 @@ async fn the_status_json_and_badges_say_what_the_verdicts_say_of_public_targets_
     let (f, sink, http, _dir) = stored().await;
     let targets = status_matching_verdicts(&f.pool, http).await;
 
-    assert!(!targets.contains_key("secret"), "a target not public is not in the JSON");
+    assert!(
+        !targets.contains_key("secret"),
+        "a target not public is not in the JSON"
+    );
     assert_eq!(targets.len(), 3);
     let web = &targets["web"];
     assert_eq!(web["name"], "Web site");
     assert_eq!(web["state"], "up", "web is up again after its outage");
     let web_90d = web["uptime"]["90d"].as_f64().expect("web has verdicts");
     assert!(web_90d < 100.0, "web's outage counts: {web_90d}");
-    let api_90d = targets["api"]["uptime"]["90d"].as_f64().expect("api has verdicts");
-    assert_eq!(api_90d, 100.0, "api's outage was all in its maintenance window");
-    assert!(web["cert_not_after"].is_string(), "the certificate's expiry is shown");
+    let api_90d = targets["api"]["uptime"]["90d"]
+        .as_f64()
+        .expect("api has verdicts");
+    assert_eq!(
+        api_90d, 100.0,
+        "api's outage was all in its maintenance window"
+    );
+    assert!(
+        web["cert_not_after"].is_string(),
+        "the certificate's expiry is shown"
+    );
     for t in TARGETS.iter().filter(|t| t.public) {
         let found = &targets[t.id]["response_ms"];
         let highest = t.fastest_ms * (1.0 + SPREAD);
         for p in ["p50", "p95"] {
-            let ms = found[p].as_f64().unwrap_or_else(|| panic!("{} has no {p}", t.id));
+            let ms = found[p]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{} has no {p}", t.id));
             assert!(
                 ms > t.fastest_ms * 0.9 && ms < highest * 1.1,
                 "{} {p}: {ms} ms, its checks took {} to {highest} ms",
@@ -258,29 +304,58 @@ async fn the_status_json_and_badges_say_what_the_verdicts_say_of_public_targets_
         .fetch_one(&f.pool)
         .await
         .expect("count");
-    let listed: usize = targets.values().map(|t| t["open_incidents"].as_array().map_or(0, Vec::len)).sum();
-    assert_eq!(listed as i64, open, "every open incident of a public target is listed");
+    let listed: usize = targets
+        .values()
+        .map(|t| t["open_incidents"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(
+        listed as i64, open,
+        "every open incident of a public target is listed"
+    );
 
     assert_badge(http, "/badge/web/status.svg", "up").await;
     for window in ["24h", "7d", "30d", "90d"] {
         let uptime = web["uptime"][window].as_f64().expect("an uptime");
         let shown = format!("{uptime:.2} %");
-        assert_badge(http, &format!("/badge/web/uptime.svg?window={window}"), &shown).await;
+        assert_badge(
+            http,
+            &format!("/badge/web/uptime.svg?window={window}"),
+            &shown,
+        )
+        .await;
     }
     let (head, body) = http_get(http.port(), "/badge/web/uptime.svg?window=1y").await;
-    assert!(head.contains("400") && body.contains("1y"), "{head}: {body}");
-    for path in ["/badge/secret/status.svg", "/badge/secret/uptime.svg", "/badge/nothing/status.svg", "/group/team/ops"] {
+    assert!(
+        head.contains("400") && body.contains("1y"),
+        "{head}: {body}"
+    );
+    for path in [
+        "/badge/secret/status.svg",
+        "/badge/secret/uptime.svg",
+        "/badge/nothing/status.svg",
+        "/group/team/ops",
+    ] {
         let (head, _) = http_get(http.port(), path).await;
         assert!(head.contains("404"), "{path}: {head}");
     }
 
     let (head, page) = get_raw(http, "/").await;
     assert!(head.contains("content-type: text/html"), "{head}");
-    assert!(!page.contains("secret") && !page.contains("Back office"), "nothing of a target not public");
-    assert!(page.contains("API &lt;&amp;&gt; &quot;v2&quot;") || page.contains("API &lt;&amp;&gt; &#34;v2&#34;"), "names are escaped");
+    assert!(
+        !page.contains("secret") && !page.contains("Back office"),
+        "nothing of a target not public"
+    );
+    assert!(
+        page.contains("API &lt;&amp;&gt; &quot;v2&quot;")
+            || page.contains("API &lt;&amp;&gt; &#34;v2&#34;"),
+        "names are escaped"
+    );
     assert!(!page.contains("API <&>"), "never as markup");
     let (_, group) = http_get(http.port(), "/group/team/web").await;
-    assert!(group.contains("Web site") && group.contains("Shop") && !group.contains("API &lt;"), "the group page shows its team");
+    assert!(
+        group.contains("Web site") && group.contains("Shop") && !group.contains("API &lt;"),
+        "the group page shows its team"
+    );
 
     sink.stop().await.expect("the sink stops cleanly");
     f.end(Vec::new()).await;
@@ -299,7 +374,12 @@ async fn chromium(url: &str, args: &[String]) -> String {
     );
     let profile = tempfile::tempdir().expect("a profile directory");
     let run = tokio::process::Command::new(CHROMIUM)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(args)
         .arg(url)
@@ -309,7 +389,11 @@ async fn chromium(url: &str, args: &[String]) -> String {
         .await
         .expect("chromium ends in time")
         .expect("chromium runs");
-    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -343,20 +427,42 @@ async fn the_page_in_a_browser_shows_each_public_target_with_its_state_and_90_da
     let dom = chromium(&url, &["--dump-dom".to_string()]).await;
     let shown = shown_targets(&dom);
     let public: Vec<&str> = TARGETS.iter().filter(|t| t.public).map(|t| t.id).collect();
-    assert_eq!(shown.keys().map(String::as_str).collect::<Vec<_>>().len(), public.len(), "{shown:?}");
+    assert_eq!(
+        shown.keys().map(String::as_str).collect::<Vec<_>>().len(),
+        public.len(),
+        "{shown:?}"
+    );
     for id in &public {
-        let (state, days) = shown.get(*id).unwrap_or_else(|| panic!("{id} is not on the page"));
-        assert_eq!(Some(state.as_str()), targets[*id]["state"].as_str(), "{id}'s state");
+        let (state, days) = shown
+            .get(*id)
+            .unwrap_or_else(|| panic!("{id} is not on the page"));
+        assert_eq!(
+            Some(state.as_str()),
+            targets[*id]["state"].as_str(),
+            "{id}'s state"
+        );
         assert_eq!(*days, 90, "{id} has 90 days of bars");
     }
-    assert!(!dom.contains("Back office"), "a target not public is not on the page");
-    assert!(dom.contains("class=\"b-maintenance\""), "api's maintenance day is shown as such");
-    assert!(dom.contains("class=\"b-down\""), "web's outage day is shown");
+    assert!(
+        !dom.contains("Back office"),
+        "a target not public is not on the page"
+    );
+    assert!(
+        dom.contains("class=\"b-maintenance\""),
+        "api's maintenance day is shown as such"
+    );
+    assert!(
+        dom.contains("class=\"b-down\""),
+        "web's outage day is shown"
+    );
     assert!(dom.contains(": maintenance"), "in words too");
 
     if std::env::var("WEBMON_WRITE_SCREENSHOT").is_ok_and(|v| v == "1") {
         let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/status-page.png");
-        let args = [format!("--screenshot={}", file.display()), "--window-size=1280,900".to_string()];
+        let args = [
+            format!("--screenshot={}", file.display()),
+            "--window-size=1280,900".to_string(),
+        ];
         chromium(&url, &args).await;
         assert!(file.exists(), "the screenshot is written");
     }

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -88,9 +89,9 @@ pub struct Rendered {
     /// The figures.
     pub snapshot: Snapshot,
     /// `/api/v1/status`.
-    json: Arc<str>,
+    json: Bytes,
     /// Pages rendered so far (the first page of `/` with the snapshot).
-    pages: Mutex<HashMap<PageKey, Arc<str>>>,
+    pages: Mutex<HashMap<PageKey, Bytes>>,
     /// When the snapshot was taken.
     taken: Instant,
 }
@@ -194,7 +195,7 @@ impl Rendered {
     }
 
     /// The page `key`, rendered once per snapshot; `None` when it has no target.
-    fn page(&self, key: PageKey, templates: &Templates) -> Result<Option<Arc<str>>, StatusError> {
+    fn page(&self, key: PageKey, templates: &Templates) -> Result<Option<Bytes>, StatusError> {
         let mut cached = self.pages.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(page) = cached.get(&key) {
             return Ok(Some(page.clone()));
@@ -202,7 +203,7 @@ impl Rendered {
         let Some(page) = templates.page(TITLE, &self.snapshot, &key)? else {
             return Ok(None);
         };
-        let page: Arc<str> = page.into();
+        let page = Bytes::from(page);
         if cached.len() < MAX_CACHED_PAGES {
             cached.insert(key, page.clone());
         }
@@ -239,7 +240,7 @@ pub fn routes_of(page: Arc<StatusPage>) -> Router {
 type Page = State<Arc<StatusPage>>;
 
 /// `body` as `content_type`, cacheable for `max_age_s`.
-fn answer(body: Arc<str>, content_type: &'static str, max_age_s: u64) -> Response {
+fn answer(body: Bytes, content_type: &'static str, max_age_s: u64) -> Response {
     let cache = HeaderValue::from_str(&format!("public, max-age={max_age_s}"))
         .unwrap_or(HeaderValue::from_static("no-cache"));
     (
@@ -247,7 +248,7 @@ fn answer(body: Arc<str>, content_type: &'static str, max_age_s: u64) -> Respons
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (header::CACHE_CONTROL, cache),
         ],
-        body.to_string(),
+        body,
     )
         .into_response()
 }

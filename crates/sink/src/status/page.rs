@@ -88,7 +88,11 @@ impl Templates {
         if key.number == 0 || key.number > pages.max(1) || (pages == 0 && group.is_some()) {
             return Ok(None);
         }
-        let names = |id: &str| snapshot.target(id).map_or(id.to_string(), |t| t.name.clone());
+        let names = |id: &str| {
+            snapshot
+                .target(id)
+                .map_or(id.to_string(), |t| t.name.clone())
+        };
         let incidents = |rows: &[IncidentRow], limit: usize| -> Vec<IncidentView> {
             rows.iter()
                 .filter(|i| {
@@ -121,13 +125,20 @@ impl Templates {
     }
 
     /// A badge reading `label | value` on `colour`.
-    pub fn badge(&self, label: &str, value: &str, colour: &str) -> Result<String, minijinja::Error> {
+    pub fn badge(
+        &self,
+        label: &str,
+        value: &str,
+        colour: &str,
+    ) -> Result<String, minijinja::Error> {
         let (lw, vw) = (text_width(label), text_width(value));
-        self.0.get_template("badge.svg")?.render(minijinja::context! {
-            label, value, colour,
-            width => lw + vw, label_width => lw, value_width => vw,
-            label_x => lw / 2, value_x => lw + vw / 2,
-        })
+        self.0
+            .get_template("badge.svg")?
+            .render(minijinja::context! {
+                label, value, colour,
+                width => lw + vw, label_width => lw, value_width => vw,
+                label_x => lw / 2, value_x => lw + vw / 2,
+            })
     }
 }
 
@@ -137,7 +148,7 @@ fn open_of(targets: &[&TargetStatus]) -> Vec<IncidentRow> {
         .iter()
         .flat_map(|t| t.open_incidents.iter().cloned())
         .collect();
-    open.sort_by(|a, b| b.opened_at.cmp(&a.opened_at));
+    open.sort_by_key(|i| std::cmp::Reverse(i.opened_at));
     open
 }
 
@@ -364,7 +375,10 @@ mod tests {
         let b = bars(&days);
         assert_eq!(b.len(), 3);
         assert_eq!((b[0].x, b[0].days), (0, 2));
-        assert_eq!(b[0].title, "2026-11-01 to 2026-11-02 (2 days): up, uptime 100.00 %");
+        assert_eq!(
+            b[0].title,
+            "2026-11-01 to 2026-11-02 (2 days): up, uptime 100.00 %"
+        );
         assert_eq!(b[2].title, "2026-11-04: maintenance");
         assert_eq!(b.iter().map(|b| b.days).sum::<usize>(), days.len());
         assert_eq!(summary(&days), "Last 4 days: 2 up, 1 down, 1 maintenance");
@@ -375,6 +389,9 @@ mod tests {
         let svg = Templates::default()
             .badge("<b>", "a&b", "#000")
             .unwrap_or_default();
-        assert!(svg.contains("&lt;b&gt;") && svg.contains("a&amp;b"), "{svg}");
+        assert!(
+            svg.contains("&lt;b&gt;") && svg.contains("a&amp;b"),
+            "{svg}"
+        );
     }
 }

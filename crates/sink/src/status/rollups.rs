@@ -314,6 +314,9 @@ mod tests {
         assert_eq!(buckets("{0,3,1}"), vec![0, 3, 1]);
         assert_eq!(buckets("{}"), vec![0]);
         assert_eq!(buckets(""), vec![0]);
-        assert_eq!(buckets(&format!("{{{}}}", vec!["1"; 100].join(","))).len(), BUCKETS);
+        assert_eq!(
+            buckets(&format!("{{{}}}", vec!["1"; 100].join(","))).len(),
+            BUCKETS
+        );
     }
 }
