@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use monitor_core::settings::{read_definition, TargetSettings};
+use monitor_core::settings::{read_definition, StatusSettings, TargetSettings};
 use monitor_core::testing::TestDatabase;
 use sink::status::rollups::Rollups;
 use sink::status::{routes_of, StatusPage};
@@ -174,7 +174,11 @@ async fn main() {
     );
 
     time_refreshes(&pool, &ids).await;
-    let page = Arc::new(StatusPage::new(pool.clone(), &targets));
+    let page = Arc::new(StatusPage::new(
+        pool.clone(),
+        &targets,
+        &StatusSettings::default(),
+    ));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
     let server = tokio::spawn(async move { axum::serve(listener, routes_of(page)).await });

@@ -78,6 +78,9 @@ const TARGETS: [Target; 4] = [
     },
 ];
 
+/// The page's title (`sink.status.title`).
+const TITLE: &str = "Example & Co";
+
 /// Response times of a target spread over 40 % above its fastest.
 const SPREAD: f64 = 0.4;
 
@@ -139,7 +142,7 @@ fn settings(start: DateTime<Utc>) -> String {
     }
     let at = |k: i64| (start + TimeDelta::seconds(k * PERIOD_S)).to_rfc3339();
     toml + &format!(
-        "[[sink.maintenance]]\nname = \"upgrade\"\nstart = \"{}\"\nend = \"{}\"\ntargets = [\"api\"]\n",
+        "[sink.status]\ntitle = \"{TITLE}\"\n\n[[sink.maintenance]]\nname = \"upgrade\"\nstart = \"{}\"\nend = \"{}\"\ntargets = [\"api\"]\n",
         at(API_WINDOW.0),
         at(API_WINDOW.1)
     )
@@ -351,6 +354,10 @@ async fn the_status_json_and_badges_say_what_the_verdicts_say_of_public_targets_
         "names are escaped"
     );
     assert!(!page.contains("API <&>"), "never as markup");
+    assert!(
+        page.contains("<h1>Example &amp; Co</h1>"),
+        "the title of the settings"
+    );
     let (_, group) = http_get(http.port(), "/group/team/web").await;
     assert!(
         group.contains("Web site") && group.contains("Shop") && !group.contains("API &lt;"),

@@ -33,7 +33,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::Utc;
-use monitor_core::settings::TargetSettings;
+use monitor_core::settings::{StatusSettings, TargetSettings};
 use serde::Deserialize;
 use sqlx::PgPool;
 use tracing::warn;
@@ -52,8 +52,6 @@ pub const PAGE_MAX_AGE_S: u64 = 30;
 pub const BADGE_MAX_AGE_S: u64 = 300;
 /// Most pages kept rendered per snapshot; others are rendered per request.
 pub const MAX_CACHED_PAGES: usize = 256;
-/// The page's title.
-pub const TITLE: &str = "Status";
 
 /// What went wrong answering a request.
 #[derive(Debug, thiserror::Error)]
@@ -109,8 +107,9 @@ pub struct StatusPage {
 }
 
 impl StatusPage {
-    /// The status page of the public targets of `targets` (the settings file's), over `pool`.
-    pub fn new(pool: PgPool, targets: &[TargetSettings]) -> StatusPage {
+    /// The status page of the public targets of `targets` (the settings file's), over `pool`,
+    /// with `settings` (`[sink.status]`).
+    pub fn new(pool: PgPool, targets: &[TargetSettings], settings: &StatusSettings) -> StatusPage {
         StatusPage {
             pool,
             file_targets: targets.to_vec(),
@@ -118,7 +117,7 @@ impl StatusPage {
             rollups: tokio::sync::Mutex::default(),
             current: RwLock::default(),
             refreshing: AtomicBool::new(false),
-            templates: Arc::default(),
+            templates: Arc::new(Templates::new(settings.clone())),
         }
     }
 
@@ -200,7 +199,7 @@ impl Rendered {
         if let Some(page) = cached.get(&key) {
             return Ok(Some(page.clone()));
         }
-        let Some(page) = templates.page(TITLE, &self.snapshot, &key)? else {
+        let Some(page) = templates.page(&self.snapshot, &key)? else {
             return Ok(None);
         };
         let page = Bytes::from(page);
@@ -214,7 +213,9 @@ impl Rendered {
 /// The status page's routes; the first snapshot is read at once, in the background, so that
 /// the first visitor need not wait for it.
 pub fn routes(state: Arc<HttpState>) -> Router {
-    let page = Arc::new(StatusPage::new(state.pool.clone(), &state.settings.targets));
+    let settings = &state.settings;
+    let page = StatusPage::new(state.pool.clone(), &settings.targets, &settings.sink.status);
+    let page = Arc::new(page);
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         let first = page.clone();
         runtime.spawn(async move {

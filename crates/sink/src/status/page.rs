@@ -6,13 +6,12 @@
 
 use chrono::{DateTime, Utc};
 use minijinja::{AutoEscape, Environment};
+use monitor_core::settings::StatusSettings;
 use serde::Serialize;
 
 use super::rollups::IncidentRow;
 use super::snapshot::{Day, DayClass, Snapshot, TargetStatus, Window};
 
-/// Seconds between the page's own reloads (`<meta http-equiv="refresh">`).
-pub const PAGE_REFRESH_S: u64 = 60;
 /// Most incidents listed in the history.
 pub const HISTORY_SHOWN: usize = 50;
 /// Most group links in the page's navigation.
@@ -21,12 +20,22 @@ pub const MAX_GROUP_LINKS: usize = 100;
 /// targets stays a few megabytes and renders in milliseconds.
 pub const TARGETS_PER_PAGE: usize = 1000;
 
-/// The templates, parsed once.
+/// The templates, parsed once, and the page's settings.
 #[derive(Debug)]
-pub struct Templates(Environment<'static>);
+pub struct Templates {
+    env: Environment<'static>,
+    settings: StatusSettings,
+}
 
 impl Default for Templates {
     fn default() -> Templates {
+        Templates::new(StatusSettings::default())
+    }
+}
+
+impl Templates {
+    /// The templates, for pages of these settings.
+    pub fn new(settings: StatusSettings) -> Templates {
         let mut env = Environment::new();
         env.set_auto_escape_callback(|_| AutoEscape::Html);
         env.set_keep_trailing_newline(false);
@@ -41,7 +50,7 @@ impl Default for Templates {
                 tracing::error!(template = name, error = %e, "a status page template does not parse");
             }
         }
-        Templates(env)
+        Templates { env, settings }
     }
 }
 
@@ -74,7 +83,6 @@ impl Templates {
     /// The page `key`; `None` when it has no target (an unknown group, a page past the last).
     pub fn page(
         &self,
-        title: &str,
         snapshot: &Snapshot,
         key: &PageKey,
     ) -> Result<Option<String>, minijinja::Error> {
@@ -109,9 +117,9 @@ impl Templates {
             .skip((key.number - 1) * TARGETS_PER_PAGE)
             .take(TARGETS_PER_PAGE);
         let view = PageView {
-            title,
+            title: &self.settings.title,
             heading: group.map(|g| format!("{}: {}", g.label, g.value)),
-            refresh_s: PAGE_REFRESH_S,
+            refresh_s: self.settings.page_refresh.as_secs(),
             generated_at: when(snapshot.generated_at),
             total: shown.len(),
             counts: StateCounts::of(&shown),
@@ -121,7 +129,7 @@ impl Templates {
             pages: (pages > 1).then(|| (1..=pages).map(|n| (n, n == key.number)).collect()),
             targets: on_page.map(|t| TargetView::of(t)).collect(),
         };
-        self.0.get_template("page.html")?.render(view).map(Some)
+        self.env.get_template("page.html")?.render(view).map(Some)
     }
 
     /// A badge reading `label | value` on `colour`.
@@ -132,7 +140,7 @@ impl Templates {
         colour: &str,
     ) -> Result<String, minijinja::Error> {
         let (lw, vw) = (text_width(label), text_width(value));
-        self.0
+        self.env
             .get_template("badge.svg")?
             .render(minijinja::context! {
                 label, value, colour,
