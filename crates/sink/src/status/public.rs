@@ -89,3 +89,43 @@ impl PublicTargets {
         self.0.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use monitor_core::settings::read_definition;
+
+    use super::*;
+
+    fn target(id: &str, name: Option<&str>, public: bool) -> TargetSettings {
+        let mut definition = serde_json::json!({
+            "id": id, "url": format!("https://{id}.example/health?key=secret"), "public": public,
+        });
+        if let Some(name) = name {
+            definition["name"] = name.into();
+        }
+        read_definition(&definition).expect("a valid definition")
+    }
+
+    #[test]
+    fn only_public_targets_are_shown_and_file_targets_win_over_api_targets() {
+        let file = [target("a", Some("A"), true), target("b", None, false)];
+        let api = [
+            target("a", Some("API's A"), true),
+            target("b", Some("API's B"), true),
+            target("c", None, true),
+            target("d", None, false),
+        ];
+        let all = PublicTargets::with_api_targets(&file, &api);
+        assert_eq!(
+            all.ids(),
+            ["a", "c"],
+            "b is the file's and not public; d not public"
+        );
+        assert_eq!(all.get("a").map(|t| t.name.as_str()), Some("A"));
+        assert_eq!(
+            all.get("c").map(|t| t.name.as_str()),
+            Some("c.example/health"),
+            "a name from the URL leaves its query out"
+        );
+    }
+}
