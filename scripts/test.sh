@@ -6,7 +6,8 @@
 # the broker `tansu` (installed once into $WEBMON_TOOLS_DIR, default ~/.cache/web-monitor/tools,
 # 10 to 35 minutes to build the first time) with in-memory storage on a free loopback port, and
 # PostgreSQL from the system's binaries (initdb + pg_ctl in a temporary directory) when none
-# answers on 127.0.0.1:5432. Whatever it starts is stopped on exit, failure or Ctrl-C.
+# answers on 127.0.0.1:5432, and headless Chromium (Debian's chromium package, through apt-get
+# when missing) for the status page's browser test. Whatever it starts is stopped on exit, failure or Ctrl-C.
 #
 # Last, the deployment files are validated offline (scripts/validate-deploy.sh).
 #
@@ -22,6 +23,7 @@ trap 'exit 143' TERM
 
 ensure_kafka
 ensure_postgres
+ensure_chromium
 export KAFKA_BROKERS DATABASE_URL
 
 step() { printf '\n==> %s\n' "$*"; }

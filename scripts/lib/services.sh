@@ -145,6 +145,17 @@ ensure_postgres() {
   log "started PostgreSQL on 127.0.0.1:$port"
 }
 
+# Headless Chromium for the status page's browser test (Debian's chromium package): installed
+# with apt-get when missing and this runs as root, otherwise a clear error.
+ensure_chromium() {
+  if [ -x /usr/bin/chromium ]; then return 0; fi
+  command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
+    || die "/usr/bin/chromium is missing: install it (Debian/Ubuntu: apt-get install chromium)"
+  log "installing chromium (apt-get)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+    || die "apt-get could not install chromium"
+}
+
 # Drops databases left behind by tests that failed before cleaning up.
 drop_test_databases() {
   command -v psql >/dev/null 2>&1 || return 0

@@ -27,6 +27,7 @@ const SECTIONS: &[&str] = &[
     "sink.api",
     "sink.verdicts",
     "sink.notifications",
+    "sink.status",
 ];
 
 /// The original Python service's spellings, accepted so that its file loads unchanged

@@ -86,7 +86,7 @@ async fn housekeeping(store: &ReportStore, retention: Retention) -> bool {
     if let Some(cutoff) = cutoff(retention.verdicts) {
         match verdicts::prune_before(store.pool(), cutoff).await {
             Ok(p) if p != verdicts::Pruned::default() => {
-                info!(hours = p.hours, incidents = p.incidents, %cutoff, "deleted verdicts past the retention");
+                info!(hours = p.hours, days = p.days, incidents = p.incidents, %cutoff, "deleted verdicts past the retention");
             }
             Ok(_) => {}
             Err(e) => {

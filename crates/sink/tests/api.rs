@@ -645,6 +645,7 @@ fn the_openapi_document_lists_exactly_the_routes_the_api_serves() {
     }
     let served: BTreeSet<(String, String)> = sink::api::ROUTES
         .iter()
+        .chain(sink::status::API_ROUTES)
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     assert_eq!(

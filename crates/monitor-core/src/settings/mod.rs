@@ -28,6 +28,7 @@ mod kafka;
 mod labels;
 mod maintenance;
 mod notify;
+mod status;
 mod verdicts;
 
 mod target;
@@ -60,6 +61,10 @@ pub use problems::{ConfigError, Problem, Problems};
 pub use secret::Secret;
 pub use sink::{SinkSection, SinkSettings};
 pub use source::{SettingsSource, ENV_PREFIX};
+pub use status::{
+    StatusSettings, DEFAULT_PAGE_REFRESH, DEFAULT_STATUS_TITLE, MAX_PAGE_REFRESH,
+    MAX_STATUS_TITLE_CHARS, MIN_PAGE_REFRESH,
+};
 pub use target::{
     read_definition, Pattern, StatusSet, TargetSettings, ALWAYS_SECRET_HEADERS, DEFAULT_BODY_LIMIT,
     DEFAULT_MAX_REDIRECTS, DEFAULT_PERIOD, DEFAULT_TIMEOUT, MAX_BODY_LIMIT, MAX_NAME_LEN,

@@ -10,6 +10,7 @@ use super::maintenance::{read_windows, MaintenanceWindow};
 use super::notify::{read_notify_section, NotifySettings};
 use super::problems::{ConfigError, Problem, Problems};
 use super::source::SettingsSource;
+use super::status::{read_status_section, StatusSettings};
 use super::target::{read_targets, Reader, TargetSettings};
 use super::verdicts::{read_verdict_section, VerdictSettings};
 use super::walk::{read_admin_listen, Section};
@@ -68,6 +69,8 @@ pub struct SinkSection {
     pub maintenance: Vec<MaintenanceWindow>,
     /// `[sink.notifications]`: channels, routes, retries and grouping of notifications.
     pub notifications: NotifySettings,
+    /// `[sink.status]`: the public status page's title and reloads.
+    pub status: StatusSettings,
 }
 
 /// Default of `sink.shutdown_timeout`: a third of Kubernetes' default termination grace (30 s).
@@ -182,6 +185,7 @@ fn read_sink_section(
     let verdicts = read_verdict_section(&mut s, problems);
     let maintenance = read_windows(&mut s, problems);
     let notifications = read_notify_section(&mut s, base_dir, problems);
+    let status = read_status_section(&mut s, problems);
     let shutdown_timeout = s
         .duration("shutdown_timeout", SINK_SHUTDOWN_TIMEOUT, problems)
         .unwrap_or(SINK_SHUTDOWN_TIMEOUT);
@@ -208,6 +212,7 @@ fn read_sink_section(
         verdicts,
         maintenance,
         notifications,
+        status,
     }
 }
 

@@ -62,6 +62,9 @@ pub fn apply(
         return changes;
     }
     see_region(state, &report.region, report.slot, &mut changes);
+    if let (Some(ms), Some(hour)) = (report.response_ms, state.hour.as_mut()) {
+        hour.response.record(ms);
+    }
     state.period_us = report.period_us;
     state.watermark = Some(state.watermark.map_or(report.slot, |w| w.max(report.slot)));
     see_certificate(state, report, policy, &mut changes);

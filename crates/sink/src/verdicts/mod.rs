@@ -18,12 +18,14 @@
 //! - [`policy`]: each target's quorum and thresholds, from the settings.
 //! - [`state`]: what the fold keeps per target, reads of a report, and says changed.
 //! - [`fold`]: the fold itself, pure.
+//! - [`latency`]: the up checks' response times per hour, as histograms.
 //! - [`cache`]: the states this replica wrote last, so a batch need not read them again.
 //! - [`notices`]: the notifications of what changed, as outbox rows.
 //! - `sql`: the statements inside the batch's transaction.
 //! - [`gauges`]: the state of every target as metrics, read from the tables.
 
 pub mod fold;
+pub mod latency;
 pub mod policy;
 pub mod state;
 
@@ -198,12 +200,8 @@ impl Effects {
             match change {
                 Change::Verdict { .. } => self.folded.verdicts += 1,
                 Change::HourCounted(done) => {
-                    let counts = self.counts.entry((target_id.to_string(), done.hour));
-                    let counts = counts.or_default();
-                    let all = done.counts.into_iter().chain([done.maintenance]);
-                    for (sum, n) in counts.iter_mut().zip(all) {
-                        *sum = sum.saturating_add(i32::try_from(n).unwrap_or(i32::MAX));
-                    }
+                    let row = self.counts.entry((target_id.to_string(), done.hour));
+                    row.or_default().add(&done);
                 }
                 Change::Opened(i) => {
                     self.folded.opened += 1;

@@ -11,7 +11,8 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::cache::Versioned;
-use super::state::{to_time, Incident, TargetState};
+use super::latency::Histogram;
+use super::state::{to_time, HourCounts, Incident, TargetState};
 use crate::db::delete_in_batches;
 use crate::error::SinkError;
 
@@ -153,8 +154,8 @@ impl StateColumns {
         self.cert_warning.push(s.cert.is_some_and(|c| c.warning));
         self.silent_regions
             .push(i32::try_from(s.silent.len()).unwrap_or(i32::MAX));
-        self.hour.push(s.hour.map(|h| to_time(h.hour)));
-        let counts = s.hour.map_or([0; 5], |h| {
+        self.hour.push(s.hour.as_ref().map(|h| to_time(h.hour)));
+        let counts = s.hour.as_ref().map_or([0; 5], |h| {
             let [u, g, d, k] = h.counts;
             [u, g, d, k, h.maintenance]
         });
@@ -239,11 +240,30 @@ fn incident_row(i: &Incident) -> serde_json::Value {
     })
 }
 
-/// Final slots by verdict (up, degraded, down, unknown) and in maintenance, per target and
-/// hour.
-pub(super) type VerdictCounts = BTreeMap<(String, i64), [i32; 5]>;
+/// One row of `verdict_hours` to add: final slots by verdict (up, degraded, down, unknown)
+/// and in maintenance, and the up checks' response times.
+#[derive(Debug, Default)]
+pub(super) struct HourRow {
+    counts: [i32; 5],
+    response: Histogram,
+}
 
-/// Adds `counts` to `verdict_hours`.
+impl HourRow {
+    /// Adds an hour's counts.
+    pub(super) fn add(&mut self, done: &HourCounts) {
+        let all = done.counts.into_iter().chain([done.maintenance]);
+        for (sum, n) in self.counts.iter_mut().zip(all) {
+            *sum = sum.saturating_add(i32::try_from(n).unwrap_or(i32::MAX));
+        }
+        self.response.merge(&done.response);
+    }
+}
+
+/// The rows of `verdict_hours` to add, per target and hour.
+pub(super) type VerdictCounts = BTreeMap<(String, i64), HourRow>;
+
+/// Adds `counts` to `verdict_hours`, and to `verdict_days` (the status page's per-day
+/// rollups) in the same statement: both written only when an hour turns.
 pub(super) async fn add_verdicts(
     conn: &mut PgConnection,
     counts: &VerdictCounts,
@@ -253,35 +273,62 @@ pub(super) async fn add_verdicts(
     }
     let n = counts.len();
     let (mut targets, mut hours) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut responses = Vec::with_capacity(n);
     let mut by_verdict: [Vec<i32>; 5] = Default::default();
-    for ((target, hour), c) in counts {
+    for ((target, hour), row) in counts {
         targets.push(target.as_str());
         hours.push(to_time(*hour));
-        for (column, count) in by_verdict.iter_mut().zip(c) {
-            column.push(*count);
+        for (column, count) in by_verdict.iter_mut().zip(row.counts) {
+            column.push(count);
         }
+        responses.push(array_literal(&row.response.to_dense()));
     }
     let [up, degraded, down, unknown, maintenance] = by_verdict;
-    sqlx::query(
-        "INSERT INTO verdict_hours (target_id, hour, up, degraded, down, unknown, maintenance) \
-         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::int4[], $4::int4[], \
-           $5::int4[], $6::int4[], $7::int4[]) \
-         ON CONFLICT (target_id, hour) DO UPDATE SET up = verdict_hours.up + EXCLUDED.up, \
-           degraded = verdict_hours.degraded + EXCLUDED.degraded, \
-           down = verdict_hours.down + EXCLUDED.down, \
-           unknown = verdict_hours.unknown + EXCLUDED.unknown, \
-           maintenance = verdict_hours.maintenance + EXCLUDED.maintenance",
-    )
-    .bind(&targets)
-    .bind(&hours)
-    .bind(&up)
-    .bind(&degraded)
-    .bind(&down)
-    .bind(&unknown)
-    .bind(&maintenance)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(ADD_VERDICTS)
+        .bind(&targets)
+        .bind(&hours)
+        .bind(&up)
+        .bind(&degraded)
+        .bind(&down)
+        .bind(&unknown)
+        .bind(&maintenance)
+        .bind(&responses)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
+}
+
+/// Adds hours to `verdict_hours` (response histograms added bucket by bucket) and their
+/// counts to their days in `verdict_days`.
+const ADD_VERDICTS: &str = "WITH u AS (SELECT * FROM UNNEST($1::text[], $2::timestamptz[], \
+       $3::int4[], $4::int4[], $5::int4[], $6::int4[], $7::int4[], $8::text[]) \
+       AS u(target_id, hour, up, degraded, down, unknown, maintenance, response)), \
+     h AS (INSERT INTO verdict_hours (target_id, hour, up, degraded, down, unknown, \
+         maintenance, response) \
+       SELECT target_id, hour, up, degraded, down, unknown, maintenance, \
+         NULLIF(response, '{}')::int4[] FROM u \
+       ON CONFLICT (target_id, hour) DO UPDATE SET up = verdict_hours.up + EXCLUDED.up, \
+         degraded = verdict_hours.degraded + EXCLUDED.degraded, \
+         down = verdict_hours.down + EXCLUDED.down, \
+         unknown = verdict_hours.unknown + EXCLUDED.unknown, \
+         maintenance = verdict_hours.maintenance + EXCLUDED.maintenance, \
+         response = CASE WHEN verdict_hours.response IS NULL THEN EXCLUDED.response \
+           WHEN EXCLUDED.response IS NULL THEN verdict_hours.response \
+           ELSE ARRAY(SELECT coalesce(a, 0) + coalesce(b, 0) \
+             FROM unnest(verdict_hours.response, EXCLUDED.response) AS x(a, b)) END) \
+     INSERT INTO verdict_days (target_id, day, up, degraded, down, unknown, maintenance) \
+     SELECT target_id, (hour AT TIME ZONE 'UTC')::date, sum(up), sum(degraded), sum(down), \
+       sum(unknown), sum(maintenance) FROM u GROUP BY 1, 2 \
+     ON CONFLICT (target_id, day) DO UPDATE SET up = verdict_days.up + EXCLUDED.up, \
+       degraded = verdict_days.degraded + EXCLUDED.degraded, \
+       down = verdict_days.down + EXCLUDED.down, \
+       unknown = verdict_days.unknown + EXCLUDED.unknown, \
+       maintenance = verdict_days.maintenance + EXCLUDED.maintenance";
+
+/// An array of integers as PostgreSQL's literal (`{1,2,3}`).
+fn array_literal(values: &[i32]) -> String {
+    let items: Vec<String> = values.iter().map(i32::to_string).collect();
+    format!("{{{}}}", items.join(","))
 }
 
 /// Most rows one `DELETE` of [`prune_before`] removes, so pruning a year of 100,000 targets
@@ -293,19 +340,24 @@ pub const PRUNE_BATCH: i64 = 10_000;
 pub struct Pruned {
     /// Rows of `verdict_hours`.
     pub hours: u64,
+    /// Rows of `verdict_days` (days wholly before the cutoff).
+    pub days: u64,
     /// Closed incidents and degraded periods.
     pub incidents: u64,
 }
 
-/// Deletes the verdict hours before `cutoff` and the incidents closed before it, in
+/// Deletes the verdict hours and days before `cutoff` and the incidents closed before it, in
 /// statements of at most [`PRUNE_BATCH`] rows. Open incidents are kept however old.
 pub async fn prune_before(pool: &PgPool, cutoff: DateTime<Utc>) -> Result<Pruned, SinkError> {
     const HOURS: &str = "DELETE FROM verdict_hours WHERE ctid = ANY(ARRAY(\
         SELECT ctid FROM verdict_hours WHERE hour < $1 LIMIT $2))";
+    const DAYS: &str = "DELETE FROM verdict_days WHERE ctid = ANY(ARRAY(\
+        SELECT ctid FROM verdict_days WHERE day < ($1 AT TIME ZONE 'UTC')::date LIMIT $2))";
     const CLOSED: &str = "DELETE FROM incidents WHERE ctid = ANY(ARRAY(\
         SELECT ctid FROM incidents WHERE closed_at < $1 LIMIT $2))";
     Ok(Pruned {
         hours: delete_in_batches(pool, HOURS, cutoff, PRUNE_BATCH).await?,
+        days: delete_in_batches(pool, DAYS, cutoff, PRUNE_BATCH).await?,
         incidents: delete_in_batches(pool, CLOSED, cutoff, PRUNE_BATCH).await?,
     })
 }

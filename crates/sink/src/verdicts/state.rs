@@ -15,6 +15,8 @@ use monitor_core::report::{FailureClass, Report, Status};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::latency::Histogram;
+
 /// A time: microseconds since the Unix epoch.
 pub type Micros = i64;
 
@@ -70,6 +72,8 @@ pub struct ReportFacts {
     pub outcome: Outcome,
     /// Expiry of the server's certificate, when the check saw one.
     pub cert_not_after: Option<Micros>,
+    /// The check's total time in milliseconds, when it found the target up.
+    pub response_ms: Option<f64>,
 }
 
 impl ReportFacts {
@@ -90,6 +94,9 @@ impl ReportFacts {
             period_us: ((report.period_s * 1e6) as i64).max(1),
             outcome,
             cert_not_after: report.tls_cert_not_after.map(|t| t.timestamp_micros()),
+            response_ms: report
+                .response_time_ms
+                .filter(|_| report.status == Status::Up),
         }
     }
 }
@@ -158,8 +165,9 @@ impl Kind {
 /// An hour, in microseconds: verdicts are counted per target and hour.
 pub const HOUR_US: i64 = 3_600_000_000;
 
-/// Final slots of one hour by verdict: up, degraded, down, unknown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Final slots of one hour by verdict: up, degraded, down, unknown; and the response times of
+/// the up checks folded while it was the newest hour.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct HourCounts {
     /// The hour's start.
     #[serde(rename = "h")]
@@ -170,6 +178,11 @@ pub struct HourCounts {
     /// Slots in a maintenance window, whatever their verdict: left out of uptime.
     #[serde(rename = "m", default, skip_serializing_if = "is_zero")]
     pub maintenance: u32,
+    /// Response times of the checks that found the target up, folded while this was the
+    /// newest hour (a check is counted when folded, its slot final or not: at an hour's turn
+    /// a grace period's worth falls in the hour before).
+    #[serde(rename = "rt", default, skip_serializing_if = "Histogram::is_empty")]
+    pub response: Histogram,
 }
 
 fn is_zero(n: &u32) -> bool {

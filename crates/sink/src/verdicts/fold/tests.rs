@@ -29,6 +29,7 @@ fn facts(region: &str, slot: i64, outcome: Outcome) -> ReportFacts {
         period_us: PERIOD,
         outcome,
         cert_not_after: None,
+        response_ms: None,
     }
 }
 
@@ -450,7 +451,7 @@ fn an_hours_verdict_counts_are_complete_once_a_slot_of_a_later_hour_is_final() {
     let in_first_hour = (first_hour + HOUR_US - T0 + minute - 1) / minute;
     assert_eq!(counted[0].counts.iter().sum::<u32>() as i64, in_first_hour);
     assert!(
-        s.hour.is_some_and(|h| h.hour > first_hour),
+        s.hour.as_ref().is_some_and(|h| h.hour > first_hour),
         "the current hour is in the state"
     );
 }
