@@ -584,6 +584,72 @@ async fn a_target_made_through_the_api_is_judged_by_its_own_rules() {
     db.drop_database().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka and PostgreSQL: run scripts/test.sh"]
+async fn a_public_target_made_through_the_api_joins_the_status_page_and_leaves_it_when_deleted() {
+    let db = TestDatabase::create().await;
+    let (sink, addr, _, _dir) = sink_on(&db, &unique_name("api"), FILE_TARGETS).await;
+    let status_ids = || async {
+        let answer = call(addr, Method::GET, "/api/v1/status", None, None, &[]).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        let targets = answer.json["targets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        targets
+            .iter()
+            .filter_map(|t| t["id"].as_str().map(String::from))
+            .collect::<Vec<_>>()
+    };
+    let wait_for_ids = |expected: Vec<&'static str>| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ids = status_ids().await;
+            if ids == expected {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the status shows {ids:?}, not {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    for (id, public) in [("open", true), ("hidden", false)] {
+        let made = admin(
+            addr,
+            Method::POST,
+            "/api/v1/targets",
+            Some(json!({
+                "id": id, "url": format!("https://{id}.example/"), "public": public
+            })),
+        )
+        .await;
+        assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    }
+    wait_for_ids(vec!["open"]).await;
+    let badge = call(
+        addr,
+        Method::GET,
+        "/badge/hidden/status.svg",
+        None,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        badge.status,
+        StatusCode::NOT_FOUND,
+        "a target not public has no badge"
+    );
+    let deleted = admin(addr, Method::DELETE, "/api/v1/targets/open", None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    wait_for_ids(vec![]).await;
+
+    sink.stop().await.expect("the sink stops cleanly");
+    db.drop_database().await;
+}
+
 /// The first `sh` block of the README's "Targets API" section.
 fn readme_api_commands() -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
