@@ -29,13 +29,17 @@
 //!   outbox in the same transaction) and delivered to the channels each target is routed to,
 //!   at least once, under a key receivers deduplicate on.
 //! - [`uptime`]: the summary of `sink report`, read from the verdicts and the stored results.
+//! - [`catalog`]: every target the sink knows, the settings file's and those made through the
+//!   API, followed by the fold's rules and the status page.
+//! - [`http`]: the HTTP side on `sink.http_listen`, serving two rooms: [`api`] (the targets
+//!   API, its audit, the outbox onto the targets topic and "check now") and [`status`] (the
+//!   public status page, its JSON and badges, from per-day rollups).
 //! - [`db`]: connecting to PostgreSQL and the embedded migrations.
 //! - [`metrics`], [`retry`], [`error`]: the Prometheus metrics and readiness, waiting out
 //!   outages, and the error type, used on every floor.
 //!
-//! The SQL lives in [`store`], [`store::partitions`], [`verdicts`], [`leases`] and
-//! [`uptime`]. What reads the stored results and incidents (notifications, an HTTP API)
-//! gets rooms of its own beside [`uptime`].
+//! The SQL lives in [`store`], [`store::partitions`], [`verdicts`], [`leases`], [`uptime`],
+//! [`catalog`], [`api`] and [`status`].
 //!
 //! ## Exactly once
 //! rskafka has no consumer groups and no offset commit, so offsets live in PostgreSQL, in the
