@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::api;
 use crate::catalog::{self, Catalog, Followers};
-use crate::consumer::Consumer;
+use crate::consumer::{Budget, Consumer};
 use crate::coordinator::Coordinator;
 use crate::db;
 use crate::error::SinkError;
@@ -218,6 +218,7 @@ async fn run_on_kafka(
         topic: settings.kafka.topic.clone(),
         config: Coordinator::consumer_config(&settings),
         metrics: metrics.clone(),
+        budget: Budget::new(settings.sink.max_bytes_in_flight),
     };
     let coordinator = Coordinator::new(&settings, consumer, metrics.clone())?;
 

@@ -9,7 +9,10 @@
 //! of that one. Each message is decoded (see [`crate::decode`]) as it joins the batch, so the
 //! store only ever sees decoded batches. A batch the database refuses for its data is bisected
 //! by the store, so no message can stop the partition; the partition's progress is reported to
-//! [`SinkMetrics`], which makes a stall visible in `/metrics` and `/readyz`.
+//! [`SinkMetrics`], which makes a stall visible in `/metrics` and `/readyz`. What all partitions
+//! of a replica hold at once is bounded by one [`Budget`] (`sink.max_bytes_in_flight`).
+
+mod budget;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -29,6 +32,8 @@ use crate::error::SinkError;
 use crate::metrics::{PartitionLabels, SinkMetrics};
 use crate::retry::retry_until_stopped;
 use crate::store::{Batch, ReportStore, Stored};
+
+pub use budget::{Budget, Share, MIN_FETCH_BYTES};
 
 /// Most bytes asked for in one fetch.
 pub const MAX_FETCH_BYTES: i32 = 8 * 1024 * 1024;
@@ -106,6 +111,8 @@ pub struct Consumer {
     pub config: ConsumerConfig,
     /// Where progress is recorded.
     pub metrics: Arc<SinkMetrics>,
+    /// The message bytes the replica's partitions may hold at once.
+    pub budget: Arc<Budget>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -131,9 +138,12 @@ impl Consumer {
             "consuming"
         );
         let _watch = StallWatch::start(self.metrics.clone(), partition);
+        let mut share = self.budget.join();
         loop {
             let mut batch = position.next_batch(&self.topic);
-            position.fill_batch(&mut batch, &self.metrics, &stop).await;
+            position
+                .fill_batch(&mut batch, &mut share, &self.metrics, &stop)
+                .await;
             if !batch.is_empty() || Some(batch.next_offset) != position.expected {
                 let stored = store_batch(&self.store, &mut batch, &self.metrics, &stop).await;
                 position.stored(&batch, &self.metrics);
@@ -142,6 +152,7 @@ impl Consumer {
                     return Ok(());
                 }
             }
+            share.hold(position.pending_bytes);
             if stop.is_cancelled() {
                 return Ok(());
             }
@@ -180,6 +191,7 @@ impl Consumer {
             // Nothing stored yet: consumption starts at the earliest offset.
             start: position,
             pending: VecDeque::new(),
+            pending_bytes: 0,
             high_watermark: None,
         })
     }
@@ -198,6 +210,8 @@ struct Position {
     start: i64,
     /// Fetched messages that did not fit in the last batch; `position` is past them.
     pending: VecDeque<RecordAndOffset>,
+    /// Bytes of keys and values in `pending`.
+    pending_bytes: usize,
     /// The partition's high watermark, once fetched.
     high_watermark: Option<i64>,
 }
@@ -210,10 +224,12 @@ impl Position {
     }
 
     /// Fills `batch` from what is pending and from fetches until it is full, its linger is
-    /// over or `stop` fires, or the partition must start again from its earliest offset.
+    /// over, the budget is spent while it holds messages, or `stop` fires, or the partition
+    /// must start again from its earliest offset.
     async fn fill_batch(
         &mut self,
         batch: &mut Batch,
+        share: &mut Share,
         metrics: &SinkMetrics,
         stop: &CancellationToken,
     ) {
@@ -224,15 +240,20 @@ impl Position {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
+            let Some(fetch_bytes) = reserve_fetch(share, batch, stop).await else {
+                break;
+            };
             let max_wait_ms = max_wait_ms(deadline, self.config.fetch_max_wait);
+            let max_bytes = i32::try_from(fetch_bytes).unwrap_or(MAX_FETCH_BYTES);
             let fetched = tokio::select! {
                 _ = stop.cancelled() => break,
-                r = self.client.fetch_records(self.position, 1..MAX_FETCH_BYTES, max_wait_ms) => r,
+                r = self.client.fetch_records(self.position, 1..max_bytes, max_wait_ms) => r,
             };
             match fetched {
                 Ok((records, watermark)) => {
                     backoff.reset();
                     self.take(records, watermark, batch, metrics);
+                    share.hold(batch.bytes() + self.pending_bytes);
                     deadline = self.linger_from(batch, deadline);
                 }
                 Err(KafkaError::ServerError {
@@ -245,6 +266,7 @@ impl Position {
                     break;
                 }
                 Err(e) => {
+                    share.hold(batch.bytes() + self.pending_bytes);
                     warn!(error = %e, "fetch failed; retrying");
                     if !backoff.sleep(stop.cancelled()).await {
                         break;
@@ -275,6 +297,7 @@ impl Position {
         for record in records {
             if record.offset >= self.position {
                 self.position = record.offset + 1;
+                self.pending_bytes += record_bytes(&record);
                 self.pending.push_back(record);
             }
         }
@@ -318,6 +341,7 @@ impl Position {
             let Some(record) = self.pending.pop_front() else {
                 break;
             };
+            self.pending_bytes -= record_bytes(&record);
             let window = &self.config.window;
             let (key, value) = (record.record.key, record.record.value);
             decode::push(batch, window, record.offset, key, value);
@@ -354,6 +378,33 @@ fn max_wait_ms(deadline: Option<Instant>, fetch_max_wait: Duration) -> i32 {
     i32::try_from(max_wait.as_millis())
         .unwrap_or(i32::MAX)
         .max(1)
+}
+
+/// Reserves the next fetch's bytes and returns them; `None` when the batch should be stored
+/// first (the budget is spent and the batch holds messages) or `stop` fired while waiting.
+async fn reserve_fetch(
+    share: &mut Share,
+    batch: &Batch,
+    stop: &CancellationToken,
+) -> Option<usize> {
+    let bytes = share.fetch_bytes(MAX_FETCH_BYTES as usize);
+    if share.try_reserve(bytes) {
+        return Some(bytes);
+    }
+    if !batch.is_empty() {
+        debug!("the replica's bytes in flight are spent: storing the batch first");
+        return None;
+    }
+    tokio::select! {
+        _ = stop.cancelled() => None,
+        _ = share.reserve(bytes) => Some(bytes),
+    }
+}
+
+/// Bytes of a record's key and value, as counted in batches.
+fn record_bytes(record: &RecordAndOffset) -> usize {
+    record.record.key.as_ref().map_or(0, Vec::len)
+        + record.record.value.as_ref().map_or(0, Vec::len)
 }
 
 /// Whether the batch is as large as a batch may be.

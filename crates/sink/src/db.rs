@@ -19,7 +19,7 @@ use std::time::Duration;
 use monitor_core::runtime::trust::{self, RootsSource};
 use monitor_core::settings::{DatabaseSettings, SslMode};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use tracing::warn;
 
 use crate::error::SinkError;
@@ -129,11 +129,21 @@ pub fn connect_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, 
 
 /// A pool for the batches. Connections are made lazily, so a database that is down at start
 /// is waited for by the callers' retries rather than failing here. Each connection gets
-/// [`tcp_bounds`] and [`IDLE_IN_TRANSACTION_TIMEOUT`].
+/// [`tcp_bounds`] and [`IDLE_IN_TRANSACTION_TIMEOUT`]. A connection gives back its buffers'
+/// spare room when it returns to the pool: a connection keeps the capacity of the largest
+/// statement it sent (a batch of large reports: megabytes) until told to shrink, so without
+/// it every pooled connection would hold a batch's worth of memory outside the sink's
+/// `max_bytes_in_flight`.
 pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, SinkError> {
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                conn.shrink_buffers();
+                Ok(true)
+            })
+        })
         .after_connect(|conn, _| {
             Box::pin(async move {
                 let mut bounds = tcp_bounds();

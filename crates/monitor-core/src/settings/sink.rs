@@ -12,6 +12,7 @@ use super::problems::{ConfigError, Problem, Problems};
 use super::source::SettingsSource;
 use super::status::{read_status_section, StatusSettings};
 use super::target::{read_targets, Reader, TargetSettings};
+use super::units::format_size;
 use super::verdicts::{read_verdict_section, VerdictSettings};
 use super::walk::{read_admin_listen, Section};
 
@@ -22,6 +23,15 @@ pub const MAX_FETCH_MAX_WAIT: Duration = Duration::from_secs(60);
 /// Longest `sink.rebalance_interval`.
 pub const MAX_REBALANCE_INTERVAL: Duration = Duration::from_secs(600);
 
+/// Default `sink.max_bytes_in_flight`: the message bytes one replica's partitions hold at once
+/// (fetched and not yet stored). The process needs several times this at its peak: each byte is
+/// held as fetched, as a decoded report and as a statement's parameter (see
+/// `docs/benchmarks.md`).
+pub const DEFAULT_MAX_BYTES_IN_FLIGHT: u64 = 64 << 20;
+/// Smallest `sink.max_bytes_in_flight`: one message at a broker's default bound.
+pub const MIN_MAX_BYTES_IN_FLIGHT: u64 = 1 << 20;
+/// Largest `sink.max_bytes_in_flight`.
+pub const MAX_MAX_BYTES_IN_FLIGHT: u64 = 64 << 30;
 /// Default admin address of the sink.
 pub const SINK_ADMIN_LISTEN: &str = "0.0.0.0:9102";
 /// Everything the sink needs.
@@ -63,6 +73,8 @@ pub struct SinkSection {
     /// a transaction still running then is abandoned (its offset did not move, so its
     /// messages are read again). Keep it well under the pod's termination grace period.
     pub shutdown_timeout: Duration,
+    /// Bound on the message bytes all partitions of this replica hold at once.
+    pub max_bytes_in_flight: u64,
     /// `[sink.verdicts]`: how reports become verdicts, state and incidents, by default.
     pub verdicts: VerdictSettings,
     /// `[[sink.maintenance]]`: when targets' failures are expected.
@@ -164,6 +176,7 @@ fn read_sink_section(
             problems,
         )
         .unwrap_or(Duration::from_millis(500));
+    let max_bytes_in_flight = read_max_bytes_in_flight(&mut s, problems);
     let migrate_on_start = s.bool("migrate_on_start", true, problems);
     let retention = if s.has("retention") {
         s.duration("retention", Duration::ZERO, problems)
@@ -200,6 +213,7 @@ fn read_sink_section(
     s.finish(problems);
     SinkSection {
         batch_size,
+        max_bytes_in_flight,
         batch_linger,
         fetch_max_wait,
         migrate_on_start,
@@ -216,11 +230,37 @@ fn read_sink_section(
     }
 }
 
+/// `sink.max_bytes_in_flight`, within [`MIN_MAX_BYTES_IN_FLIGHT`] and
+/// [`MAX_MAX_BYTES_IN_FLIGHT`].
+fn read_max_bytes_in_flight(s: &mut Section<'_>, problems: &mut Problems) -> u64 {
+    let bytes = s.size(
+        "max_bytes_in_flight",
+        DEFAULT_MAX_BYTES_IN_FLIGHT,
+        MAX_MAX_BYTES_IN_FLIGHT,
+        problems,
+    );
+    if bytes < MIN_MAX_BYTES_IN_FLIGHT {
+        problems.push(Problem::new(
+            &s.path_of("max_bytes_in_flight"),
+            format!(
+                "{bytes} bytes is below the minimum {}: give at least \"1MiB\" (one message at a broker's default bound)",
+                format_size(MIN_MAX_BYTES_IN_FLIGHT)
+            ),
+        ));
+        return DEFAULT_MAX_BYTES_IN_FLIGHT;
+    }
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sink_with(shutdown_timeout: Option<&str>) -> Result<SinkSettings, ConfigError> {
+        sink_with_env("WEBMON__SINK__SHUTDOWN_TIMEOUT", shutdown_timeout)
+    }
+
+    fn sink_with_env(key: &str, value: Option<&str>) -> Result<SinkSettings, ConfigError> {
         let mut env: std::collections::HashMap<String, String> = [
             ("WEBMON__KAFKA__BROKERS", "k:9092"),
             ("WEBMON__KAFKA__TOPIC", "t"),
@@ -229,8 +269,8 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        if let Some(t) = shutdown_timeout {
-            env.insert("WEBMON__SINK__SHUTDOWN_TIMEOUT".into(), t.into());
+        if let Some(v) = value {
+            env.insert(key.into(), v.into());
         }
         SinkSettings::load(&crate::settings::SettingsSource {
             file: None,
@@ -249,6 +289,24 @@ mod tests {
             let err = sink_with(Some(bad)).expect_err("out of range").to_string();
             assert!(err.contains("sink.shutdown_timeout"), "{bad}: {err}");
             assert!(err.contains("termination grace"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_sinks_bytes_in_flight_default_and_bounds() {
+        let key = "WEBMON__SINK__MAX_BYTES_IN_FLIGHT";
+        let default = sink_with_env(key, None).expect("valid");
+        assert_eq!(
+            default.sink.max_bytes_in_flight,
+            DEFAULT_MAX_BYTES_IN_FLIGHT
+        );
+        let set = sink_with_env(key, Some("16MiB")).expect("valid");
+        assert_eq!(set.sink.max_bytes_in_flight, 16 << 20);
+        for bad in ["512KiB", "100GiB", "lots"] {
+            let err = sink_with_env(key, Some(bad))
+                .expect_err("refused")
+                .to_string();
+            assert!(err.contains("sink.max_bytes_in_flight"), "{bad}: {err}");
         }
     }
 }
