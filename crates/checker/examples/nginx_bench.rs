@@ -10,9 +10,14 @@
 //! `/proc/self/stat`), lateness, and the peak RSS.
 //!
 //! ```sh
-//! cargo run --release -p checker --example nginx_bench -- [DURATION] [TARGETS] [NGINX_WORKERS]
+//! cargo run --release -p checker --example nginx_bench -- [DURATION] [TARGETS] [NGINX_WORKERS] [http|https]
 //! cargo run --release -p checker --example nginx_bench -- 10s            # TARGETS = wrk's rate
+//! cargo run --release -p checker --example nginx_bench -- 10s 0 1 https  # a full TLS handshake each
 //! ```
+//!
+//! With `https`, nginx serves a certificate of a CA made for the run (the targets name it in
+//! `ca_file`), without session resumption, so that wrk and the checker both make a full
+//! handshake per request.
 //!
 //! Needs `nginx` (Debian `nginx-light`) and `wrk` on the `PATH`; nginx runs on loopback ports
 //! with a configuration generated in a temporary directory, not as the system's service.
@@ -52,12 +57,14 @@ fn main() -> BenchResult<()> {
         .and_then(|a| parse_duration(a).ok())
         .unwrap_or(Duration::from_secs(10));
     let targets: Option<usize> = args.get(2).and_then(|a| a.parse().ok());
+    let targets = targets.filter(|n| *n > 0);
     let workers: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1);
+    let https = args.get(4).is_some_and(|a| a == "https");
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let nginx = Nginx::start(workers)?;
+    let nginx = Nginx::start(workers, https)?;
     let children_cpu0 = cpu_seconds(Whose::Children);
-    let wrk_rate = wrk(nginx.ports[0], run_for)?;
+    let wrk_rate = wrk(&nginx.url(0, 0), run_for)?;
     let wrk_cpu = cpu_seconds(Whose::Children) - children_cpu0;
     println!(
         "nginx: {workers} worker(s); wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -H \"Connection: close\" for {run_for:?}: {wrk_rate:.0} requests/s, wrk's cpu {:.1} µs per request",
@@ -65,11 +72,10 @@ fn main() -> BenchResult<()> {
     );
     let peak_n = targets.unwrap_or(wrk_rate.round() as usize);
     let runtime = tokio::runtime::Runtime::new()?;
-    let ports = Arc::new(nginx.ports.clone());
     let run = |name, n| {
+        let targets = bench_targets(name, &nginx, n);
         // On the runtime's workers, as the checker's own tasks run (not on this thread).
-        let ports = ports.clone();
-        runtime.block_on(runtime.spawn(async move { scenario(name, &ports, n, run_for).await }))
+        runtime.block_on(runtime.spawn(async move { scenario(name, targets?, n, run_for).await }))
     };
     let peak = run("peak", peak_n)??;
     peak.print(wrk_rate);
@@ -149,11 +155,10 @@ impl Figures {
 /// of the last `run_for`.
 async fn scenario(
     name: &'static str,
-    ports: &[u16],
+    settings: CheckerSettings,
     n: usize,
     run_for: Duration,
 ) -> BenchResult<Figures> {
-    let settings = bench_settings(name, ports, n)?;
     let list: Vec<Arc<TargetSettings>> = settings.targets.iter().cloned().map(Arc::new).collect();
     let (_targets_tx, targets_rx) = watch::channel(list);
     let (tx, mut rx) = mpsc::channel(100_000);
@@ -205,7 +210,11 @@ impl Figures {
             Status::Missed => self.missed += 1,
         }
         if r.status == Status::Down && self.failure.is_none() {
-            self.failure = Some(format!("{:?}: {}", r.failure_class, r.error.unwrap_or_default()));
+            self.failure = Some(format!(
+                "{:?}: {}",
+                r.failure_class,
+                r.error.unwrap_or_default()
+            ));
         }
         self.response_ms += r.response_time_ms.unwrap_or(0.0);
         let late = (r.started_at - r.scheduled_at)
@@ -229,13 +238,17 @@ async fn drain_until(
     }
 }
 
-/// Settings of `n` targets every [`PERIOD`] spread over `ports`, the rest the defaults.
-fn bench_settings(name: &str, ports: &[u16], n: usize) -> BenchResult<CheckerSettings> {
+/// Settings of `n` targets every [`PERIOD`] spread over nginx's ports, the rest the defaults.
+fn bench_targets(name: &str, nginx: &Nginx, n: usize) -> BenchResult<CheckerSettings> {
+    let ca_file = match nginx.https {
+        true => format!(r#","ca_file":"{}""#, nginx.dir.join("ca.pem").display()),
+        false => String::new(),
+    };
     let targets: Vec<String> = (0..n)
         .map(|i| {
             format!(
-                r#"{{"id":"{name}-{i}","url":"http://127.0.0.1:{}/{i}","period":{},"timeout":{}}}"#,
-                ports[i % ports.len()],
+                r#"{{"id":"{name}-{i}","url":"{}","period":{},"timeout":{}{ca_file}}}"#,
+                nginx.url(i, i),
                 PERIOD.as_secs_f64(),
                 TIMEOUT.as_secs_f64()
             )
@@ -254,8 +267,8 @@ fn bench_settings(name: &str, ports: &[u16], n: usize) -> BenchResult<CheckerSet
     Ok(settings.map_err(|e| format!("bench settings: {e}"))?)
 }
 
-/// wrk's requests per second against `port`, a new connection per request.
-fn wrk(port: u16, run_for: Duration) -> BenchResult<f64> {
+/// wrk's requests per second against `url`, a new connection per request.
+fn wrk(url: &str, run_for: Duration) -> BenchResult<f64> {
     let output = Command::new("wrk")
         .args([
             "-t",
@@ -265,7 +278,7 @@ fn wrk(port: u16, run_for: Duration) -> BenchResult<f64> {
         ])
         .args(["-d", &format!("{}s", run_for.as_secs().max(1))])
         .args(["-H", "Connection: close"])
-        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg(url)
         .output()
         .map_err(|e| format!("cannot run wrk (apt-get install wrk): {e}"))?;
     let text = String::from_utf8_lossy(&output.stdout);
@@ -286,14 +299,21 @@ struct Nginx {
     child: Child,
     dir: PathBuf,
     ports: Vec<u16>,
+    https: bool,
 }
 
 impl Nginx {
-    fn start(workers: usize) -> BenchResult<Nginx> {
+    fn start(workers: usize, https: bool) -> BenchResult<Nginx> {
         let dir = std::env::temp_dir().join(format!("nginx-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let ports = free_ports(PORTS)?;
-        std::fs::write(dir.join("nginx.conf"), nginx_conf(&dir, &ports, workers))?;
+        if https {
+            write_certificates(&dir)?;
+        }
+        std::fs::write(
+            dir.join("nginx.conf"),
+            nginx_conf(&dir, &ports, workers, https),
+        )?;
         let child = Command::new("nginx")
             .arg("-p")
             .arg(&dir)
@@ -304,9 +324,20 @@ impl Nginx {
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot run nginx (apt-get install nginx-light): {e}"))?;
-        let nginx = Nginx { child, dir, ports };
+        let nginx = Nginx {
+            child,
+            dir,
+            ports,
+            https,
+        };
         nginx.wait_listening()?;
         Ok(nginx)
+    }
+
+    /// The URL of path `/{path}` on the `i`-th port (modulo [`PORTS`]).
+    fn url(&self, i: usize, path: usize) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/{path}", self.ports[i % PORTS])
     }
 
     fn wait_listening(&self) -> BenchResult<()> {
@@ -332,12 +363,19 @@ impl Drop for Nginx {
     }
 }
 
-fn nginx_conf(dir: &Path, ports: &[u16], workers: usize) -> String {
+fn nginx_conf(dir: &Path, ports: &[u16], workers: usize, https: bool) -> String {
     let d = dir.display();
-    let listen: String = ports
+    let ssl = if https { " ssl" } else { "" };
+    let mut listen: String = ports
         .iter()
-        .map(|p| format!("    listen 127.0.0.1:{p} backlog=4096;\n"))
+        .map(|p| format!("    listen 127.0.0.1:{p}{ssl} backlog=4096;\n"))
         .collect();
+    if https {
+        listen.push_str(&format!(
+            "    ssl_certificate {d}/cert.pem;\n    ssl_certificate_key {d}/key.pem;\n\
+             ssl_session_cache off;\n    ssl_session_tickets off;\n"
+        ));
+    }
     format!(
         "worker_processes {workers};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
          worker_rlimit_nofile 65536;\nevents {{ worker_connections 16384; }}\nhttp {{\n  access_log off;\n\
@@ -345,6 +383,23 @@ fn nginx_conf(dir: &Path, ports: &[u16], workers: usize) -> String {
          uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  server {{\n{listen}\
          location / {{ default_type text/plain; return 200 \"ok\\n\"; }}\n  }}\n}}\n"
     )
+}
+
+/// A CA made for the run (`ca.pem`) and nginx's certificate for 127.0.0.1 it signed
+/// (`cert.pem`, `key.pem`) in `dir`.
+fn write_certificates(dir: &Path) -> BenchResult<()> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate()?;
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])?.signed_by(&key, &issuer)?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    std::fs::write(dir.join("cert.pem"), cert.pem())?;
+    std::fs::write(dir.join("key.pem"), key.serialize_pem())?;
+    Ok(())
 }
 
 /// `n` loopback ports free at the time of asking.
