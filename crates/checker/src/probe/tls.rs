@@ -63,12 +63,14 @@ impl TrustStore {
         &self,
         ca_file: Option<&Path>,
     ) -> Result<Arc<rustls::ClientConfig>, String> {
-        let mut configs = self.configs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(config) = configs.get(&ca_file.map(Path::to_path_buf)) {
+        let key = ca_file.map(Path::to_path_buf);
+        let configs = || self.configs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(config) = configs().get(&key) {
             return Ok(config.clone());
         }
+        // Built without the lock (the CA file is read): two first checks may both build one.
         let config = Arc::new(self.build_config(ca_file)?);
-        configs.insert(ca_file.map(Path::to_path_buf), config.clone());
+        configs().insert(key, config.clone());
         Ok(config)
     }
 
