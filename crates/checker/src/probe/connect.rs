@@ -3,6 +3,7 @@
 //! timed into the [`Outcome`] and bounded by the check's deadline.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use monitor_core::report::FailureClass;
@@ -11,67 +12,48 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
-use url::Host;
 
 use super::deadline::within;
 use super::outcome::{add, Failure, Outcome};
 use super::tls::{self, TrustStore};
 
 /// Where a hop connects: the URL's host as written and bare (without an IPv6 address's
-/// brackets), the address when the host is one (parsed once, with the URL), and the port.
-pub(super) struct Endpoint<'u> {
-    pub host: &'u str,
-    pub bare_host: &'u str,
-    pub ip: Option<IpAddr>,
+/// brackets), and the port.
+pub(super) struct Endpoint {
+    pub host: String,
+    pub bare_host: String,
     pub port: u16,
 }
 
-impl Endpoint<'_> {
-    pub fn of(url: &url::Url) -> Endpoint<'_> {
-        let host = url.host_str().unwrap_or_default();
-        let ip = match url.host() {
-            Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-            Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-            _ => None,
-        };
+impl Endpoint {
+    pub fn of(url: &url::Url) -> Endpoint {
+        let host = url.host_str().unwrap_or_default().to_string();
+        let bare_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         Endpoint {
             port: url.port_or_known_default().unwrap_or(80),
             host,
-            bare_host: host.trim_start_matches('[').trim_end_matches(']'),
-            ip,
-        }
-    }
-}
-
-/// The addresses of a hop: the host's own, or those its name resolved to.
-pub(super) enum Addrs {
-    One(SocketAddr),
-    Resolved(Vec<SocketAddr>),
-}
-
-impl Addrs {
-    pub fn as_slice(&self) -> &[SocketAddr] {
-        match self {
-            Addrs::One(addr) => std::slice::from_ref(addr),
-            Addrs::Resolved(addrs) => addrs,
+            bare_host,
         }
     }
 }
 
 /// The addresses of the endpoint: the host itself when it is an address, else a lookup.
 pub(super) async fn resolve(
-    at: &Endpoint<'_>,
+    at: &Endpoint,
     deadline: Instant,
     out: &mut Outcome,
-) -> Result<Addrs, Failure> {
-    if let Some(ip) = at.ip {
-        return Ok(Addrs::One(SocketAddr::new(ip, at.port)));
+) -> Result<Vec<SocketAddr>, Failure> {
+    if let Ok(ip) = at.bare_host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, at.port)]);
     }
-    let host = at.host;
+    let host = &at.host;
     let t = Instant::now();
     let resolved = within(
         deadline,
-        tokio::net::lookup_host((at.bare_host, at.port)),
+        tokio::net::lookup_host((at.bare_host.as_str(), at.port)),
         || {
             (
                 FailureClass::Dns,
@@ -87,7 +69,7 @@ pub(super) async fn resolve(
     if addrs.is_empty() {
         return Err((FailureClass::Dns, format!("{host} has no address")));
     }
-    Ok(Addrs::Resolved(addrs))
+    Ok(addrs)
 }
 
 /// A TCP connection to the first of `addrs` that takes one.
@@ -144,38 +126,45 @@ pub(super) async fn tcp(
 pub(super) async fn tls(
     trust: &TrustStore,
     target: &TargetSettings,
-    at: &Endpoint<'_>,
+    at: &Endpoint,
     tcp: TcpStream,
     deadline: Instant,
     out: &mut Outcome,
 ) -> Result<TlsStream<TcpStream>, Failure> {
-    let config = trust
-        .client_config(target.ca_file.as_deref())
+    let verifier = trust
+        .verifier(target.ca_file.as_deref())
         .map_err(|e| (FailureClass::Tls, e))?;
-    let server_name = ServerName::try_from(at.bare_host.to_string()).map_err(|e| {
+    let leaf = Arc::new(Mutex::new(None));
+    let config = trust
+        .client_config(verifier, leaf.clone())
+        .map_err(|e| (FailureClass::Tls, e))?;
+    let server_name = ServerName::try_from(at.bare_host.clone()).map_err(|e| {
         (
             FailureClass::Tls,
             format!("{} cannot be a TLS server name: {e}", at.host),
         )
     })?;
     let t = Instant::now();
-    let connecting = tokio_rustls::TlsConnector::from(config).connect(server_name, tcp);
-    let (handshake, leaf) =
-        TrustStore::handshake_recording_leaf(within(deadline, connecting, || {
+    let handshake = within(
+        deadline,
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server_name, tcp),
+        || {
             (
                 FailureClass::Timeout,
                 "TLS handshake did not finish within the timeout".into(),
             )
-        }))
-        .await;
+        },
+    )
+    .await;
     add(&mut out.tls, t.elapsed());
-    if let Some(der) = leaf {
-        out.cert_not_after = trust.not_after(&der);
+    let recorded = leaf.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(der) = recorded {
+        out.cert_not_after = tls::not_after(&der);
     }
     handshake?.map_err(|e| {
         (
             FailureClass::Tls,
-            tls::describe_failure(&e, at.bare_host, out.cert_not_after),
+            tls::describe_failure(&e, &at.bare_host, out.cert_not_after),
         )
     })
 }

@@ -3,7 +3,6 @@
 //! the body memory budget ([`BodyBudget`]), counted up to the cap and kept only when a pattern
 //! needs it.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use http::header::LOCATION;
@@ -15,6 +14,7 @@ use monitor_core::settings::TargetSettings;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::deadline::within;
 use super::outcome::{add, Failure, Outcome};
@@ -83,7 +83,7 @@ pub(super) async fn exchange<S>(
     budget: &BodyBudget,
     target: &TargetSettings,
     stream: S,
-    hop: &HopRequest<'_>,
+    hop: &HopRequest,
     host: &str,
     deadline: Instant,
     out: &mut Outcome,
@@ -91,60 +91,58 @@ pub(super) async fn exchange<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // hyper's handshake only sets the connection up (nothing is sent): it cannot wait.
-    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
-        .max_buf_size(READ_BUFFER_MAX)
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| classify(&e, "starting HTTP"))?;
+    let handshake = within(
+        deadline,
+        hyper::client::conn::http1::Builder::new()
+            .max_buf_size(READ_BUFFER_MAX)
+            .handshake(TokioIo::new(stream)),
+        || {
+            (
+                FailureClass::Timeout,
+                "HTTP handshake did not finish within the timeout".into(),
+            )
+        },
+    )
+    .await?;
+    let (mut sender, connection) = handshake.map_err(|e| classify(&e, "starting HTTP"))?;
+    // The connection task ends with the exchange; aborting it on return (the handle dropped)
+    // closes the socket even when the body was not read to the end.
+    let _connection = AbortOnDropHandle::new(tokio::spawn(async move {
+        let _ = connection.await;
+    }));
+
     let request = build_request(target, hop, host).map_err(|e| {
         (
             FailureClass::Protocol,
             format!("cannot build the request: {e}"),
         )
     })?;
-    let talk = async {
-        let t = Instant::now();
-        let response = within(deadline, sender.send_request(request), || {
-            (
-                FailureClass::Timeout,
-                "no response within the timeout".into(),
-            )
-        })
-        .await;
-        add(&mut out.ttfb, t.elapsed());
-        let response = response?.map_err(|e| classify(&e, "waiting for the response"))?;
-        let status = response.status();
-        out.http_status = Some(status.as_u16());
-        if target.follow_redirects && is_redirect(status) {
-            if let Some(location) = response.headers().get(LOCATION) {
-                return Ok(Some(
-                    String::from_utf8_lossy(location.as_bytes()).into_owned(),
-                ));
-            }
-        }
-        let body = response.into_body();
-        let permit = budget.reserve(target, &body, deadline).await?;
-        let t = Instant::now();
-        let result = read_body(target, body, permit, deadline, out).await;
-        add(&mut out.transfer, t.elapsed());
-        result.map(|()| None)
-    };
-    beside(connection, talk).await
-}
 
-/// Runs `talk` (the request and the response) while driving `connection` (hyper's I/O for it)
-/// in the same task: no task of its own per check, no wake-ups across tasks. `connection` is
-/// dropped when `talk` ends, which closes the socket even when the body was not read to the
-/// end; if `connection` ends first (the server closed it, or it failed), `talk` still gets its
-/// response or hyper's error.
-async fn beside<T>(connection: impl Future, talk: impl Future<Output = T>) -> T {
-    tokio::pin!(connection, talk);
-    tokio::select! {
-        biased;
-        out = &mut talk => out,
-        _ = &mut connection => talk.await,
+    let t = Instant::now();
+    let response = within(deadline, sender.send_request(request), || {
+        (
+            FailureClass::Timeout,
+            "no response within the timeout".into(),
+        )
+    })
+    .await;
+    add(&mut out.ttfb, t.elapsed());
+    let response = response?.map_err(|e| classify(&e, "waiting for the response"))?;
+    let status = response.status();
+    out.http_status = Some(status.as_u16());
+    if target.follow_redirects && is_redirect(status) {
+        if let Some(location) = response.headers().get(LOCATION) {
+            return Ok(Some(
+                String::from_utf8_lossy(location.as_bytes()).into_owned(),
+            ));
+        }
     }
+    let body = response.into_body();
+    let permit = budget.reserve(target, &body, deadline).await?;
+    let t = Instant::now();
+    let result = read_body(target, body, permit, deadline, out).await;
+    add(&mut out.transfer, t.elapsed());
+    result.map(|()| None)
 }
 
 /// Reads the body up to the target's cap: kept in `out.body` when `permit` (a share of the

@@ -26,7 +26,6 @@ mod outcome;
 mod request;
 mod tls;
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
@@ -117,22 +116,19 @@ impl Checker {
         deadline: Instant,
         out: &mut Outcome,
     ) -> Result<(), Failure> {
+        let origin = target.url.origin();
         let mut request = HopRequest {
-            url: Cow::Borrowed(&target.url),
+            url: target.url.clone(),
             method: target.method.clone(),
-            body: target.body.as_deref(),
+            body: target.body.clone(),
             same_origin: true,
         };
-        // Made at the first redirect only: most checks have none.
-        let mut visited: HashSet<Url> = HashSet::new();
+        let mut visited: HashSet<Url> = HashSet::from([request.url.clone()]);
         let mut redirects = 0u32;
         loop {
             let Some(location) = self.hop(target, &request, deadline, out).await? else {
                 return Ok(());
             };
-            if visited.is_empty() {
-                visited.insert(target.url.clone());
-            }
             let status = out.http_status.unwrap_or(0);
             let next = next_url(&request.url, &location, status)?;
             redirects += 1;
@@ -155,7 +151,7 @@ impl Checker {
                 request.method = Method::GET;
                 request.body = None;
             }
-            request.same_origin = next.origin() == target.url.origin();
+            request.same_origin = next.origin() == origin;
             if request.body.is_some() && !request.same_origin {
                 return Err((
                     FailureClass::Redirect,
@@ -164,7 +160,7 @@ impl Checker {
                     ),
                 ));
             }
-            request.url = Cow::Owned(next);
+            request.url = next;
         }
     }
 
@@ -172,19 +168,19 @@ impl Checker {
     async fn hop(
         &self,
         target: &TargetSettings,
-        request: &HopRequest<'_>,
+        request: &HopRequest,
         deadline: Instant,
         out: &mut Outcome,
     ) -> Result<Option<String>, Failure> {
         let at = Endpoint::of(&request.url);
         let addrs = connect::resolve(&at, deadline, out).await?;
-        let tcp = connect::tcp(addrs.as_slice(), at.host, target.timeout, deadline, out).await?;
+        let tcp = connect::tcp(&addrs, &at.host, target.timeout, deadline, out).await?;
         let budget = &self.body_memory;
         if request.url.scheme() == "https" {
             let tls = connect::tls(&self.trust, target, &at, tcp, deadline, out).await?;
-            exchange(budget, target, tls, request, at.host, deadline, out).await
+            exchange(budget, target, tls, request, &at.host, deadline, out).await
         } else {
-            exchange(budget, target, tcp, request, at.host, deadline, out).await
+            exchange(budget, target, tcp, request, &at.host, deadline, out).await
         }
     }
 }

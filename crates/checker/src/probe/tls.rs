@@ -3,10 +3,7 @@
 //! certificate even when the handshake then fails, and the words for why a certificate was
 //! refused.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::future::Future;
-use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -19,28 +16,13 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
-/// Most certificate expiries kept by [`TrustStore::not_after`]; past that the cache starts
-/// again (one entry per distinct server certificate, a few dozen bytes each).
-const MAX_CACHED_EXPIRIES: usize = 10_000;
-
-tokio::task_local! {
-    /// The leaf certificate the server presented during the handshake running in this task
-    /// ([`TrustStore::handshake_recording_leaf`]): the one client configuration per CA file is
-    /// shared by every check, so what one handshake saw is kept with its task.
-    static LEAF: RefCell<Option<CertificateDer<'static>>>;
-}
-
-/// Client configurations by extra CA file, built once and shared by every check of the targets
-/// using them, all on the process's trust roots: no check reads the system's store or builds a
-/// configuration. Certificate expiries are parsed once per certificate.
+/// Verifiers by extra CA file, built once and shared by every check of the targets using them,
+/// all on the process's trust roots: no check reads the system's store.
 #[derive(Debug)]
 pub struct TrustStore {
     provider: Arc<CryptoProvider>,
     roots: &'static Roots,
-    configs: Mutex<HashMap<Option<PathBuf>, Arc<rustls::ClientConfig>>>,
-    /// notAfter by certificate (a keyed hash of its DER).
-    expiries: Mutex<HashMap<u64, Option<DateTime<Utc>>>>,
-    hasher: RandomState,
+    verifiers: Mutex<HashMap<Option<PathBuf>, Arc<WebPkiServerVerifier>>>,
 }
 
 impl Default for TrustStore {
@@ -49,32 +31,23 @@ impl Default for TrustStore {
         TrustStore {
             provider: Arc::new(rustls::crypto::ring::default_provider()),
             roots: trust::roots(),
-            configs: Mutex::new(HashMap::new()),
-            expiries: Mutex::new(HashMap::new()),
-            hasher: RandomState::new(),
+            verifiers: Mutex::new(HashMap::new()),
         }
     }
 }
 
 impl TrustStore {
-    /// The client configuration trusting the process's roots plus the certificates of
-    /// `ca_file`: made on first use, then shared.
-    pub fn client_config(
-        &self,
-        ca_file: Option<&Path>,
-    ) -> Result<Arc<rustls::ClientConfig>, String> {
+    /// The verifier trusting the process's roots plus the certificates of `ca_file`.
+    pub fn verifier(&self, ca_file: Option<&Path>) -> Result<Arc<WebPkiServerVerifier>, String> {
         let key = ca_file.map(Path::to_path_buf);
-        let configs = || self.configs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(config) = configs().get(&key) {
-            return Ok(config.clone());
+        if let Some(v) = self
+            .verifiers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(v.clone());
         }
-        // Built without the lock (the CA file is read): two first checks may both build one.
-        let config = Arc::new(self.build_config(ca_file)?);
-        configs().insert(key, config.clone());
-        Ok(config)
-    }
-
-    fn build_config(&self, ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
         let mut roots = self.roots.store();
         if let Some(path) = ca_file {
             let certs = CertificateDer::pem_file_iter(path)
@@ -87,56 +60,43 @@ impl TrustStore {
                     .map_err(|e| format!("unusable CA certificate in {}: {e}", path.display()))?;
             }
         }
-        let inner =
+        let verifier =
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
                 .build()
                 .map_err(|e| format!("cannot build a certificate verifier: {e}"))?;
+        self.verifiers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, verifier.clone());
+        Ok(verifier)
+    }
+
+    /// A client configuration for one check, whose verifier records the leaf certificate in
+    /// `leaf`.
+    pub fn client_config(
+        &self,
+        verifier: Arc<WebPkiServerVerifier>,
+        leaf: Arc<Mutex<Option<CertificateDer<'static>>>>,
+    ) -> Result<rustls::ClientConfig, String> {
         let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(RecordingVerifier { inner }))
+            .with_custom_certificate_verifier(Arc::new(RecordingVerifier {
+                inner: verifier,
+                leaf,
+            }))
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        // Every check measures a full handshake and sees the server's certificate: a shared
-        // configuration must not resume an earlier check's session.
-        config.resumption = rustls::client::Resumption::disabled();
         Ok(config)
-    }
-
-    /// Runs `handshake`, returning its output and the leaf certificate the server presented,
-    /// if it got that far (also when the handshake then failed).
-    pub async fn handshake_recording_leaf<T>(
-        handshake: impl Future<Output = T>,
-    ) -> (T, Option<CertificateDer<'static>>) {
-        LEAF.scope(RefCell::new(None), async {
-            let out = handshake.await;
-            (out, LEAF.with(|leaf| leaf.take()))
-        })
-        .await
-    }
-
-    /// The expiry of the DER certificate `der`, parsed once per certificate.
-    pub fn not_after(&self, der: &[u8]) -> Option<DateTime<Utc>> {
-        let key = self.hasher.hash_one(der);
-        let mut expiries = self.expiries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(at) = expiries.get(&key) {
-            return *at;
-        }
-        if expiries.len() >= MAX_CACHED_EXPIRIES {
-            expiries.clear();
-        }
-        let at = not_after(der);
-        expiries.insert(key, at);
-        at
     }
 }
 
-/// Delegates every decision to the real verifier, after noting the leaf certificate for the
-/// handshake's task.
+/// Delegates every decision to the real verifier, after noting the leaf certificate.
 #[derive(Debug)]
 struct RecordingVerifier {
     inner: Arc<WebPkiServerVerifier>,
+    leaf: Arc<Mutex<Option<CertificateDer<'static>>>>,
 }
 
 impl ServerCertVerifier for RecordingVerifier {
@@ -148,10 +108,12 @@ impl ServerCertVerifier for RecordingVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let _ = LEAF.try_with(|leaf| *leaf.borrow_mut() = Some(end_entity.clone().into_owned()));
+        *self.leaf.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(end_entity.clone().into_owned());
         self.inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }
+
     fn verify_tls12_signature(
         &self,
         message: &[u8],
