@@ -46,10 +46,52 @@ const MAX_SLEEP: Duration = Duration::from_millis(250);
 /// process); the rest are counted in a log line.
 const MAX_MISSED_PER_CATCH_UP: u32 = 100;
 
+/// Missed slots are logged as a sum at most this often: under overload thousands of slots a
+/// second are missed, and a log line for each would cost more than the slot itself.
+const MISSED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Slots missed since the last log line, and of how many targets.
+#[derive(Debug)]
+struct MissedLog {
+    slots: u64,
+    targets: u64,
+    since: tokio::time::Instant,
+}
+
+impl MissedLog {
+    fn new() -> MissedLog {
+        MissedLog {
+            slots: 0,
+            targets: 0,
+            since: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Counts `missed` slots of `target_id`; logs the sum when it is due.
+    fn count(&mut self, target_id: &str, missed: u32) {
+        self.slots += u64::from(missed);
+        self.targets += 1;
+        if self.since.elapsed() < MISSED_LOG_EVERY && self.targets > 1 {
+            return;
+        }
+        warn!(
+            slots = self.slots,
+            targets = self.targets,
+            last_target_id = %target_id,
+            seconds = self.since.elapsed().as_secs(),
+            "slots missed: the checker could not start them within their period"
+        );
+        self.slots = 0;
+        self.targets = 0;
+        self.since = tokio::time::Instant::now();
+    }
+}
+
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Due {
     at: DateTime<Utc>,
-    target_id: String,
+    /// Shared with [`Live`]'s and [`Queue`]'s keys: one copy of each id, however many slots.
+    target_id: Arc<str>,
     /// Which queue entry of the target this is: only the one [`Live`] names is acted on.
     generation: u64,
 }
@@ -60,7 +102,7 @@ struct Due {
 /// added back or have their period changed, a target has exactly one live entry.
 #[derive(Debug, Default)]
 struct Live {
-    entries: HashMap<String, (Duration, u64)>,
+    entries: HashMap<Arc<str>, (Duration, u64)>,
     next_generation: u64,
 }
 
@@ -72,15 +114,20 @@ impl Live {
     fn reload(&mut self, list: &[Arc<TargetSettings>], now: DateTime<Utc>) -> Vec<Due> {
         let mut fresh = Vec::new();
         for t in list {
-            if self.entries.get(&t.id).is_some_and(|(p, _)| *p == t.period) {
+            if self
+                .entries
+                .get(t.id.as_str())
+                .is_some_and(|(p, _)| *p == t.period)
+            {
                 continue;
             }
             self.next_generation += 1;
+            let id: Arc<str> = Arc::from(t.id.as_str());
             self.entries
-                .insert(t.id.clone(), (t.period, self.next_generation));
+                .insert(id.clone(), (t.period, self.next_generation));
             fresh.push(Due {
                 at: next_slot(&t.id, t.period, now),
-                target_id: t.id.clone(),
+                target_id: id,
                 generation: self.next_generation,
             });
         }
@@ -90,7 +137,7 @@ impl Live {
     /// Whether `due` is the target's live entry.
     fn is_live(&self, due: &Due) -> bool {
         self.entries
-            .get(&due.target_id)
+            .get(&*due.target_id)
             .is_some_and(|(_, g)| *g == due.generation)
     }
 
@@ -129,6 +176,7 @@ pub async fn run_with(
     // A JoinSet, not a detached spawn: when this future is dropped (the caller aborts the
     // scheduler at its shutdown deadline), every check still in flight is aborted with it.
     let mut tasks = JoinSet::new();
+    let mut missed_log = MissedLog::new();
     while let Some((due, target)) = queue.next_due(&stop).await {
         // Backpressure: wait for a free slot rather than spawn without bound.
         let permit = tokio::select! {
@@ -136,15 +184,19 @@ pub async fn run_with(
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let started = Utc::now();
-        let Some(scheduled) = catch_up(&target, due.at, started, &checker_id, &reports).await
-        else {
+        let caught_up = catch_up(&target, due.at, started, &checker_id, &reports);
+        let Some(scheduled) = caught_up.await.map(|(scheduled, missed)| {
+            if missed > 0 {
+                missed_log.count(&target.id, missed);
+            }
+            scheduled
+        }) else {
             return;
         };
         let period = TimeDelta::from_std(target.period).unwrap_or(TimeDelta::MAX);
         queue.heap.push(Reverse(Due {
             at: scheduled + period,
-            target_id: target.id.clone(),
-            generation: due.generation,
+            ..due
         }));
         let check = check.clone();
         let reports = reports.clone();
@@ -161,15 +213,15 @@ pub async fn run_with(
 }
 
 /// Reports `missed` every slot from `due` on whose whole period has passed by `started`, and
-/// returns the latest slot not yet a period old, which is checked now. `None` when `reports`
-/// is closed.
+/// returns the latest slot not yet a period old, which is checked now, and how many slots were
+/// missed. `None` when `reports` is closed.
 async fn catch_up(
     target: &TargetSettings,
     due: DateTime<Utc>,
     started: DateTime<Utc>,
     checker_id: &str,
     reports: &mpsc::Sender<Report>,
-) -> Option<DateTime<Utc>> {
+) -> Option<(DateTime<Utc>, u32)> {
     let period = TimeDelta::from_std(target.period).unwrap_or(TimeDelta::MAX);
     let mut scheduled = due;
     let mut missed = 0u32;
@@ -181,16 +233,13 @@ async fn catch_up(
         missed += 1;
         scheduled += period;
     }
-    if missed > 0 {
-        warn!(target_id = %target.id, missed, "slots missed: the checker could not start them within their period");
-    }
-    Some(scheduled)
+    Some((scheduled, missed))
 }
 
 /// The slots to come: the configured targets, each with its one live queue entry.
 struct Queue {
     targets: watch::Receiver<Vec<Arc<TargetSettings>>>,
-    current: HashMap<String, Arc<TargetSettings>>,
+    current: HashMap<Arc<str>, Arc<TargetSettings>>,
     live: Live,
     heap: BinaryHeap<Reverse<Due>>,
     reload: bool,
@@ -213,7 +262,13 @@ impl Queue {
         let list = self.targets.borrow_and_update().clone();
         let fresh = self.live.reload(&list, Utc::now());
         self.heap.extend(fresh.into_iter().map(Reverse));
-        self.current = list.into_iter().map(|t| (t.id.clone(), t)).collect();
+        let key = |t: &TargetSettings| {
+            self.live
+                .entries
+                .get_key_value(t.id.as_str())
+                .map_or_else(|| Arc::from(t.id.as_str()), |(k, _)| k.clone())
+        };
+        self.current = list.into_iter().map(|t| (key(&t), t)).collect();
         info!(
             targets = self.current.len(),
             queued = self.heap.len(),
@@ -259,7 +314,7 @@ impl Queue {
         if !self.live.is_live(&due) {
             return None;
         }
-        let Some(target) = self.current.get(&due.target_id).cloned() else {
+        let Some(target) = self.current.get(&*due.target_id).cloned() else {
             self.live.retire(&due.target_id);
             return None;
         };
