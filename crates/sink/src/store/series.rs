@@ -161,47 +161,21 @@ async fn insert_targets(
     Ok(())
 }
 
-/// Inserts `series` (skipping stored ones) and returns their ids, in the order given.
+/// Inserts `series` (skipping stored ones) and returns their ids, in the order given. One
+/// statement inserts the new ones and returns their ids with those of the stored ones (rather
+/// than an insert, then a select computing every key again); a series another transaction
+/// committed while it ran is not in that statement's snapshot, and is looked up again after it.
 async fn insert_series(
     tx: &mut Transaction<'_, Postgres>,
     series: &[&SeriesFields],
 ) -> Result<Vec<i32>, SinkError> {
     let c = SeriesColumns::of(series);
-    sqlx::query(&format!(
-        "INSERT INTO series (target_id, url, checker_id, kafka_topic, regexp, timeout_s, \
-           period_s, tls_cert_not_after) \
-         SELECT * FROM {UNNEST_SERIES} ON CONFLICT (key) DO NOTHING"
-    ))
-    .bind(&c.target_id)
-    .bind(&c.url)
-    .bind(&c.checker_id)
-    .bind(&c.topic)
-    .bind(&c.regexp)
-    .bind(&c.timeout_s)
-    .bind(&c.period_s)
-    .bind(&c.cert)
-    .execute(&mut **tx)
-    .await?;
-    let rows: Vec<(i64, i32)> = sqlx::query_as(&format!(
-        "SELECT u.n, s.series_id FROM {UNNEST_SERIES} WITH ORDINALITY \
-           AS u(t, u, c, k, r, o, p, e, n) \
-         JOIN series s ON s.key = series_key(u.t, u.u, u.c, u.k, u.r, u.o, u.p, u.e)"
-    ))
-    .bind(&c.target_id)
-    .bind(&c.url)
-    .bind(&c.checker_id)
-    .bind(&c.topic)
-    .bind(&c.regexp)
-    .bind(&c.timeout_s)
-    .bind(&c.period_s)
-    .bind(&c.cert)
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows: Vec<(i64, Option<i32>)> = bind(&c, INSERT_SERIES).fetch_all(&mut **tx).await?;
     let mut ids = vec![None; series.len()];
-    for (n, id) in rows {
-        if let Some(slot) = usize::try_from(n - 1).ok().and_then(|i| ids.get_mut(i)) {
-            *slot = Some(id);
-        }
+    place(&mut ids, rows);
+    if ids.iter().any(Option::is_none) {
+        let rows: Vec<(i64, Option<i32>)> = bind(&c, FIND_SERIES).fetch_all(&mut **tx).await?;
+        place(&mut ids, rows);
     }
     // Every series was inserted or found just above, in this transaction.
     ids.into_iter()
@@ -209,10 +183,56 @@ async fn insert_series(
         .ok_or_else(|| SinkError::Database(sqlx::Error::RowNotFound))
 }
 
-/// The series as one array per column.
-const UNNEST_SERIES: &str = "UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
-     $5::text[], $6::float8[], $7::float8[], $8::timestamptz[])";
+/// Inserts the series not stored yet; returns each one's position (from 1) and id, the id
+/// NULL for a series stored by a transaction that committed while the statement ran.
+const INSERT_SERIES: &str = "WITH u AS ( \
+       SELECT u.*, series_key(u.t, u.u, u.c, u.k, u.r, u.o, u.p, u.e) AS key \
+       FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+         $6::float8[], $7::float8[], $8::timestamptz[]) WITH ORDINALITY \
+         AS u(t, u, c, k, r, o, p, e, n)), \
+     ins AS ( \
+       INSERT INTO series (target_id, url, checker_id, kafka_topic, regexp, timeout_s, \
+         period_s, tls_cert_not_after) \
+       SELECT t, u, c, k, r, o, p, e FROM u ORDER BY n \
+       ON CONFLICT (key) DO NOTHING RETURNING series_id, key) \
+     SELECT u.n, COALESCE(ins.series_id, s.series_id) FROM u \
+     LEFT JOIN ins ON ins.key = u.key \
+     LEFT JOIN series s ON s.key = u.key";
 
+/// Each series' position (from 1) and id, for the series stored.
+const FIND_SERIES: &str = "SELECT u.n, s.series_id \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+       $6::float8[], $7::float8[], $8::timestamptz[]) WITH ORDINALITY \
+       AS u(t, u, c, k, r, o, p, e, n) \
+     JOIN series s ON s.key = series_key(u.t, u.u, u.c, u.k, u.r, u.o, u.p, u.e)";
+
+/// `statement` with the series' columns bound as $1..$8.
+fn bind<'q>(
+    c: &'q SeriesColumns<'q>,
+    statement: &'q str,
+) -> sqlx::query::QueryAs<'q, Postgres, (i64, Option<i32>), sqlx::postgres::PgArguments> {
+    sqlx::query_as(statement)
+        .bind(&c.target_id)
+        .bind(&c.url)
+        .bind(&c.checker_id)
+        .bind(&c.topic)
+        .bind(&c.regexp)
+        .bind(&c.timeout_s)
+        .bind(&c.period_s)
+        .bind(&c.cert)
+}
+
+/// Puts each found id at its position (from 1).
+fn place(ids: &mut [Option<i32>], rows: Vec<(i64, Option<i32>)>) {
+    for (n, id) in rows {
+        let slot = usize::try_from(n - 1).ok().and_then(|i| ids.get_mut(i));
+        if let (Some(slot), Some(id)) = (slot, id) {
+            *slot = Some(id);
+        }
+    }
+}
+
+/// The series as one array per column.
 struct SeriesColumns<'a> {
     target_id: Vec<&'a str>,
     url: Vec<&'a str>,
