@@ -49,7 +49,7 @@ pub enum SinkError {
     },
     /// A batch needs more new day partitions than one call creates; the rest follow on the
     /// next attempts.
-    #[error("{missing} day partitions of results are missing; {created} were created, the rest follow on the next attempt")]
+    #[error("{missing} day partitions of reports are missing; {created} were created, the rest follow on the next attempt")]
     TooManyNewDays {
         /// Days missing before this call.
         missing: usize,

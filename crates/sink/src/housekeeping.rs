@@ -1,4 +1,4 @@
-//! Housekeeping of the tables: day partitions of `results` created ahead of the reports that
+//! Housekeeping of the tables: day partitions of `reports` created ahead of the reports that
 //! need them and those past `sink.retention` dropped, and verdict hours, closed incidents and
 //! delivered or failed notifications past `sink.verdicts.retention` deleted (kept longer than
 //! the raw results by default: the status page and SLAs read them), and answers to "check

@@ -17,9 +17,10 @@
 //! - [`decode`]: a Kafka message becomes a report or a dead letter of the batch; nothing in a
 //!   message can stop the sink.
 //! - [`store`]: [`store::ReportStore`], the only code that writes the results: one
-//!   transaction per [`store::Batch`] holds its rows, its dead letters and the partition's
-//!   next offset; [`store::partitions`] keeps the day partitions of `results`. Each
-//!   transaction hands its newly inserted reports to [`verdicts`].
+//!   transaction per [`store::Batch`] holds its rows (compact `reports` rows, read through the
+//!   `results` view), its dead letters and the partition's next offset;
+//!   [`store::partitions`] keeps the day partitions of `reports`. Each transaction hands its
+//!   newly inserted reports to [`verdicts`].
 //! - [`verdicts`]: the pure fold of a target's reports into slot verdicts (a quorum of the
 //!   expected regions), state (`down_after`/`up_after`) and incidents, and its tables
 //!   (`target_states`, `incidents`, `verdict_hours`), written in the store's transaction.

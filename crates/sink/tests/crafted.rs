@@ -223,8 +223,8 @@ async fn crafted_messages_are_stored_or_dead_lettered_and_never_stall_the_partit
     assert_eq!(
         count(
             &pool,
-            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'results'::regclass \
-             AND inhrelid::regclass::text ~ '^results_p(2150|1971)'"
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'reports'::regclass \
+             AND inhrelid::regclass::text ~ '^reports_p(2150|1971)'"
         )
         .await,
         0,

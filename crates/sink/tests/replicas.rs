@@ -97,7 +97,7 @@ async fn reports_spanning_many_days_create_a_bounded_number_of_partitions_per_ca
     let reports: Vec<Vec<u8>> = (0..100)
         .map(|n| recent_report("spread", n * 24 * 60))
         .collect();
-    let partitions = "SELECT count(*) FROM pg_inherits WHERE inhparent = 'results'::regclass";
+    let partitions = "SELECT count(*) FROM pg_inherits WHERE inhparent = 'reports'::regclass";
     let mut attempts = 0;
     let stored = loop {
         attempts += 1;
@@ -138,7 +138,7 @@ async fn inserts_and_leases_go_on_while_a_long_reader_holds_results_and_retentio
         .await
         .expect("old day stored");
     let old = "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-               WHERE i.inhparent = 'results'::regclass AND c.relname = 'results_p20260921'";
+               WHERE i.inhparent = 'reports'::regclass AND c.relname = 'reports_p20260921'";
     assert_eq!(count(&pool, old).await, 1);
 
     // A dashboard query that holds results for the whole test.

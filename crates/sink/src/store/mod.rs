@@ -2,6 +2,12 @@
 //! the batch's rows, its dead letters and the partition's next offset, so a crash anywhere
 //! stores a batch wholly or not at all.
 //!
+//! The rows are the compact `reports` (read through the `results` view): each report's
+//! repeated fields are a series id ([`series`]), and the rows go straight into their day's
+//! partition with a binary `COPY` ([`rows`]). A batch holding a report stored before (a
+//! redelivery after a crash) makes that `COPY` fail; the batch is then written again with
+//! `INSERT … ON CONFLICT DO NOTHING`, which skips it.
+//!
 //! A batch the database refuses for a reason tied to its data (a value out of range, a bound
 //! of the schema, an index row too large) is bisected by [`ReportStore::store_bisecting`]: the
 //! message it cannot hold becomes a dead letter, the rest are stored, and the partition moves
@@ -15,24 +21,53 @@
 //! ## Layout
 //! - [`batch`]: [`Batch`], what the decoder fills and the store takes.
 //! - [`text`]: text as PostgreSQL `text` holds it, and dead letters' reasons.
-//! - `sql`: the statements of a batch's transaction.
-//! - [`partitions`]: the day partitions of `results`.
+//! - `series`: the series ids of the reports, and the targets, cached once stored.
+//! - `rows`: the reports' rows: binary `COPY`, or `INSERT … ON CONFLICT DO NOTHING`.
+//! - `sql`: the other statements of a batch's transaction.
+//! - [`partitions`]: the day partitions of `reports`.
 
 mod batch;
 pub mod partitions;
+mod rows;
+mod series;
 mod sql;
 pub mod text;
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, Utc};
+use monitor_core::report::Report;
 use sqlx::PgPool;
 use tracing::warn;
 
 pub use self::batch::{Batch, DeadLetter, Stored};
 use self::partitions::{is_missing_partition, DayPartitions};
+use self::rows::{Row, Rows};
+use self::series::{NewSeries, SeriesCache, SeriesFields};
 use crate::error::SinkError;
 use crate::verdicts::{Folded, Verdicts, Written};
+
+/// SQLSTATE `unique_violation`: a `COPY` met a report stored before.
+const UNIQUE_VIOLATION: &str = "23505";
+
+/// How a transaction writes its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// Binary `COPY` into the day partitions: every row must be new.
+    Copy,
+    /// `INSERT … ON CONFLICT DO NOTHING`: rows stored before are skipped.
+    Insert,
+}
+
+/// Whether a `COPY` failed on a row stored before.
+fn is_duplicate(error: &SinkError) -> bool {
+    match error {
+        SinkError::Database(sqlx::Error::Database(e)) => {
+            e.code().as_deref() == Some(UNIQUE_VIOLATION)
+        }
+        _ => false,
+    }
+}
 
 /// Whether the database refused a statement because of the data it was given, so that the
 /// same data will always be refused: SQLSTATE class 22 (data exception), 23 (integrity
@@ -62,8 +97,10 @@ pub fn is_data_error(error: &SinkError) -> bool {
 #[derive(Debug)]
 pub struct ReportStore {
     pool: PgPool,
-    /// The day partitions of `results`.
+    /// The day partitions of `reports`.
     partitions: DayPartitions,
+    /// The series and targets stored.
+    series: SeriesCache,
     /// The fold of each transaction's new reports, when verdicts are kept.
     verdicts: Option<Verdicts>,
 }
@@ -74,6 +111,7 @@ impl ReportStore {
         ReportStore {
             pool,
             partitions: DayPartitions::default(),
+            series: SeriesCache::default(),
             verdicts: None,
         }
     }
@@ -94,10 +132,11 @@ impl ReportStore {
         Ok(sql::stored_offset(&self.pool, topic, partition).await?)
     }
 
-    /// Stores a batch in one transaction: the targets, the rows (skipping stored
-    /// `report_id`s), the dead letters, and the partition's next offset, which must still be the
-    /// one the batch started from. The day partitions its reports need are created first, and
-    /// again when another replica dropped one this replica believed existed.
+    /// Stores a batch in one transaction: the new targets and series, the rows (skipping
+    /// reports stored before), the dead letters, and the partition's next offset, which must
+    /// still be the one the batch started from. The day partitions its reports need are
+    /// created first, and again when another replica dropped one this replica believed
+    /// existed.
     pub async fn store(&self, batch: &Batch) -> Result<Stored, SinkError> {
         let days: HashSet<NaiveDate> = batch
             .reports
@@ -105,34 +144,51 @@ impl ReportStore {
             .map(|(_, r)| r.scheduled_at.date_naive())
             .collect();
         self.partitions.ensure(&self.pool, &days).await?;
-        match self.store_once(batch).await {
-            Err(e) if is_missing_partition(&e) => {
-                warn!(topic = %batch.topic, partition = batch.partition, error = %e,
-                    "a day partition was dropped elsewhere; creating it again");
-                self.partitions.forget();
-                self.partitions.ensure(&self.pool, &days).await?;
-                self.store_once(batch).await
+        let mut write = Write::Copy;
+        let (mut recreated, mut refolded) = (false, false);
+        loop {
+            match self.store_once(batch, write).await {
+                Err(e) if write == Write::Copy && is_duplicate(&e) => write = Write::Insert,
+                Err(e) if is_missing_partition(&e) && !recreated => {
+                    warn!(topic = %batch.topic, partition = batch.partition, error = %e,
+                        "a day partition was dropped elsewhere; creating it again");
+                    recreated = true;
+                    self.partitions.forget();
+                    self.partitions.ensure(&self.pool, &days).await?;
+                }
+                Err(e @ SinkError::StateConflict { .. }) if !refolded => {
+                    warn!(topic = %batch.topic, partition = batch.partition, error = %e,
+                        "target states were written elsewhere; folding the batch again from the stored states");
+                    refolded = true;
+                }
+                stored => return stored,
             }
-            Err(e @ SinkError::StateConflict { .. }) => {
-                warn!(topic = %batch.topic, partition = batch.partition, error = %e,
-                    "target states were written elsewhere; folding the batch again from the stored states");
-                self.store_once(batch).await
-            }
-            stored => stored,
         }
     }
 
-    async fn store_once(&self, batch: &Batch) -> Result<Stored, SinkError> {
+    async fn store_once(&self, batch: &Batch, write: Write) -> Result<Stored, SinkError> {
         let mut tx = self.pool.begin().await?;
         sql::advance_offset(&mut tx, batch).await?;
-        let inserted = sql::insert_reports(&mut tx, batch, self.verdicts.is_some()).await?;
-        let rows = inserted.rows + sql::insert_checks(&mut tx, batch).await?;
+        let (rows, new_series) = self.rows(&mut tx, batch).await?;
+        let inserted = match write {
+            _ if rows.is_empty() => Vec::new(),
+            Write::Copy => {
+                rows::copy(&mut tx, &rows).await?;
+                rows.positions()
+            }
+            Write::Insert => rows::insert(&mut tx, &rows).await?,
+        };
+        let rows = inserted.len() as u64 + sql::insert_checks(&mut tx, batch).await?;
         let dead_letters = sql::insert_dead_letters(&mut tx, batch).await?;
         let (folded, written) = match &self.verdicts {
-            Some(verdicts) => verdicts.fold(&mut tx, &inserted.reports(batch)).await?,
+            Some(verdicts) => {
+                let reports: Vec<&Report> = inserted.iter().map(|i| &batch.reports[*i].1).collect();
+                verdicts.fold(&mut tx, &reports).await?
+            }
             None => (Folded::default(), Written::default()),
         };
         tx.commit().await?;
+        self.series.remember(new_series);
         if let Some(verdicts) = &self.verdicts {
             verdicts.remember(written);
         }
@@ -142,6 +198,31 @@ impl ReportStore {
             dead_letters,
             folded,
         })
+    }
+
+    /// The rows of the batch's scheduled reports (answers to "check now" requests are stored
+    /// apart), in offset order, each once; their new series are inserted in `tx`.
+    async fn rows(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        batch: &Batch,
+    ) -> Result<(Rows, NewSeries), SinkError> {
+        let scheduled: Vec<usize> = (0..batch.reports.len())
+            .filter(|i| batch.reports[*i].1.check_request.is_none())
+            .collect();
+        let fields: Vec<SeriesFields> = scheduled
+            .iter()
+            .map(|i| SeriesFields::of(&batch.reports[*i].1, &batch.topic))
+            .collect();
+        let (ids, new_series) = series::resolve(tx, &self.series, &fields).await?;
+        let rows = scheduled
+            .iter()
+            .zip(fields.iter().zip(ids))
+            .map(|(i, (f, id))| {
+                let (offset, report) = &batch.reports[*i];
+                (*i, Row::of(report, f, id, batch.partition, *offset))
+            });
+        Ok((Rows::new(rows), new_series))
     }
 
     /// Stores `batch` like [`ReportStore::store`], but a batch the database refuses for its
@@ -179,7 +260,7 @@ impl ReportStore {
         Ok(())
     }
 
-    /// Creates the day partitions of `results` from `days_back` days ago to `days_ahead` days
+    /// Creates the day partitions of `reports` from `days_back` days ago to `days_ahead` days
     /// from now.
     pub async fn create_partitions_around_now(
         &self,
@@ -193,7 +274,7 @@ impl ReportStore {
         self.partitions.ensure(&self.pool, &days).await
     }
 
-    /// Drops the day partitions of `results` that end before `older_than`. Returns their names.
+    /// Drops the day partitions of `reports` that end before `older_than`. Returns their names.
     pub async fn drop_partitions_before(
         &self,
         older_than: DateTime<Utc>,

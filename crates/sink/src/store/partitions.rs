@@ -1,13 +1,15 @@
-//! The day partitions of `results`: created ahead and on demand, dropped past the retention.
+//! The day partitions of `reports` (the rows behind the `results` view): created ahead and on
+//! demand, dropped past the retention. The store writes each report straight into its day's
+//! partition, `reports_pYYYYMMDD`.
 //!
-//! Creating or dropping a partition takes an `ACCESS EXCLUSIVE` lock on `results`. A long
+//! Creating or dropping a partition takes an `ACCESS EXCLUSIVE` lock on `reports`. A long
 //! reader (a dashboard query) holds a lock the DDL must wait for, and every insert queues
 //! behind the waiting DDL, so each DDL statement runs in its own transaction with a short
 //! `lock_timeout` ([`DDL_LOCK_TIMEOUT`]): when the lock is not free, the DDL gives up and is
 //! tried again later while the inserts go on.
 //!
 //! Which days exist is cached per replica, but any replica (or an operator) may drop a day
-//! another one still believes exists: an insert that finds no partition for its row
+//! another one still believes exists: a write that finds no partition for its row
 //! ([`is_missing_partition`]) makes the cache forget what it knew, and the day is created
 //! again on demand, whoever dropped it.
 
@@ -21,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::error::SinkError;
 
-/// Longest a DDL statement on `results` waits for its lock before giving up (and being tried
+/// Longest a DDL statement on `reports` waits for its lock before giving up (and being tried
 /// again later); also the longest an insert can wait behind it.
 pub const DDL_LOCK_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -33,7 +35,10 @@ pub const MAX_NEW_DAYS_PER_CALL: usize = 32;
 /// found for row".
 const CHECK_VIOLATION: &str = "23514";
 
-/// Which day partitions of `results` this replica knows to exist.
+/// SQLSTATE `undefined_table`: a `COPY` into a day partition that does not exist.
+const UNDEFINED_TABLE: &str = "42P01";
+
+/// Which day partitions of `reports` this replica knows to exist.
 #[derive(Debug, Default)]
 pub struct DayPartitions {
     known: Mutex<HashSet<NaiveDate>>,
@@ -68,7 +73,7 @@ impl DayPartitions {
         self.lock().clear();
     }
 
-    /// Drops the day partitions of `results` that end before `older_than`; returns their names.
+    /// Drops the day partitions of `reports` that end before `older_than`; returns their names.
     pub async fn drop_before(
         &self,
         pool: &PgPool,
@@ -105,49 +110,51 @@ impl DayPartitions {
     }
 }
 
-/// Whether `error` is PostgreSQL finding no partition of `results` for a row: the day's
-/// partition was dropped (or never created) behind this replica's back. That error is a
-/// `check_violation` without a constraint name (a CHECK constraint always names itself); the
-/// message is not compared, since servers may translate it.
+/// Whether `error` is PostgreSQL finding no partition of `reports` for a row: the day's
+/// partition was dropped (or never created) behind this replica's back. Through the
+/// partitioned table that error is a `check_violation` without a constraint name (a CHECK
+/// constraint always names itself); a `COPY` straight into the day's partition finds no table
+/// (`undefined_table`). The message is not compared, since servers may translate it.
 pub fn is_missing_partition(error: &SinkError) -> bool {
     match error {
-        SinkError::Database(sqlx::Error::Database(e)) => {
-            e.code().as_deref() == Some(CHECK_VIOLATION)
-                && e.constraint().is_none()
-                && e.table() == Some("results")
-        }
+        SinkError::Database(sqlx::Error::Database(e)) => match e.code().as_deref() {
+            Some(CHECK_VIOLATION) => e.constraint().is_none() && e.table() == Some("reports"),
+            Some(UNDEFINED_TABLE) => true,
+            _ => false,
+        },
         _ => false,
     }
 }
 
-fn partition_name(day: NaiveDate) -> String {
-    format!("results_p{}", day.format("%Y%m%d"))
+/// The name of `day`'s partition of `reports`.
+pub(super) fn partition_name(day: NaiveDate) -> String {
+    format!("reports_p{}", day.format("%Y%m%d"))
 }
 
-/// The days that have a partition of `results` now. Reads the catalog only: takes no lock on
-/// `results`.
+/// The days that have a partition of `reports` now. Reads the catalog only: takes no lock on
+/// `reports`.
 async fn existing_days(pool: &PgPool) -> Result<Vec<NaiveDate>, SinkError> {
     let children: Vec<(String,)> = sqlx::query_as(
         "SELECT c.relname::text FROM pg_inherits i \
          JOIN pg_class c ON c.oid = i.inhrelid \
-         WHERE i.inhparent = 'results'::regclass AND c.relname ~ '^results_p[0-9]{8}$'",
+         WHERE i.inhparent = 'reports'::regclass AND c.relname ~ '^reports_p[0-9]{8}$'",
     )
     .fetch_all(pool)
     .await?;
     Ok(children
         .iter()
-        .filter_map(|(name,)| NaiveDate::parse_from_str(&name["results_p".len()..], "%Y%m%d").ok())
+        .filter_map(|(name,)| NaiveDate::parse_from_str(&name["reports_p".len()..], "%Y%m%d").ok())
         .collect())
 }
 
-/// `CREATE TABLE results_pYYYYMMDD PARTITION OF results`, tolerating another replica doing the
+/// `CREATE TABLE reports_pYYYYMMDD PARTITION OF reports`, tolerating another replica doing the
 /// same at the same time.
 async fn create_day_partition(pool: &PgPool, day: NaiveDate) -> Result<(), SinkError> {
     let Some(next) = day.succ_opt() else {
         return Ok(());
     };
     let sql = format!(
-        "CREATE TABLE IF NOT EXISTS {} PARTITION OF results \
+        "CREATE TABLE IF NOT EXISTS {} PARTITION OF reports \
          FOR VALUES FROM ('{} 00:00:00+00') TO ('{} 00:00:00+00')",
         partition_name(day),
         day.format("%Y-%m-%d"),
@@ -180,7 +187,7 @@ async fn ddl(pool: &PgPool, sql: &str) -> Result<(), SinkError> {
                 warn!(
                     statement = sql,
                     lock_timeout_ms = DDL_LOCK_TIMEOUT.as_millis() as u64,
-                    "a long query holds a lock on results; the partition change is tried again later"
+                    "a long query holds a lock on reports; the partition change is tried again later"
                 );
             }
         }
