@@ -6,13 +6,17 @@
 //! costs no statement at all; a new series (and its target) is inserted in the transaction of
 //! its first report. Its id joins the cache only once that transaction commits, so a rolled
 //! back batch never leaves the cache naming a series the database does not hold. The foreign
-//! key to `targets` is checked once per series, not once per report.
+//! key to `targets` is checked once per series, not once per report. The cache holds a 16-byte
+//! digest of each series and target, not their texts (a URL may be 8 KiB), and forgets
+//! everything past [`MAX_KNOWN`] entries, so its memory is bounded whatever the reports say;
+//! what it forgot costs one statement per batch until it is known again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use monitor_core::report::Report;
+use sha2::{Digest as _, Sha256};
 use sqlx::{Postgres, Transaction};
 
 use super::text::storable_text;
@@ -49,6 +53,23 @@ impl SeriesFields {
         }
     }
 
+    /// The cache's key of this series.
+    fn key(&self) -> Key {
+        let cert = self
+            .tls_cert_not_after
+            .map(|t| t.timestamp_micros().to_be_bytes());
+        key_of(&[
+            Some(self.target_id.as_bytes()),
+            Some(self.url.as_bytes()),
+            Some(self.checker_id.as_bytes()),
+            Some(self.topic.as_bytes()),
+            self.regexp.as_deref().map(str::as_bytes),
+            Some(&self.timeout_bits.to_be_bytes()),
+            Some(&self.period_bits.to_be_bytes()),
+            cert.as_ref().map(|c| c.as_slice()),
+        ])
+    }
+
     /// The checker id as stored.
     pub fn checker_id(&self) -> &str {
         &self.checker_id
@@ -60,6 +81,37 @@ impl SeriesFields {
     }
 }
 
+/// Most series and targets the cache holds (each ~30 bytes with the map's overhead: ~30 MiB
+/// at most); past it, it starts again empty.
+pub const MAX_KNOWN: usize = 1 << 20;
+
+/// What the cache keys series and targets by: the first 16 bytes of the SHA-256 of their
+/// fields, each text after its length.
+type Key = [u8; 16];
+
+/// The key of `parts` (`None` marked apart from every text).
+fn key_of(parts: &[Option<&[u8]>]) -> Key {
+    let mut hash = Sha256::new();
+    for part in parts {
+        match part {
+            Some(bytes) => {
+                hash.update([1]);
+                hash.update((bytes.len() as u64).to_be_bytes());
+                hash.update(bytes);
+            }
+            None => hash.update([0]),
+        }
+    }
+    let mut key = [0; 16];
+    key.copy_from_slice(&hash.finalize()[..16]);
+    key
+}
+
+/// The key of a target id.
+fn target_key(target_id: &str) -> Key {
+    key_of(&[Some(target_id.as_bytes())])
+}
+
 /// The series ids and targets this replica knows to be stored.
 #[derive(Debug, Default)]
 pub(super) struct SeriesCache {
@@ -68,21 +120,26 @@ pub(super) struct SeriesCache {
 
 #[derive(Debug, Default)]
 struct Known {
-    series: HashMap<SeriesFields, i32>,
-    targets: HashSet<String>,
+    series: HashMap<Key, i32>,
+    targets: HashSet<Key>,
 }
 
 /// Series and targets a transaction inserted (or found), to remember once it commits.
 #[derive(Debug, Default)]
 pub(super) struct NewSeries {
-    series: Vec<(SeriesFields, i32)>,
-    targets: Vec<String>,
+    series: Vec<(Key, i32)>,
+    targets: Vec<Key>,
 }
 
 impl SeriesCache {
     /// Remembers what a committed transaction stored.
     pub fn remember(&self, new: NewSeries) {
         let mut known = self.lock();
+        if known.series.len() + new.series.len() > MAX_KNOWN
+            || known.targets.len() + new.targets.len() > MAX_KNOWN
+        {
+            *known = Known::default();
+        }
         known.targets.extend(new.targets);
         known.series.extend(new.series);
     }
@@ -103,10 +160,11 @@ pub(super) async fn resolve(
     // Unknown series, in a fixed order (two replicas inserting the same ones cannot deadlock),
     // with the reports that name them.
     let mut missing: BTreeMap<&SeriesFields, Vec<usize>> = BTreeMap::new();
+    let keys: Vec<Key> = fields.iter().map(SeriesFields::key).collect();
     let new_targets: BTreeSet<&str> = {
         let known = cache.lock();
-        for (i, f) in fields.iter().enumerate() {
-            match known.series.get(f) {
+        for (i, (f, key)) in fields.iter().zip(&keys).enumerate() {
+            match known.series.get(key) {
                 Some(id) => ids[i] = *id,
                 None => missing.entry(f).or_default().push(i),
             }
@@ -114,7 +172,7 @@ pub(super) async fn resolve(
         missing
             .keys()
             .map(|f| f.target_id.as_str())
-            .filter(|t| !known.targets.contains(*t))
+            .filter(|t| !known.targets.contains(&target_key(t)))
             .collect()
     };
     if missing.is_empty() {
@@ -130,13 +188,13 @@ pub(super) async fn resolve(
     let found = insert_series(tx, &series).await?;
     let mut new = NewSeries {
         series: Vec::with_capacity(series.len()),
-        targets: urls.keys().map(|t| (*t).to_string()).collect(),
+        targets: urls.keys().map(|t| target_key(t)).collect(),
     };
     for (f, id) in series.iter().zip(found) {
         for i in &missing[f] {
             ids[*i] = id;
         }
-        new.series.push(((*f).clone(), id));
+        new.series.push((f.key(), id));
     }
     Ok((ids, new))
 }
