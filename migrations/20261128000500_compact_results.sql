@@ -12,8 +12,8 @@
 --   stored twice and serves "this target, last N hours". Narrower types: durations as float4
 --   milliseconds, status, failure class and HTTP status as smallint codes, started_at as
 --   microseconds after scheduled_at (`started_at` itself only when that does not fit in an
---   int4), stored_at as whole seconds since 2000-01-01 (UTC), and report_id only when it is
---   not the one derived from (checker_id, target_id, scheduled_at) (`report_id()`).
+--   int4), and report_id only when it is not the one derived from (checker_id, target_id,
+--   scheduled_at) (`report_id()`).
 -- - `results`: a view with the old table's columns, types and meaning, which every reader
 --   (the `web_monitoring` view, `sink report`, the dashboard, tests) reads as before.
 --
@@ -97,11 +97,11 @@ CREATE TABLE reports (
     scheduled_at     timestamptz NOT NULL,
     kafka_offset     bigint NOT NULL,
     body_bytes       bigint,
+    -- When the row was stored (the database's clock), to the microsecond: ingestion lag is
+    -- read from it.
+    stored_at        timestamptz NOT NULL DEFAULT now(),
     -- started_at - scheduled_at, in microseconds, when it fits; else NULL and `started_at`.
     started_us       integer,
-    -- When the row was stored: seconds since 2000-01-01 00:00:00 UTC (the database's clock).
-    stored_s         integer NOT NULL
-                     DEFAULT floor(date_part('epoch', now()) - 946684800)::integer,
     kafka_partition  integer NOT NULL,
     response_time_ms real,
     dns_ms           real,
@@ -152,14 +152,13 @@ BEGIN
 END
 $$;
 
-INSERT INTO reports (series_id, scheduled_at, kafka_offset, body_bytes, started_us, stored_s,
+INSERT INTO reports (series_id, scheduled_at, kafka_offset, body_bytes, stored_at, started_us,
                      kafka_partition, response_time_ms, dns_ms, connect_ms, tls_ms, ttfb_ms,
                      transfer_ms, status, failure_class, http_status, body_truncated,
                      regexp_matched, started_at, report_id, error)
-SELECT s.series_id, r.scheduled_at, r.kafka_offset, r.body_bytes,
+SELECT s.series_id, r.scheduled_at, r.kafka_offset, r.body_bytes, r.stored_at,
        CASE WHEN abs(extract(epoch FROM r.started_at - r.scheduled_at)) < 2147
             THEN (extract(epoch FROM r.started_at - r.scheduled_at) * 1000000)::integer END,
-       floor(date_part('epoch', r.stored_at) - 946684800)::integer,
        r.kafka_partition, r.response_time_ms, r.dns_ms, r.connect_ms, r.tls_ms, r.ttfb_ms,
        r.transfer_ms,
        array_position(enum_range(NULL::check_status), r.status) - 1,
@@ -216,7 +215,7 @@ SELECT
     s.kafka_topic,
     r.kafka_partition,
     r.kafka_offset,
-    timestamptz '2000-01-01 00:00:00+00' + r.stored_s * interval '1 second' AS stored_at
+    r.stored_at
 FROM reports r
 JOIN series s USING (series_id);
 

@@ -27,7 +27,7 @@ use crate::error::SinkError;
 /// Microseconds from 1970-01-01 to 2000-01-01, PostgreSQL's epoch for timestamps.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
-/// The columns of `reports` the sink writes (stored_s is the database's default).
+/// The columns of `reports` the sink writes (stored_at is the database's default).
 const COLUMNS: &str = "series_id, scheduled_at, kafka_offset, body_bytes, started_us, \
      kafka_partition, response_time_ms, dns_ms, connect_ms, tls_ms, ttfb_ms, transfer_ms, \
      status, failure_class, http_status, body_truncated, regexp_matched, started_at, \
