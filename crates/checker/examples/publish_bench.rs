@@ -6,6 +6,10 @@
 //! KAFKA_BROKERS=127.0.0.1:9092 cargo run --release -p checker --example publish_bench -- 1000000
 //! ```
 
+/// The allocator the binaries use (see `src/main.rs`), so the figures are theirs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use checker::publish::{self, Drained, PublishMetrics};

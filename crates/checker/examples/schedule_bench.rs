@@ -7,6 +7,10 @@
 //! cargo run --release -p checker --example schedule_bench -- 100000 1h 20s   # idle memory per target
 //! ```
 
+/// The allocator the binaries use (see `src/main.rs`), so the figures are theirs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -230,12 +230,14 @@ async fn run_sink(
         app = app.without_verdicts();
     }
     let stop = CancellationToken::new();
+    let cpu0 = cpu_by_process();
     let started = Instant::now();
     let task = tokio::spawn(app.run_until_stopped(stop.clone()));
     while offsets(&pool, topic).await < total {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let sink_secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_by_process().since(&cpu0);
     stop.cancel();
     task.await??;
     let rows: i64 = sqlx::query("SELECT count(*) FROM results")
@@ -257,7 +259,83 @@ async fn run_sink(
         "sink, {what}: {total} reports in {sink_secs:.1} s = {sink_rate:.0} reports/s \
          (from Kafka, batches of {batch_size}; {states} target states)"
     );
+    cpu.print(total, sink_secs);
     Ok((sink_rate, db, pool))
+}
+
+/// CPU seconds (user + system) of the processes on the machine that take part, from `/proc`:
+/// this one (the sink), the broker, PostgreSQL's (all its backends), and all others.
+#[derive(Debug, Default, Clone, Copy)]
+struct CpuSplit {
+    sink: f64,
+    broker: f64,
+    postgres: f64,
+    other: f64,
+}
+
+impl CpuSplit {
+    fn since(&self, before: &CpuSplit) -> CpuSplit {
+        CpuSplit {
+            sink: self.sink - before.sink,
+            broker: self.broker - before.broker,
+            postgres: self.postgres - before.postgres,
+            other: self.other - before.other,
+        }
+    }
+
+    fn print(&self, reports: i64, seconds: f64) {
+        let per = |s: f64| 1e6 * s / reports.max(1) as f64;
+        println!(
+            "  cpu per report: sink {:.1} µs, broker {:.1} µs, PostgreSQL {:.1} µs, other processes {:.1} µs \
+             ({:.2} of the machine's cores busy on average)",
+            per(self.sink),
+            per(self.broker),
+            per(self.postgres),
+            per(self.other),
+            (self.sink + self.broker + self.postgres + self.other) / seconds
+        );
+    }
+}
+
+/// Every process's CPU time so far, by who it is. Processes that ended in between are missed,
+/// which is why PostgreSQL's connections are held in a pool for the whole run.
+fn cpu_by_process() -> CpuSplit {
+    let mut split = CpuSplit::default();
+    let own = std::process::id().to_string();
+    let tick = 100.0; // USER_HZ on Linux
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return split;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<f64>().ok()))
+            .sum();
+        let seconds = ticks / tick;
+        if name == own {
+            split.sink += seconds;
+        } else if comm == "tansu" {
+            split.broker += seconds;
+        } else if comm.starts_with("postgres") {
+            split.postgres += seconds;
+        } else {
+            split.other += seconds;
+        }
+    }
+    split
 }
 
 /// The partitioned table of the rows: `reports` (the compact schema) or `results` (the schema
@@ -344,6 +422,7 @@ async fn copy_ceilings(pool: &PgPool, total: i64) -> BenchResult<(f64, f64, f64)
     sqlx::query("CREATE INDEX ON plain_results (target_id, scheduled_at DESC)")
         .execute(&mut *conn)
         .await?;
+    let cpu0 = cpu_by_process();
     let started = Instant::now();
     load(&mut conn, "plain_results", &plain_rows).await?;
     let plain = total as f64 / started.elapsed().as_secs_f64();
@@ -351,6 +430,9 @@ async fn copy_ceilings(pool: &PgPool, total: i64) -> BenchResult<(f64, f64, f64)
         "COPY into the plain table: {total} rows in {:.1} s = {plain:.0} rows/s",
         started.elapsed().as_secs_f64()
     );
+    cpu_by_process()
+        .since(&cpu0)
+        .print(total, started.elapsed().as_secs_f64());
     sqlx::query("VACUUM ANALYZE plain_results")
         .execute(&mut *conn)
         .await?;
