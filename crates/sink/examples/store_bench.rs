@@ -19,6 +19,11 @@
 //! KAFKA_BROKERS=127.0.0.1:9092 DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
 //!   cargo run --release -p sink --example store_bench -- 100000 3
 //! ```
+//!
+//! `WEBMON__SINK__*` variables in the benchmark's environment set the sink's settings, as they
+//! do for the binary: the test broker holds every fetch for up to `fetch_max_wait` even when
+//! it has data, so `WEBMON__SINK__FETCH_MAX_WAIT=10ms` shows what a broker that answers at
+//! once would give.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -211,7 +216,7 @@ async fn run_sink(
     let db = TestDatabase::create().await;
     let pool = PgPool::connect(&db.url).await?;
     sink::db::migrate(&pool).await?;
-    let env: HashMap<String, String> = HashMap::from([
+    let mut env: HashMap<String, String> = HashMap::from([
         ("WEBMON__KAFKA__BROKERS".into(), kafka_brokers().join(",")),
         ("WEBMON__KAFKA__TOPIC".into(), topic.to_string()),
         ("WEBMON__DATABASE__URL".into(), db.url.clone()),
@@ -219,6 +224,12 @@ async fn run_sink(
         ("WEBMON__SINK__ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
         ("WEBMON__SINK__HTTP_LISTEN".into(), "127.0.0.1:0".into()),
     ]);
+    // The sink's settings given to the benchmark (`WEBMON__SINK__FETCH_MAX_WAIT=10ms`, say)
+    // apply to the sink it runs; it prints them, so a run says what was not the default.
+    for (key, value) in std::env::vars().filter(|(k, _)| k.starts_with("WEBMON__SINK__")) {
+        println!("  {key}={value}");
+        env.insert(key, value);
+    }
     let settings = SinkSettings::load(&SettingsSource {
         file: None,
         env: Some(env),
