@@ -60,12 +60,20 @@ async fn main() {
 /// The `sink` binary (`SINK_BIN`, else target/release/sink) storing `topic` into `db`.
 fn start_sink(topic: &str, db: &TestDatabase) -> std::process::Child {
     let sink_bin = std::env::var("SINK_BIN").unwrap_or_else(|_| "target/release/sink".into());
+    // 50 ms unless the environment says otherwise (`WEBMON__SINK__FETCH_MAX_WAIT=10ms`, say).
+    let or_50ms = |key: &str| std::env::var(key).unwrap_or_else(|_| "50ms".into());
     std::process::Command::new(&sink_bin)
         .env("WEBMON__KAFKA__BROKERS", kafka_brokers().join(","))
         .env("WEBMON__KAFKA__TOPIC", topic)
         .env("WEBMON__DATABASE__URL", &db.url)
-        .env("WEBMON__SINK__BATCH_LINGER", "50ms")
-        .env("WEBMON__SINK__FETCH_MAX_WAIT", "50ms")
+        .env(
+            "WEBMON__SINK__BATCH_LINGER",
+            or_50ms("WEBMON__SINK__BATCH_LINGER"),
+        )
+        .env(
+            "WEBMON__SINK__FETCH_MAX_WAIT",
+            or_50ms("WEBMON__SINK__FETCH_MAX_WAIT"),
+        )
         .env("WEBMON__SINK__ADMIN_LISTEN", "127.0.0.1:0")
         .env("WEBMON__SINK__HTTP_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
