@@ -10,6 +10,7 @@ use checker::probe::Checker;
 use chrono::{Datelike, Utc};
 use monitor_core::report::{FailureClass, Report, Status};
 use monitor_core::settings::{CheckerSettings, SettingsSource, TargetSettings};
+use monitor_core::testing::peak_rss;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -1052,17 +1053,6 @@ async fn a_307_or_308_resends_the_body_within_the_origin_only() {
     assert_credentials(&landed[0], false);
 }
 
-/// Peak resident memory (`VmHWM`) of a process, in bytes.
-fn peak_memory(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kib * 1024
-}
-
 /// Runs `checker --stdout` on `settings` until it has reported every one of `ids` once, and
 /// returns its peak memory then.
 async fn peak_memory_of_one_round(settings: &str, ids: &[String]) -> u64 {
@@ -1092,7 +1082,7 @@ async fn peak_memory_of_one_round(settings: &str, ids: &[String]) -> u64 {
     tokio::time::timeout(Duration::from_secs(60), round)
         .await
         .expect("one report per target within a minute");
-    let peak = peak_memory(pid);
+    let peak = peak_rss(pid);
     child.kill().await.expect("kill");
     peak
 }

@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use monitor_core::report::{report_id, MAX_ERROR_CHARS, MAX_PATTERN_CHARS, MAX_URL_CHARS};
-use monitor_core::testing::{create_topic, kafka_client, sample_report, TestDatabase};
+use monitor_core::testing::{create_topic, kafka_client, peak_rss, sample_report, TestDatabase};
 use monitor_core::Status;
 use rskafka::client::Client;
 use sink::consumer::{MAX_BATCH_BYTES, MAX_FETCH_BYTES};
@@ -84,17 +84,6 @@ async fn produce_backlog(
     bytes
 }
 
-/// Peak resident memory (`VmHWM`) of process `pid`, in bytes.
-fn peak_rss(pid: u32) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kib * 1024
-}
-
 /// Stores a backlog of `per_partition` reports built by `report` with a `sink` process and
 /// returns the backlog's bytes and the process's peak resident memory.
 async fn peak_while_storing(per_partition: i64, report: fn(i32, i64) -> Vec<u8>) -> (usize, usize) {
@@ -118,7 +107,7 @@ async fn peak_while_storing(per_partition: i64, report: fn(i32, i64) -> Vec<u8>)
         STORED_WITHIN,
     )
     .await;
-    let peak = peak_rss(sink.0.id());
+    let peak = usize::try_from(peak_rss(sink.0.id())).expect("a peak that fits in memory");
     drop(sink);
     pool.close().await;
     db.drop_database().await;

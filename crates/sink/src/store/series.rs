@@ -194,7 +194,8 @@ pub(super) async fn resolve(
         for i in &missing[f] {
             ids[*i] = id;
         }
-        new.series.push((f.key(), id));
+        // The key computed above, from the first report naming the series.
+        new.series.push((keys[missing[f][0]], id));
     }
     Ok((ids, new))
 }
