@@ -117,7 +117,6 @@ pub(super) async fn tcp(
         }
         (None, None) => return Err((FailureClass::Dns, format!("{host} has no address"))),
     };
-    let _ = tcp.set_nodelay(true);
     Ok(tcp)
 }
 

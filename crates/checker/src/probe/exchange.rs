@@ -3,18 +3,21 @@
 //! the body memory budget ([`BodyBudget`]), counted up to the cap and kept only when a pattern
 //! needs it.
 
+use std::pin::pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use http::header::LOCATION;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use monitor_core::report::FailureClass;
 use monitor_core::settings::TargetSettings;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_util::task::AbortOnDropHandle;
 
 use super::deadline::within;
 use super::outcome::{add, Failure, Outcome};
@@ -104,13 +107,31 @@ where
         },
     )
     .await?;
-    let (mut sender, connection) = handshake.map_err(|e| classify(&e, "starting HTTP"))?;
-    // The connection task ends with the exchange; aborting it on return (the handle dropped)
-    // closes the socket even when the body was not read to the end.
-    let _connection = AbortOnDropHandle::new(tokio::spawn(async move {
-        let _ = connection.await;
-    }));
+    let (sender, connection) = handshake.map_err(|e| classify(&e, "starting HTTP"))?;
+    // The connection is driven here, beside the exchange, rather than in a task of its own:
+    // one task per check and no wake-ups handed between workers. It is dropped, closing the
+    // socket, when the exchange returns, even when the body was not read to the end.
+    let mut connection = pin!(connection);
+    let mut talk = pin!(talk(budget, target, sender, hop, host, deadline, out));
+    tokio::select! {
+        biased;
+        result = &mut talk => result,
+        // The connection ended (closed, or failed: the exchange sees the error); the body
+        // already received is still read.
+        _ = &mut connection => talk.await,
+    }
+}
 
+/// The request sent and the response read on a connection driven beside it.
+async fn talk(
+    budget: &BodyBudget,
+    target: &TargetSettings,
+    mut sender: SendRequest<Full<Bytes>>,
+    hop: &HopRequest,
+    host: &str,
+    deadline: Instant,
+    out: &mut Outcome,
+) -> Result<Option<String>, Failure> {
     let request = build_request(target, hop, host).map_err(|e| {
         (
             FailureClass::Protocol,

@@ -176,7 +176,14 @@ impl Checker {
         let addrs = connect::resolve(&at, deadline, out).await?;
         let tcp = connect::tcp(&addrs, &at.host, target.timeout, deadline, out).await?;
         let budget = &self.body_memory;
-        if request.url.scheme() == "https" {
+        let https = request.url.scheme() == "https";
+        // Nagle's algorithm only holds back a write that follows another: the TLS handshake's
+        // flights, or a body after the head. A plain request without a body goes out in one
+        // write, so it is spared the system call.
+        if https || request.body.is_some() {
+            let _ = tcp.set_nodelay(true);
+        }
+        if https {
             let tls = connect::tls(&self.trust, target, &at, tcp, deadline, out).await?;
             exchange(budget, target, tls, request, &at.host, deadline, out).await
         } else {
