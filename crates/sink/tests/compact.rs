@@ -158,3 +158,78 @@ async fn a_batch_delivered_again_is_skipped_whole_and_new_reports_beside_it_are_
     pool.close().await;
     db.drop_database().await;
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: run scripts/test.sh"]
+async fn the_sinks_series_keys_are_the_databases_and_a_series_stored_before_is_found_by_its_key() {
+    let db = TestDatabase::create().await;
+    let (pool, store) = migrated_store(&db).await;
+    // A series stored before the sink computed keys: its key is the database's `series_key()`.
+    let mut old = recent("stored-before", 1);
+    old.regexp = None;
+    sqlx::query("INSERT INTO targets (target_id, url) VALUES ($1, $2)")
+        .bind(&old.target_id)
+        .bind(&old.url)
+        .execute(&pool)
+        .await
+        .expect("target");
+    let old_id: i32 = sqlx::query_scalar(
+        "INSERT INTO series (target_id, url, checker_id, kafka_topic, regexp, timeout_s, \
+         period_s, tls_cert_not_after, key) \
+         VALUES ($1, $2, $3, 'compact', NULL, $4, $5, $6, \
+           series_key($1, $2, $3, 'compact', NULL, $4, $5, $6)) RETURNING series_id",
+    )
+    .bind(&old.target_id)
+    .bind(&old.url)
+    .bind(&old.checker_id)
+    .bind(old.timeout_s)
+    .bind(old.period_s)
+    .bind(old.tls_cert_not_after)
+    .fetch_one(&pool)
+    .await
+    .expect("series stored before");
+    // Series whose fields take every branch of the key: texts beyond ASCII, an empty pattern
+    // and none, an expiry before 2000 and after, with nanoseconds the database does not keep.
+    let mut sent = vec![old];
+    let expiry = |s: &str| Some(s.parse::<DateTime<Utc>>().expect("time"));
+    for (i, (regexp, cert)) in [
+        (Some("ok|fine"), expiry("2031-05-06T07:08:09.123456789Z")),
+        (Some(""), expiry("1999-12-31T23:59:59.999999999Z")),
+        (None, expiry("1970-01-01T00:00:00.000000500Z")),
+        (Some("ünïcödé ✓"), None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = recent(&format!("série-{i}"), 2 + i as i64);
+        r.url = format!("https://exämple.test/päth/{i}?q=✓");
+        r.checker_id = format!("région-{i}");
+        r.regexp = regexp.map(String::from);
+        r.tls_cert_not_after = cert;
+        r.timeout_s = 0.1 * (i as f64 + 1.0);
+        r.period_s = 7.5;
+        sent.push(r);
+    }
+    store.store(&batch_of(&sent, None)).await.expect("stored");
+    assert_eq!(count(&pool, "SELECT count(*) FROM series").await, 5);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM series WHERE key = series_key(target_id, url, checker_id, \
+             kafka_topic, regexp, timeout_s, period_s, tls_cert_not_after)"
+        )
+        .await,
+        5,
+        "every key the sink stored is the one series_key() computes"
+    );
+    let used: i32 = sqlx::query_scalar(
+        "SELECT series_id FROM reports JOIN series USING (series_id) WHERE target_id = $1",
+    )
+    .bind("stored-before")
+    .fetch_one(&pool)
+    .await
+    .expect("report of the series stored before");
+    assert_eq!(used, old_id, "the series stored before is found by its key");
+    pool.close().await;
+    db.drop_database().await;
+}

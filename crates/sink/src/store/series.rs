@@ -10,6 +10,11 @@
 //! digest of each series and target, not their texts (a URL may be 8 KiB), and forgets
 //! everything past [`MAX_KNOWN`] entries, so its memory is bounded whatever the reports say;
 //! what it forgot costs one statement per batch until it is known again.
+//!
+//! A series' key ([`SeriesFields::key`]) is computed here and stored as given: the bytes
+//! `series_key()` in the database would digest, so a series stored before the sink computed
+//! it has the same key. PostgreSQL computing it again for every new series (a generated
+//! column) and matching the ids back by it cost more than the row itself.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
@@ -18,6 +23,7 @@ use chrono::{DateTime, Utc};
 use monitor_core::report::Report;
 use sha2::{Digest as _, Sha256};
 use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
 
 use super::text::storable_text;
 use crate::error::SinkError;
@@ -53,21 +59,33 @@ impl SeriesFields {
         }
     }
 
-    /// The cache's key of this series.
-    fn key(&self) -> Key {
-        let cert = self
-            .tls_cert_not_after
-            .map(|t| t.timestamp_micros().to_be_bytes());
-        key_of(&[
-            Some(self.target_id.as_bytes()),
-            Some(self.url.as_bytes()),
-            Some(self.checker_id.as_bytes()),
-            Some(self.topic.as_bytes()),
-            self.regexp.as_deref().map(str::as_bytes),
-            Some(&self.timeout_bits.to_be_bytes()),
-            Some(&self.period_bits.to_be_bytes()),
-            cert.as_ref().map(|c| c.as_slice()),
-        ])
+    /// The key of this series: the first 16 bytes of the SHA-256 that the database's
+    /// `series_key()` computes from the same values (each text after its length as 8 bytes
+    /// big-endian; a pattern or a certificate expiry after a byte 1, or a byte 0 when there is
+    /// none; the numbers as PostgreSQL sends them: float8 bits, and the expiry in microseconds
+    /// since 2000-01-01, as bound).
+    pub fn key(&self) -> Key {
+        let mut hash = Sha256::new();
+        for text in [&self.target_id, &self.url, &self.checker_id, &self.topic] {
+            update_text(&mut hash, text);
+        }
+        match &self.regexp {
+            Some(r) => {
+                hash.update([1]);
+                update_text(&mut hash, r);
+            }
+            None => hash.update([0]),
+        }
+        hash.update(self.timeout_bits.to_be_bytes());
+        hash.update(self.period_bits.to_be_bytes());
+        match self.tls_cert_not_after.and_then(postgres_micros) {
+            Some(us) => {
+                hash.update([1]);
+                hash.update(us.to_be_bytes());
+            }
+            None => hash.update([0]),
+        }
+        first_16(hash)
     }
 
     /// The checker id as stored.
@@ -85,31 +103,37 @@ impl SeriesFields {
 /// at most); past it, it starts again empty.
 pub const MAX_KNOWN: usize = 1 << 20;
 
-/// What the cache keys series and targets by: the first 16 bytes of the SHA-256 of their
-/// fields, each text after its length.
-type Key = [u8; 16];
+/// What series and targets are known by: the first 16 bytes of a SHA-256 of their fields.
+pub(super) type Key = [u8; 16];
 
-/// The key of `parts` (`None` marked apart from every text).
-fn key_of(parts: &[Option<&[u8]>]) -> Key {
-    let mut hash = Sha256::new();
-    for part in parts {
-        match part {
-            Some(bytes) => {
-                hash.update([1]);
-                hash.update((bytes.len() as u64).to_be_bytes());
-                hash.update(bytes);
-            }
-            None => hash.update([0]),
-        }
-    }
+/// `text` as `series_key()` digests it: its length in bytes (8 bytes big-endian), then it.
+fn update_text(hash: &mut Sha256, text: &str) {
+    hash.update((text.len() as u64).to_be_bytes());
+    hash.update(text.as_bytes());
+}
+
+fn first_16(hash: Sha256) -> Key {
     let mut key = [0; 16];
     key.copy_from_slice(&hash.finalize()[..16]);
     key
 }
 
+/// `at` as PostgreSQL stores a bound timestamptz: microseconds since 2000-01-01 UTC, the
+/// nanoseconds truncated as the driver truncates them. `None` past ±292,000 years, which the
+/// driver refuses to bind anyway.
+fn postgres_micros(at: DateTime<Utc>) -> Option<i64> {
+    let epoch = DateTime::<Utc>::from_timestamp(POSTGRES_EPOCH_UNIX_S, 0)?;
+    (at - epoch).num_microseconds()
+}
+
+/// 2000-01-01T00:00:00Z in Unix seconds.
+const POSTGRES_EPOCH_UNIX_S: i64 = 946_684_800;
+
 /// The key of a target id.
 fn target_key(target_id: &str) -> Key {
-    key_of(&[Some(target_id.as_bytes())])
+    let mut hash = Sha256::new();
+    update_text(&mut hash, target_id);
+    first_16(hash)
 }
 
 /// The series ids and targets this replica knows to be stored.
@@ -185,17 +209,18 @@ pub(super) async fn resolve(
         .collect();
     insert_targets(tx, &urls).await?;
     let series: Vec<&SeriesFields> = missing.keys().copied().collect();
-    let found = insert_series(tx, &series).await?;
+    // The key computed above, from the first report naming the series.
+    let series_keys: Vec<Key> = missing.values().map(|at| keys[at[0]]).collect();
+    let found = insert_series(tx, &series, &series_keys).await?;
     let mut new = NewSeries {
         series: Vec::with_capacity(series.len()),
         targets: urls.keys().map(|t| target_key(t)).collect(),
     };
-    for (f, id) in series.iter().zip(found) {
-        for i in &missing[f] {
+    for ((at, key), id) in missing.values().zip(series_keys).zip(found) {
+        for i in at {
             ids[*i] = id;
         }
-        // The key computed above, from the first report naming the series.
-        new.series.push((keys[missing[f][0]], id));
+        new.series.push((key, id));
     }
     Ok((ids, new))
 }
@@ -220,21 +245,29 @@ async fn insert_targets(
     Ok(())
 }
 
-/// Inserts `series` (skipping stored ones) and returns their ids, in the order given. One
-/// statement inserts the new ones and returns their ids with those of the stored ones (rather
-/// than an insert, then a select computing every key again); a series another transaction
-/// committed while it ran is not in that statement's snapshot, and is looked up again after it.
+/// Inserts `series` (skipping stored ones) and returns their ids, in the order given. `keys`
+/// are their keys, in the same order. A series stored before, or by a transaction that
+/// committed while the insert ran, is looked up by its key after it.
 async fn insert_series(
     tx: &mut Transaction<'_, Postgres>,
     series: &[&SeriesFields],
+    keys: &[Key],
 ) -> Result<Vec<i32>, SinkError> {
-    let c = SeriesColumns::of(series);
-    let rows: Vec<(i64, Option<i32>)> = bind(&c, INSERT_SERIES).fetch_all(&mut **tx).await?;
+    let c = SeriesColumns::of(series, keys);
+    let position: HashMap<Key, usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
     let mut ids = vec![None; series.len()];
-    place(&mut ids, rows);
-    if ids.iter().any(Option::is_none) {
-        let rows: Vec<(i64, Option<i32>)> = bind(&c, FIND_SERIES).fetch_all(&mut **tx).await?;
-        place(&mut ids, rows);
+    let inserted: Vec<(Uuid, i32)> = bind(&c).fetch_all(&mut **tx).await?;
+    place(&mut ids, &position, inserted);
+    let stored: Vec<Uuid> = (ids.iter().zip(&c.key))
+        .filter(|(id, _)| id.is_none())
+        .map(|(_, key)| *key)
+        .collect();
+    if !stored.is_empty() {
+        let found: Vec<(Uuid, i32)> = sqlx::query_as(FIND_SERIES)
+            .bind(&stored)
+            .fetch_all(&mut **tx)
+            .await?;
+        place(&mut ids, &position, found);
     }
     // Every series was inserted or found just above, in this transaction.
     ids.into_iter()
@@ -242,35 +275,25 @@ async fn insert_series(
         .ok_or_else(|| SinkError::Database(sqlx::Error::RowNotFound))
 }
 
-/// Inserts the series not stored yet; returns each one's position (from 1) and id, the id
-/// NULL for a series stored by a transaction that committed while the statement ran.
-const INSERT_SERIES: &str = "WITH u AS ( \
-       SELECT u.*, series_key(u.t, u.u, u.c, u.k, u.r, u.o, u.p, u.e) AS key \
-       FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-         $6::float8[], $7::float8[], $8::timestamptz[]) WITH ORDINALITY \
-         AS u(t, u, c, k, r, o, p, e, n)), \
-     ins AS ( \
-       INSERT INTO series (target_id, url, checker_id, kafka_topic, regexp, timeout_s, \
-         period_s, tls_cert_not_after) \
-       SELECT t, u, c, k, r, o, p, e FROM u ORDER BY n \
-       ON CONFLICT (key) DO NOTHING RETURNING series_id, key) \
-     SELECT u.n, COALESCE(ins.series_id, s.series_id) FROM u \
-     LEFT JOIN ins ON ins.key = u.key \
-     LEFT JOIN series s ON s.key = u.key";
-
-/// Each series' position (from 1) and id, for the series stored.
-const FIND_SERIES: &str = "SELECT u.n, s.series_id \
+/// Inserts the series not stored yet, in the order given; returns each inserted one's key and
+/// id.
+const INSERT_SERIES: &str = "INSERT INTO series (target_id, url, checker_id, kafka_topic, \
+       regexp, timeout_s, period_s, tls_cert_not_after, key) \
+     SELECT t, u, c, k, r, o, p, e, key \
      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-       $6::float8[], $7::float8[], $8::timestamptz[]) WITH ORDINALITY \
-       AS u(t, u, c, k, r, o, p, e, n) \
-     JOIN series s ON s.key = series_key(u.t, u.u, u.c, u.k, u.r, u.o, u.p, u.e)";
+       $6::float8[], $7::float8[], $8::timestamptz[], $9::uuid[]) WITH ORDINALITY \
+       AS u(t, u, c, k, r, o, p, e, key, n) \
+     ORDER BY n \
+     ON CONFLICT (key) DO NOTHING RETURNING key, series_id";
 
-/// `statement` with the series' columns bound as $1..$8.
+/// The key and id of each stored series among the keys $1.
+const FIND_SERIES: &str = "SELECT key, series_id FROM series WHERE key = ANY($1::uuid[])";
+
+/// The insert with the series' columns bound as $1..$9.
 fn bind<'q>(
     c: &'q SeriesColumns<'q>,
-    statement: &'q str,
-) -> sqlx::query::QueryAs<'q, Postgres, (i64, Option<i32>), sqlx::postgres::PgArguments> {
-    sqlx::query_as(statement)
+) -> sqlx::query::QueryAs<'q, Postgres, (Uuid, i32), sqlx::postgres::PgArguments> {
+    sqlx::query_as(INSERT_SERIES)
         .bind(&c.target_id)
         .bind(&c.url)
         .bind(&c.checker_id)
@@ -279,13 +302,13 @@ fn bind<'q>(
         .bind(&c.timeout_s)
         .bind(&c.period_s)
         .bind(&c.cert)
+        .bind(&c.key)
 }
 
-/// Puts each found id at its position (from 1).
-fn place(ids: &mut [Option<i32>], rows: Vec<(i64, Option<i32>)>) {
-    for (n, id) in rows {
-        let slot = usize::try_from(n - 1).ok().and_then(|i| ids.get_mut(i));
-        if let (Some(slot), Some(id)) = (slot, id) {
+/// Puts each found id at its series' position.
+fn place(ids: &mut [Option<i32>], position: &HashMap<Key, usize>, rows: Vec<(Uuid, i32)>) {
+    for (key, id) in rows {
+        if let Some(slot) = position.get(key.as_bytes()).and_then(|i| ids.get_mut(*i)) {
             *slot = Some(id);
         }
     }
@@ -301,10 +324,11 @@ struct SeriesColumns<'a> {
     timeout_s: Vec<f64>,
     period_s: Vec<f64>,
     cert: Vec<Option<DateTime<Utc>>>,
+    key: Vec<Uuid>,
 }
 
 impl<'a> SeriesColumns<'a> {
-    fn of(series: &[&'a SeriesFields]) -> SeriesColumns<'a> {
+    fn of(series: &[&'a SeriesFields], keys: &[Key]) -> SeriesColumns<'a> {
         SeriesColumns {
             target_id: series.iter().map(|f| f.target_id.as_str()).collect(),
             url: series.iter().map(|f| f.url.as_str()).collect(),
@@ -320,6 +344,7 @@ impl<'a> SeriesColumns<'a> {
                 .map(|f| f64::from_bits(f.period_bits))
                 .collect(),
             cert: series.iter().map(|f| f.tls_cert_not_after).collect(),
+            key: keys.iter().map(|k| Uuid::from_bytes(*k)).collect(),
         }
     }
 }
