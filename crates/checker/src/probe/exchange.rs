@@ -7,7 +7,6 @@ use std::pin::pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-
 use http::header::LOCATION;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};

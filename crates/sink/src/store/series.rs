@@ -64,7 +64,7 @@ impl SeriesFields {
     /// big-endian; a pattern or a certificate expiry after a byte 1, or a byte 0 when there is
     /// none; the numbers as PostgreSQL sends them: float8 bits, and the expiry in microseconds
     /// since 2000-01-01, as bound).
-    pub fn key(&self) -> Key {
+    fn key(&self) -> Key {
         let mut hash = Sha256::new();
         for text in [&self.target_id, &self.url, &self.checker_id, &self.topic] {
             update_text(&mut hash, text);
@@ -104,7 +104,7 @@ impl SeriesFields {
 pub const MAX_KNOWN: usize = 1 << 20;
 
 /// What series and targets are known by: the first 16 bytes of a SHA-256 of their fields.
-pub(super) type Key = [u8; 16];
+type Key = [u8; 16];
 
 /// `text` as `series_key()` digests it: its length in bytes (8 bytes big-endian), then it.
 fn update_text(hash: &mut Sha256, text: &str) {
