@@ -116,14 +116,14 @@ impl Checker {
         deadline: Instant,
         out: &mut Outcome,
     ) -> Result<(), Failure> {
-        let origin = target.url.origin();
         let mut request = HopRequest {
             url: target.url.clone(),
             method: target.method.clone(),
             body: target.body.clone(),
             same_origin: true,
         };
-        let mut visited: HashSet<Url> = HashSet::from([request.url.clone()]);
+        // Most checks end at their first hop: what only redirects need is made at the first.
+        let mut visited: HashSet<Url> = HashSet::new();
         let mut redirects = 0u32;
         loop {
             let Some(location) = self.hop(target, &request, deadline, out).await? else {
@@ -131,6 +131,9 @@ impl Checker {
             };
             let status = out.http_status.unwrap_or(0);
             let next = next_url(&request.url, &location, status)?;
+            if redirects == 0 {
+                visited.insert(target.url.clone());
+            }
             redirects += 1;
             if redirects > target.max_redirects {
                 return Err((
@@ -151,7 +154,7 @@ impl Checker {
                 request.method = Method::GET;
                 request.body = None;
             }
-            request.same_origin = next.origin() == origin;
+            request.same_origin = next.origin() == target.url.origin();
             if request.body.is_some() && !request.same_origin {
                 return Err((
                     FailureClass::Redirect,

@@ -2,7 +2,7 @@
 //! configured `Host` kept to the target's own origin, and where a redirect leads.
 
 use bytes::Bytes;
-use http::header::{HeaderName, HOST, USER_AGENT};
+use http::header::{HeaderName, HeaderValue, HOST, USER_AGENT};
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use monitor_core::report::FailureClass;
@@ -67,7 +67,7 @@ pub(super) fn build_request(
         request = request.header(HOST, authority);
     }
     if !target.headers.contains_key(USER_AGENT) {
-        request = request.header(USER_AGENT, USER_AGENT_VALUE);
+        request = request.header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
     }
     for (name, value) in target.headers.iter().filter(|(n, _)| sent(n)) {
         request = request.header(name, value);

@@ -9,6 +9,7 @@
 //! reported as `missed`, never skipped silently.
 //!
 //! - [`slots`]: when a target's slots fall.
+//! - `queue`: the slots to come, one live entry per target through reloads.
 //! - [`shard`]: which targets this replica checks.
 //! - [`catalog`]: the settings file's targets and the API's, merged, this replica's share.
 //! - [`backfill`]: at start-up, `missed` reports for the slots that fell while the checker
@@ -18,11 +19,10 @@
 pub mod backfill;
 pub mod catalog;
 pub mod on_demand;
+mod queue;
 pub mod shard;
 pub mod slots;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,15 +32,12 @@ use monitor_core::settings::TargetSettings;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::probe::CheckFn;
 use crate::report::missed_report;
+use queue::Queue;
 pub use slots::{next_slot, offset};
-
-/// Longest the scheduler sleeps before looking at the clock again, so a wall-clock step or a
-/// reload is noticed promptly.
-const MAX_SLEEP: Duration = Duration::from_millis(250);
 
 /// Most `missed` reports written for one target at once after a long stall (a suspended
 /// process); the rest are counted in a log line.
@@ -87,66 +84,6 @@ impl MissedLog {
     }
 }
 
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Due {
-    at: DateTime<Utc>,
-    /// Shared with [`Live`]'s and [`Queue`]'s keys: one copy of each id, however many slots.
-    target_id: Arc<str>,
-    /// Which queue entry of the target this is: only the one [`Live`] names is acted on.
-    generation: u64,
-}
-
-/// The one queue entry of each target that is acted on, by target id: its period and
-/// generation. Entries the heap still holds for the same id under another generation are
-/// stale (left by a reload) and are dropped when they come up, so however targets are removed,
-/// added back or have their period changed, a target has exactly one live entry.
-#[derive(Debug, Default)]
-struct Live {
-    entries: HashMap<Arc<str>, (Duration, u64)>,
-    next_generation: u64,
-}
-
-impl Live {
-    /// Applies a new target list: a target whose live entry has the same period keeps it
-    /// (and its slots), even if it was removed and added back meanwhile; any other gets a
-    /// new entry, returned to be queued. Entries of removed targets stay live until they come
-    /// up, so that adding the target back within a period does not add a second entry.
-    fn reload(&mut self, list: &[Arc<TargetSettings>], now: DateTime<Utc>) -> Vec<Due> {
-        let mut fresh = Vec::new();
-        for t in list {
-            if self
-                .entries
-                .get(t.id.as_str())
-                .is_some_and(|(p, _)| *p == t.period)
-            {
-                continue;
-            }
-            self.next_generation += 1;
-            let id: Arc<str> = Arc::from(t.id.as_str());
-            self.entries
-                .insert(id.clone(), (t.period, self.next_generation));
-            fresh.push(Due {
-                at: next_slot(&t.id, t.period, now),
-                target_id: id,
-                generation: self.next_generation,
-            });
-        }
-        fresh
-    }
-
-    /// Whether `due` is the target's live entry.
-    fn is_live(&self, due: &Due) -> bool {
-        self.entries
-            .get(&*due.target_id)
-            .is_some_and(|(_, g)| *g == due.generation)
-    }
-
-    /// The live entry came up for a target no longer configured: it ends here.
-    fn retire(&mut self, target_id: &str) {
-        self.entries.remove(target_id);
-    }
-}
-
 /// Runs the schedule until `stop` fires: checks go to `reports`, one report per slot.
 /// A new target list on `targets` takes effect at once; targets whose id and period are
 /// unchanged keep their slots. After `stop` it waits for the checks in flight; dropping the
@@ -184,7 +121,7 @@ pub async fn run_with(
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         let started = Utc::now();
-        let caught_up = catch_up(&target, due.at, started, &checker_id, &reports);
+        let caught_up = catch_up(&target, due.at(), started, &checker_id, &reports);
         let Some(scheduled) = caught_up.await.map(|(scheduled, missed)| {
             if missed > 0 {
                 missed_log.count(&target.id, missed);
@@ -194,10 +131,7 @@ pub async fn run_with(
             return;
         };
         let period = TimeDelta::from_std(target.period).unwrap_or(TimeDelta::MAX);
-        queue.heap.push(Reverse(Due {
-            at: scheduled + period,
-            ..due
-        }));
+        queue.push(due.moved_to(scheduled + period));
         let check = check.clone();
         let reports = reports.clone();
         debug!(target_id = %target.id, lateness_ms = (started - scheduled).num_milliseconds(), "check starts");
@@ -236,99 +170,15 @@ async fn catch_up(
     Some((scheduled, missed))
 }
 
-/// The slots to come: the configured targets, each with its one live queue entry.
-struct Queue {
-    targets: watch::Receiver<Vec<Arc<TargetSettings>>>,
-    current: HashMap<Arc<str>, Arc<TargetSettings>>,
-    live: Live,
-    heap: BinaryHeap<Reverse<Due>>,
-    reload: bool,
-}
-
-impl Queue {
-    fn new(targets: watch::Receiver<Vec<Arc<TargetSettings>>>) -> Queue {
-        Queue {
-            targets,
-            current: HashMap::new(),
-            live: Live::default(),
-            heap: BinaryHeap::new(),
-            reload: true,
-        }
-    }
-
-    /// Takes the latest target list.
-    fn reload(&mut self) {
-        self.reload = false;
-        let list = self.targets.borrow_and_update().clone();
-        let fresh = self.live.reload(&list, Utc::now());
-        self.heap.extend(fresh.into_iter().map(Reverse));
-        let key = |t: &TargetSettings| {
-            self.live
-                .entries
-                .get_key_value(t.id.as_str())
-                .map_or_else(|| Arc::from(t.id.as_str()), |(k, _)| k.clone())
-        };
-        self.current = list.into_iter().map(|t| (key(&t), t)).collect();
-        info!(
-            targets = self.current.len(),
-            queued = self.heap.len(),
-            "schedule loaded"
-        );
-    }
-
-    /// Waits for the next slot that is due, of a target still configured, taking new target
-    /// lists meanwhile. `None` once `stop` fires or the target lists end.
-    async fn next_due(&mut self, stop: &CancellationToken) -> Option<(Due, Arc<TargetSettings>)> {
-        loop {
-            if self.reload {
-                self.reload();
-            }
-            let now = Utc::now();
-            let wait = self.heap.peek().map(|Reverse(top)| {
-                (top.at > now).then(|| (top.at - now).to_std().unwrap_or_default().min(MAX_SLEEP))
-            });
-            match wait {
-                None => tokio::select! {
-                    _ = stop.cancelled() => return None,
-                    r = self.targets.changed() => { r.ok()?; self.reload = true; }
-                },
-                Some(Some(wait)) => tokio::select! {
-                    _ = stop.cancelled() => return None,
-                    r = self.targets.changed() => { r.ok()?; self.reload = true; }
-                    _ = tokio::time::sleep(wait) => {}
-                },
-                Some(None) => {
-                    if let Some(due) = self.pop_live() {
-                        return Some(due);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The entry on top of the queue with its target, unless it is stale or its target is
-    /// no longer configured.
-    fn pop_live(&mut self) -> Option<(Due, Arc<TargetSettings>)> {
-        let Reverse(due) = self.heap.pop()?;
-        // Superseded by a reload: this entry is stale.
-        if !self.live.is_live(&due) {
-            return None;
-        }
-        let Some(target) = self.current.get(&*due.target_id).cloned() else {
-            self.live.retire(&due.target_id);
-            return None;
-        };
-        Some((due, target))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use monitor_core::report::Status;
     use monitor_core::settings::{CheckerSettings, SettingsSource};
+    use std::collections::HashMap;
 
-    fn targets(spec: &[(&str, &str)]) -> Vec<Arc<TargetSettings>> {
+    /// Settings of targets `(id, period)` on a closed port, each with a 10 ms timeout.
+    pub(super) fn targets(spec: &[(&str, &str)]) -> Vec<Arc<TargetSettings>> {
         let list: Vec<String> = spec
             .iter()
             .map(|(id, period)| {
