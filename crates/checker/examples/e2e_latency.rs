@@ -178,5 +178,14 @@ async fn print_latency(db: &TestDatabase, n: usize, run_for: Duration) {
     let up: i64 = row.get(7);
     println!("check started → row stored (steady state, {count} rows, {up} of them up): p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms");
     println!("  of which the check itself (response time): p99 {check_p99:.0} ms; check ended → row stored: p99 {delivery_p99:.0} ms");
+    if up < count {
+        let first: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT status::text, failure_class::text, error FROM results WHERE status <> 'up' ORDER BY started_at LIMIT 1",
+        )
+        .fetch_optional(&pool)
+        .await
+        .expect("query");
+        println!("  {} checks not up; the first: {first:?}", count - up);
+    }
     pool.close().await;
 }
